@@ -1,0 +1,45 @@
+# ragmesh — the two commands:
+#   make run    build, fetch the models if missing, start the service on 127.0.0.1
+#   make test   fetch what the tests need if missing, run the whole suite
+#
+# Caches live outside the clone so a fresh clone (and CI) reuses them:
+#   CARGO_TARGET_DIR  build cache       (default /var/tmp/ragmesh-target)
+#   RAGMESH_MODEL_DIR model cache       (default ~/.cache/ragmesh/models)
+#   TEST_VENV         Python test tools (default /var/tmp/ragmesh-test-venv)
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= /var/tmp/ragmesh-target
+export RAGMESH_MODEL_DIR ?= $(HOME)/.cache/ragmesh/models
+TEST_VENV ?= /var/tmp/ragmesh-test-venv
+export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
+CARGO ?= cargo
+
+.PHONY: run test models test-deps build lint bench-embedder fmt
+
+run: models
+	$(CARGO) build --release -p ragmesh-embedder
+	@echo "try: curl -s 127.0.0.1:8081/v1/embeddings -H 'content-type: application/json' -d '{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"hello\"}'"
+	exec $(CARGO_TARGET_DIR)/release/ragmesh-embedder
+
+models:
+	@scripts/fetch-models.sh
+
+# The official OpenAI Python SDK drives the HTTP transports in the tests.
+test-deps:
+	@scripts/test-deps.sh "$(TEST_VENV)"
+
+build:
+	$(CARGO) build --workspace --bins
+
+test: models test-deps build
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench-embedder: models
+	bench/embedder.sh

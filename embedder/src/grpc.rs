@@ -1,0 +1,99 @@
+//! gRPC transport: `ragmesh.v1.Embedder` over the core.
+
+use ragmesh_proto::v1::embedder_server::{Embedder as EmbedderRpc, EmbedderServer};
+use ragmesh_proto::v1::{
+    EmbedRequest, EmbedResponse, EmbedUsage, EmbedderInfoRequest, EmbedderInfoResponse, Embedding,
+};
+use tonic::{Request, Response, Status};
+
+use crate::embedder::{EmbedOptions, Embedder};
+use crate::error::EmbedError;
+use crate::metrics as m;
+
+pub struct EmbedderGrpc {
+    embedder: Embedder,
+}
+
+impl EmbedderGrpc {
+    pub fn server(embedder: Embedder, max_message_bytes: usize) -> EmbedderServer<Self> {
+        EmbedderServer::new(Self { embedder })
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(usize::MAX)
+    }
+}
+
+impl From<EmbedError> for Status {
+    fn from(e: EmbedError) -> Self {
+        let msg = e.to_string();
+        match e {
+            EmbedError::Invalid { .. } => Status::invalid_argument(msg),
+            EmbedError::UnknownModel(_) => Status::not_found(msg),
+            EmbedError::Overloaded(_) => {
+                let mut s = Status::resource_exhausted(msg);
+                s.metadata_mut().insert(
+                    "retry-after",
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                s
+            }
+            EmbedError::Unavailable => Status::unavailable(msg),
+            EmbedError::ModelFile { .. } => Status::failed_precondition(msg),
+            EmbedError::Backend(_) => Status::internal(msg),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl EmbedderRpc for EmbedderGrpc {
+    async fn embed(
+        &self,
+        request: Request<EmbedRequest>,
+    ) -> Result<Response<EmbedResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            self.embedder.check_model(&req.model)?;
+            let opts = EmbedOptions {
+                normalize: req.normalize,
+                truncate: req.truncate,
+            };
+            self.embedder.embed(req.texts, opts).await
+        }
+        .await
+        .map_err(Status::from);
+        let code = match &result {
+            Ok(_) => "Ok".to_owned(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        metrics::counter!(m::REQUESTS, "transport" => "grpc", "status" => code).increment(1);
+        let out = result?;
+        let tokens = u32::try_from(out.prompt_tokens).unwrap_or(u32::MAX);
+        Ok(Response::new(EmbedResponse {
+            embeddings: out
+                .vectors
+                .into_iter()
+                .map(|values| Embedding { values })
+                .collect(),
+            usage: Some(EmbedUsage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+            }),
+            model: self.embedder.info().id.clone(),
+        }))
+    }
+
+    async fn info(
+        &self,
+        _request: Request<EmbedderInfoRequest>,
+    ) -> Result<Response<EmbedderInfoResponse>, Status> {
+        let i = self.embedder.info();
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Ok(Response::new(EmbedderInfoResponse {
+            model_id: i.id.clone(),
+            dimensions: n(i.dims),
+            max_input_tokens: n(i.max_input_tokens),
+            pooling: i.pooling.into(),
+            max_batch_tokens: n(i.max_batch_tokens),
+            max_concurrent_requests: n(i.max_concurrent_requests),
+        }))
+    }
+}

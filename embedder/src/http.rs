@@ -1,0 +1,393 @@
+//! HTTP transport: OpenAI-compatible `POST /v1/embeddings`, plus `/health`
+//! and `/metrics`.
+//!
+//! Bodies are parsed by hand from bytes (not with axum's `Json` extractor)
+//! so that every client mistake — bad JSON, a wrong type, an oversized
+//! body — gets OpenAI's error shape with a precise message.
+
+use std::time::Instant;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::embedder::{EmbedOptions, Embedder};
+use crate::error::EmbedError;
+use crate::metrics as m;
+
+#[derive(Clone)]
+struct AppState {
+    embedder: Embedder,
+    max_body_bytes: usize,
+}
+
+pub fn router(embedder: Embedder, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/embeddings", post(embeddings))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .with_state(AppState {
+            embedder,
+            max_body_bytes,
+        })
+}
+
+/// An OpenAI-style error: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<&'static str>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param,
+            code: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }});
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl From<EmbedError> for ApiError {
+    fn from(e: EmbedError) -> Self {
+        let message = e.to_string();
+        let (status, kind, param, code) = match &e {
+            EmbedError::Invalid { param, .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                *param,
+                None,
+            ),
+            EmbedError::UnknownModel(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
+            EmbedError::Overloaded(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                None,
+                Some("rate_limit_exceeded"),
+            ),
+            EmbedError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                None,
+                Some("service_unavailable"),
+            ),
+            EmbedError::ModelFile { .. } | EmbedError::Backend(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                None,
+                None,
+            ),
+        };
+        Self {
+            status,
+            message,
+            kind,
+            param,
+            code,
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such route".into(),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("not_found"),
+    }
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn metrics_text() -> Response {
+    match m::prometheus() {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are rendered by the host process",
+        )
+            .into_response(),
+    }
+}
+
+/// Reads a JSON object body, mapping every failure to an OpenAI error.
+pub async fn read_json_body(
+    body: Body,
+    limit: usize,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let bytes = to_bytes(body, limit).await.map_err(|_| ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("request body exceeds the limit of {limit} bytes"),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("request_too_large"),
+    })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "request body must be a JSON object",
+            None,
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            format!("invalid JSON body: {e}"),
+            None,
+        )),
+    }
+}
+
+/// The validated form of an embeddings request.
+struct EmbeddingsRequest {
+    model: String,
+    input: Vec<String>,
+    base64: bool,
+}
+
+fn parse_request(
+    body: &serde_json::Map<String, Value>,
+    dims: usize,
+) -> Result<EmbeddingsRequest, ApiError> {
+    let model = match body.get("model") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "'model' must be a string",
+                Some("model"),
+            ));
+        }
+    };
+    let input = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(s) => out.push(s.clone()),
+                    Value::Number(_) | Value::Array(_) => {
+                        return Err(ApiError::bad_request(
+                            format!("input[{i}]: token-id input is not supported; send text"),
+                            Some("input"),
+                        ));
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            format!("input[{i}] must be a string"),
+                            Some("input"),
+                        ));
+                    }
+                }
+            }
+            out
+        }
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_request("'input' is required", Some("input")));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "'input' must be a string or an array of strings",
+                Some("input"),
+            ));
+        }
+    };
+    let base64 = match body.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "float" => false,
+        Some(Value::String(s)) if s == "base64" => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "'encoding_format' must be \"float\" or \"base64\"",
+                Some("encoding_format"),
+            ));
+        }
+    };
+    match body.get("dimensions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64() == Some(dims as u64) => {}
+        Some(Value::Number(n)) => {
+            return Err(ApiError::bad_request(
+                format!(
+                    "'dimensions' is {n} but this model only produces {dims}-dimensional embeddings"
+                ),
+                Some("dimensions"),
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "'dimensions' must be an integer",
+                Some("dimensions"),
+            ));
+        }
+    }
+    if let Some(user) = body.get("user")
+        && !user.is_string()
+        && !user.is_null()
+    {
+        return Err(ApiError::bad_request(
+            "'user' must be a string",
+            Some("user"),
+        ));
+    }
+    Ok(EmbeddingsRequest {
+        model,
+        input,
+        base64,
+    })
+}
+
+async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let result = handle_embeddings(&st, req).await;
+    let status = match &result {
+        Ok(_) => "200".to_owned(),
+        Err(e) => e.status.as_u16().to_string(),
+    };
+    metrics::counter!(m::REQUESTS, "transport" => "http", "status" => status).increment(1);
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "POST /v1/embeddings"
+    );
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle_embeddings(st: &AppState, req: Request) -> Result<Value, ApiError> {
+    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let info = st.embedder.info();
+    let parsed = parse_request(&body, info.dims)?;
+    st.embedder.check_model(&parsed.model)?;
+    let out = st
+        .embedder
+        .embed(parsed.input, EmbedOptions::default())
+        .await?;
+    let data: Vec<Value> = out
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if parsed.base64 {
+                Value::String(encode_base64(v))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(json!({
+        "object": "list",
+        "data": data,
+        "model": info.id,
+        "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
+    }))
+}
+
+/// OpenAI's base64 format: the little-endian f32 bytes, base64-encoded.
+pub fn encode_base64(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> serde_json::Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn parses_string_and_array_input() {
+        let r = parse_request(&obj(json!({"input": "hi", "model": "m"})), 384);
+        assert!(matches!(r, Ok(ref r) if r.input == vec!["hi"] && !r.base64));
+        let r = parse_request(
+            &obj(json!({"input": ["a", "b"], "encoding_format": "base64"})),
+            384,
+        );
+        assert!(matches!(r, Ok(ref r) if r.input.len() == 2 && r.base64));
+    }
+
+    #[test]
+    fn rejects_bad_fields_with_param() {
+        let cases = [
+            (json!({}), "input"),
+            (json!({"input": 3}), "input"),
+            (json!({"input": ["a", 3]}), "input"),
+            (json!({"input": ["a", null]}), "input"),
+            (json!({"input": "a", "dimensions": 12}), "dimensions"),
+            (json!({"input": "a", "dimensions": "x"}), "dimensions"),
+            (
+                json!({"input": "a", "encoding_format": "int8"}),
+                "encoding_format",
+            ),
+            (json!({"input": "a", "model": 5}), "model"),
+        ];
+        for (body, param) in cases {
+            match parse_request(&obj(body.clone()), 384) {
+                Err(e) => {
+                    assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+                    assert_eq!(e.param, Some(param), "{body}");
+                }
+                Ok(_) => panic!("accepted {body}"),
+            }
+        }
+    }
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        let s = encode_base64(&[1.0, -2.5]);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .unwrap_or_default();
+        assert_eq!(
+            bytes,
+            [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat()
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! ragmesh embedder: sentence embeddings with candle.
+//!
+//! - core: [`Embedder`] (load a sentence-transformers directory, embed with
+//!   dynamic batching) — knows no transport;
+//! - transports: [`grpc`] (`ragmesh.v1.Embedder` + `grpc.health.v1`) and
+//!   [`http`] (OpenAI `POST /v1/embeddings`, `/health`, `/metrics`);
+//! - [`server`]: the binary's configuration and serve loop.
+
+mod batch;
+mod bert;
+mod embedder;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+mod model;
+mod pooling;
+mod queue;
+pub mod server;
+
+pub use batch::BatchPolicy;
+pub use embedder::{EmbedOptions, EmbedOutput, Embedder, EmbedderConfig, ModelInfo};
+pub use error::EmbedError;
+pub use pooling::Pooling;

@@ -1,0 +1,24 @@
+//! `ragmesh-embedder`: parse config, build the core, serve the transports.
+
+use clap::Parser;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = ragmesh_embedder::server::Args::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(ragmesh_embedder::server::run(args)));
+    if let Err(e) = result {
+        // One readable line, non-zero exit.
+        eprintln!("ragmesh-embedder: error: {e:#}");
+        std::process::exit(1);
+    }
+}

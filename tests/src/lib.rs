@@ -1,0 +1,113 @@
+//! Harness for the end-to-end tests: start the real binaries on loopback
+//! (port 0), read the addresses they bound, stop them on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The directory holding the workspace's binaries (built by `make test`
+/// before the tests run): the test executable lives in `<dir>/deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// `RAGMESH_MODEL_DIR` or the default model cache.
+pub fn model_dir() -> String {
+    std::env::var("RAGMESH_MODEL_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "{}/.cache/ragmesh/models",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        })
+}
+
+/// The Python with the test tools (the OpenAI SDK) installed.
+pub fn python() -> String {
+    std::env::var("RAGMESH_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// A running service process; killed when dropped.
+pub struct Service {
+    pub child: Child,
+    /// `name=addr` pairs from its "listening" line, e.g. http, grpc.
+    pub addrs: Vec<(String, String)>,
+}
+
+impl Service {
+    /// Starts `bin` with `args` and waits (up to `timeout`) for its
+    /// `<bin> listening k=v ...` line on stdout.
+    pub fn start(bin: &str, args: &[&str], timeout: Duration) -> anyhow::Result<Self> {
+        let path = bin_dir().join(bin);
+        anyhow::ensure!(
+            path.exists(),
+            "{} not built: run `cargo build --workspace --bins` (make test does)",
+            path.display()
+        );
+        let mut child = Command::new(&path)
+            .args(args)
+            .env("RAGMESH_MODEL_DIR", model_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains(" listening ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(timeout) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                anyhow::bail!(
+                    "{bin} did not report listening within {timeout:?} (exit: {status:?})"
+                );
+            }
+        };
+        let addrs = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(Self { child, addrs })
+    }
+
+    pub fn addr(&self, name: &str) -> String {
+        self.addrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr("http"))
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.addr("grpc"))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
