@@ -14,9 +14,9 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models test-deps build lint bench-embedder fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder fmt
 
-run: models
+run: system-deps models
 	$(CARGO) build --release -p ragmesh-embedder
 	@echo "try: curl -s 127.0.0.1:8081/v1/embeddings -H 'content-type: application/json' -d '{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"hello\"}'"
 	exec $(CARGO_TARGET_DIR)/release/ragmesh-embedder
@@ -24,11 +24,15 @@ run: models
 models:
 	@scripts/fetch-models.sh
 
+# Build-time system packages (the serial OpenBLAS the embedder links).
+system-deps:
+	@scripts/system-deps.sh
+
 # The official OpenAI Python SDK drives the HTTP transports in the tests.
 test-deps:
 	@scripts/test-deps.sh "$(TEST_VENV)"
 
-build:
+build: system-deps
 	$(CARGO) build --workspace --bins
 
 test: models test-deps build
@@ -41,5 +45,5 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench-embedder: models
+bench-embedder: system-deps models
 	bench/embedder.sh

@@ -37,6 +37,32 @@ impl BatchPolicy {
     }
 }
 
+/// Splits one planned batch (lengths `lens`) into at most `parts`
+/// consecutive slices of roughly equal token counts, to run side by side.
+pub fn split_by_tokens(lens: &[usize], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.clamp(1, lens.len().max(1));
+    let total: usize = lens.iter().sum();
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    let mut acc = 0;
+    for (i, &len) in lens.iter().enumerate() {
+        acc += len;
+        // close a slice once it reaches its share of the tokens, leaving at
+        // least one sequence for each remaining slice
+        let share = total * (out.len() + 1) / parts;
+        let remaining = lens.len() - (i + 1);
+        let slices_left = parts - out.len() - 1;
+        if out.len() + 1 < parts && acc >= share && remaining >= slices_left {
+            out.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < lens.len() {
+        out.push(start..lens.len());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +78,18 @@ mod tests {
         // an over-budget sequence runs alone
         assert_eq!(p.plan(&[3, 20, 3]), vec![0..1, 1..2, 2..3]);
         assert!(p.plan(&[]).is_empty());
+    }
+
+    #[test]
+    fn splits_evenly_by_tokens() {
+        assert_eq!(split_by_tokens(&[10, 10, 10, 10], 2), vec![0..2, 2..4]);
+        assert_eq!(split_by_tokens(&[30, 5, 5, 5, 5], 2), vec![0..1, 1..5]);
+        assert_eq!(split_by_tokens(&[7], 4), vec![0..1]);
+        assert!(split_by_tokens(&[], 2).is_empty());
+        let lens: Vec<usize> = (0..33).map(|i| 40 + i % 20).collect();
+        let parts = split_by_tokens(&lens, 3);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.iter().map(|r| r.len()).sum::<usize>(), 33);
     }
 
     #[test]

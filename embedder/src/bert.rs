@@ -11,6 +11,8 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+use crate::linear::Dense;
 use serde::Deserialize;
 
 use crate::error::{EmbedError, Result};
@@ -54,11 +56,11 @@ enum Act {
 }
 
 struct Layer {
-    qkv: Linear,
-    attn_out: Linear,
+    qkv: Dense,
+    attn_out: Dense,
     attn_norm: LayerNorm,
-    ffn_in: Linear,
-    ffn_out: Linear,
+    ffn_in: Dense,
+    ffn_out: Dense,
     ffn_norm: LayerNorm,
 }
 
@@ -80,6 +82,14 @@ fn linear(vb: &VarBuilder, inp: usize, out: usize) -> candle_core::Result<Linear
         vb.get((out, inp), "weight")?,
         Some(vb.get(out, "bias")?),
     ))
+}
+
+fn dense(vb: &VarBuilder, inp: usize, out: usize, gelu: bool) -> candle_core::Result<Dense> {
+    Dense::new(
+        vb.get((out, inp), "weight")?,
+        Some(vb.get(out, "bias")?),
+        gelu,
+    )
 }
 
 fn layer_norm(vb: &VarBuilder, size: usize, eps: f64) -> candle_core::Result<LayerNorm> {
@@ -151,11 +161,17 @@ impl Bert {
                 _ => None,
             };
             layers.push(Layer {
-                qkv: Linear::new(w, b),
-                attn_out: linear(&att.pp("output.dense"), h, h)?,
+                qkv: Dense::new(w, b, false)?,
+                attn_out: dense(&att.pp("output.dense"), h, h, false)?,
                 attn_norm: layer_norm(&att.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
-                ffn_in: linear(&lv.pp("intermediate.dense"), h, cfg.intermediate_size)?,
-                ffn_out: linear(&lv.pp("output.dense"), cfg.intermediate_size, h)?,
+                // BERT's exact-erf GELU is fused into the BLAS layer.
+                ffn_in: dense(
+                    &lv.pp("intermediate.dense"),
+                    h,
+                    cfg.intermediate_size,
+                    matches!(act, Act::GeluErf),
+                )?,
+                ffn_out: dense(&lv.pp("output.dense"), cfg.intermediate_size, h, false)?,
                 ffn_norm: layer_norm(&lv.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
             });
         }
@@ -227,6 +243,7 @@ impl Bert {
         let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + x)?)?;
         let i = l.ffn_in.forward(&a)?;
         let i = match self.act {
+            _ if l.ffn_in.fuses_gelu() => i,
             Act::GeluErf => i.gelu_erf()?,
             Act::GeluTanh => i.gelu()?,
             Act::Relu => i.relu()?,

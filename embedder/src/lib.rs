@@ -12,6 +12,7 @@ mod embedder;
 pub mod error;
 pub mod grpc;
 pub mod http;
+mod linear;
 pub mod metrics;
 mod model;
 mod pooling;

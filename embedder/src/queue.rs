@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::BatchPolicy;
+use crate::batch::{BatchPolicy, split_by_tokens};
 use crate::bert::to_rows;
 use crate::error::{EmbedError, Result};
 use crate::metrics as m;
@@ -126,28 +127,45 @@ fn embed_jobs(
         .map(|j| Vec::with_capacity(j.seqs.len()))
         .collect();
     let dims = model.dims;
+    let workers = rayon::current_num_threads();
     for range in policy.plan(&lens) {
-        let seqs: Vec<&[u32]> = flat[range.clone()].iter().map(|(_, s)| *s).collect();
-        metrics::histogram!(m::BATCH_SIZE).record(seqs.len() as f64);
+        metrics::histogram!(m::BATCH_SIZE).record(range.len() as f64);
+        metrics::histogram!(m::BATCH_TOKENS)
+            .record(lens[range.clone()].iter().sum::<usize>() as f64);
         stats.forward_passes.fetch_add(1, Ordering::Relaxed);
         stats
             .sequences
-            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
-        metrics::histogram!(m::BATCH_TOKENS)
-            .record(lens[range.clone()].iter().sum::<usize>() as f64);
+            .fetch_add(range.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
-        let rows = to_rows(&model.bert.forward(&seqs)?)?;
+        // candle parallelises GEMMs but runs element-wise ops (bias, GELU,
+        // layer norm, softmax) on the calling thread. Splitting the batch into
+        // one slice per core and running the slices side by side keeps every
+        // core busy through those ops too.
+        let parts = split_by_tokens(&lens[range.clone()], workers);
+        let rows: Vec<Vec<f32>> = parts
+            .par_iter()
+            .map(|part| {
+                let seqs: Vec<&[u32]> = flat[range.start + part.start..range.start + part.end]
+                    .iter()
+                    .map(|(_, s)| *s)
+                    .collect();
+                to_rows(&model.bert.forward(&seqs)?)
+            })
+            .collect::<Result<_>>()?;
         metrics::histogram!(m::FORWARD_SECONDS).record(started.elapsed().as_secs_f64());
-        let mut off = 0;
-        for (ji, seq) in &flat[range] {
-            let n = seq.len() * dims;
-            let mut v = Vec::with_capacity(dims);
-            model.pooling.pool(&rows[off..off + n], dims, &mut v);
-            off += n;
-            if jobs[*ji].normalize {
-                l2_normalize(&mut v);
+        let mut items = flat[range].iter();
+        for (part, part_rows) in parts.iter().zip(&rows) {
+            let mut off = 0;
+            for (ji, seq) in items.by_ref().take(part.len()) {
+                let n = seq.len() * dims;
+                let mut v = Vec::with_capacity(dims);
+                model.pooling.pool(&part_rows[off..off + n], dims, &mut v);
+                off += n;
+                if jobs[*ji].normalize {
+                    l2_normalize(&mut v);
+                }
+                out[*ji].push(v);
             }
-            out[*ji].push(v);
         }
     }
     Ok(out)
