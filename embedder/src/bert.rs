@@ -197,7 +197,8 @@ impl Bert {
     /// model's limit) and returns the last hidden states, unpadded:
     /// `[sum(len), hidden]` with sequence `i`'s rows starting at the sum of the
     /// previous lengths.
-    pub fn forward(&self, seqs: &[&[u32]]) -> Result<Tensor> {
+    /// `blocks` > 1 splits each dense layer's rows over that many cores.
+    pub fn forward(&self, seqs: &[&[u32]], blocks: usize) -> Result<Tensor> {
         let total: usize = seqs.iter().map(|s| s.len()).sum();
         let mut ids = Vec::with_capacity(total);
         let mut pos = Vec::with_capacity(total);
@@ -212,14 +213,20 @@ impl Bert {
         let x = (x + self.token_type.forward(&types)?)?;
         let mut x = self.emb_norm.forward(&x)?;
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, seqs)?;
+            x = self.layer_forward(layer, &x, seqs, blocks)?;
         }
         Ok(x)
     }
 
-    fn layer_forward(&self, l: &Layer, x: &Tensor, seqs: &[&[u32]]) -> Result<Tensor> {
+    fn layer_forward(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        seqs: &[&[u32]],
+        blocks: usize,
+    ) -> Result<Tensor> {
         let h = self.hidden;
-        let qkv = l.qkv.forward(x)?; // [T, 3h]
+        let qkv = l.qkv.forward(x, blocks)?; // [T, 3h]
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut ctx = Vec::with_capacity(seqs.len());
         let mut off = 0;
@@ -240,15 +247,17 @@ impl Bert {
             ctx.push(c);
         }
         let ctx = Tensor::cat(&ctx, 0)?;
-        let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + x)?)?;
-        let i = l.ffn_in.forward(&a)?;
+        let a = l
+            .attn_norm
+            .forward(&(l.attn_out.forward(&ctx, blocks)? + x)?)?;
+        let i = l.ffn_in.forward(&a, blocks)?;
         let i = match self.act {
             _ if l.ffn_in.fuses_gelu() => i,
             Act::GeluErf => i.gelu_erf()?,
             Act::GeluTanh => i.gelu()?,
             Act::Relu => i.relu()?,
         };
-        let o = (l.ffn_out.forward(&i)? + &a)?;
+        let o = (l.ffn_out.forward(&i, blocks)? + &a)?;
         Ok(l.ffn_norm.forward(&o)?)
     }
 }

@@ -35,13 +35,20 @@ impl Dense {
     }
 
     /// `x`: `[rows, in]` → `[rows, out]` (GELU applied if built with it).
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `blocks` > 1 splits the rows over that many cores: for a batch too
+    /// small to give every core its own slice (e.g. one query).
+    pub fn forward(&self, x: &Tensor, blocks: usize) -> candle_core::Result<Tensor> {
         #[cfg(feature = "openblas")]
         {
             if x.device().is_cpu() {
-                return x.contiguous()?.apply_op1_no_bwd(&self.blas);
+                let call = BlasCall {
+                    layer: &self.blas,
+                    blocks,
+                };
+                return x.contiguous()?.apply_op1_no_bwd(&call);
             }
         }
+        let _ = blocks; // candle's matmul parallelises on its own
         self.candle.forward(x)
     }
 
@@ -82,7 +89,39 @@ impl BlasLinear {
 }
 
 #[cfg(feature = "openblas")]
-impl CustomOp1 for BlasLinear {
+impl BlasLinear {
+    /// `y[rows, out] = x[rows, in]·Wᵀ + b` (then GELU) for one block of rows.
+    fn block(&self, x: &[f32], y: &mut [f32]) -> candle_core::Result<()> {
+        let (out, inp) = self.weight.dim();
+        let rows = x.len() / inp.max(1);
+        let err = |e: ndarray::ShapeError| candle_core::Error::Msg(e.to_string());
+        let x = ndarray::ArrayView2::from_shape((rows, inp), x).map_err(err)?;
+        // Start from the bias rows so sgemm's beta = 1 adds it for free.
+        match self.bias.as_ref().and_then(|b| b.as_slice()) {
+            Some(b) => y
+                .chunks_exact_mut(out)
+                .for_each(|row| row.copy_from_slice(b)),
+            None => y.fill(0.0),
+        }
+        let mut y_view = ndarray::ArrayViewMut2::from_shape((rows, out), &mut *y).map_err(err)?;
+        ndarray::linalg::general_mat_mul(1.0, &x, &self.weight.t(), 1.0, &mut y_view);
+        if self.gelu {
+            y.iter_mut().for_each(|v| *v = gelu_erf(*v));
+        }
+        Ok(())
+    }
+}
+
+/// One application of a `BlasLinear`, with its rows split into `blocks`
+/// run in parallel on rayon's pool (1: on the calling thread).
+#[cfg(feature = "openblas")]
+struct BlasCall<'a> {
+    layer: &'a BlasLinear,
+    blocks: usize,
+}
+
+#[cfg(feature = "openblas")]
+impl CustomOp1 for BlasCall<'_> {
     fn name(&self) -> &'static str {
         "blas-linear"
     }
@@ -92,26 +131,23 @@ impl CustomOp1 for BlasLinear {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
         let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
             candle_core::Error::Msg("blas-linear needs a contiguous input".into())
         })?;
-        let (out, inp) = self.weight.dim();
-        let data = &storage.as_slice::<f32>()?[start..end];
-        let rows = data.len() / inp.max(1);
-        let x = ndarray::ArrayView2::from_shape((rows, inp), data)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        // Start from the bias rows so sgemm's beta = 1 adds it for free.
-        let mut init = Vec::with_capacity(rows * out);
-        match self.bias.as_ref().and_then(|b| b.as_slice()) {
-            Some(b) => (0..rows).for_each(|_| init.extend_from_slice(b)),
-            None => init.resize(rows * out, 0.0),
-        }
-        let mut y = ndarray::Array2::from_shape_vec((rows, out), init)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        ndarray::linalg::general_mat_mul(1.0, &x, &self.weight.t(), 1.0, &mut y);
-        let mut y = y.into_raw_vec_and_offset().0;
-        if self.gelu {
-            y.iter_mut().for_each(|v| *v = gelu_erf(*v));
+        let (out, inp) = self.layer.weight.dim();
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let rows = x.len() / inp.max(1);
+        let mut y = vec![0f32; rows * out];
+        // Below ~16 rows per block the GEMM is too thin to pay for the split.
+        let blocks = self.blocks.min(rows / 16).max(1);
+        if blocks == 1 {
+            self.layer.block(x, &mut y)?;
+        } else {
+            let per = rows.div_ceil(blocks);
+            y.par_chunks_mut(per * out)
+                .zip(x.par_chunks(per * inp))
+                .try_for_each(|(yb, xb)| self.layer.block(xb, yb))?;
         }
         Ok((CpuStorage::F32(y), Shape::from((rows, out))))
     }
@@ -180,11 +216,16 @@ mod tests {
         let b = Tensor::randn(0f32, 1.0, 48, &dev)?;
         let x = Tensor::randn(0f32, 1.0, (7, 32), &dev)?;
         let want = Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
-        let got = Dense::new(w.clone(), Some(b.clone()), false)?.forward(&x)?;
+        let got = Dense::new(w.clone(), Some(b.clone()), false)?.forward(&x, 1)?;
+        let x64 = Tensor::randn(0f32, 1.0, (64, 32), &dev)?;
+        let want64 = Linear::new(w.clone(), Some(b.clone())).forward(&x64)?;
+        let split = Dense::new(w.clone(), Some(b.clone()), false)?.forward(&x64, 3)?;
+        let diff64 = (want64 - split)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff64 < 1e-4, "row-split linear differs by {diff64}");
         let diff = (want.clone() - got)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-4, "linear differs by {diff}");
         let want_gelu = want.gelu_erf()?;
-        let got_gelu = Dense::new(w, Some(b), true)?.forward(&x)?;
+        let got_gelu = Dense::new(w, Some(b), true)?.forward(&x, 1)?;
         let diff = (want_gelu - got_gelu)?
             .abs()?
             .max_all()?

@@ -142,6 +142,9 @@ fn embed_jobs(
         // one slice per core and running the slices side by side keeps every
         // core busy through those ops too.
         let parts = split_by_tokens(&lens[range.clone()], workers);
+        // A batch smaller than the core count (one query, say) splits each
+        // GEMM's rows across the idle cores instead.
+        let blocks = if parts.len() < workers { workers } else { 1 };
         let rows: Vec<Vec<f32>> = parts
             .par_iter()
             .map(|part| {
@@ -149,7 +152,7 @@ fn embed_jobs(
                     .iter()
                     .map(|(_, s)| *s)
                     .collect();
-                to_rows(&model.bert.forward(&seqs)?)
+                to_rows(&model.bert.forward(&seqs, blocks)?)
             })
             .collect::<Result<_>>()?;
         metrics::histogram!(m::FORWARD_SECONDS).record(started.elapsed().as_secs_f64());
