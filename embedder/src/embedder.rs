@@ -88,10 +88,17 @@ impl Embedder {
     /// Loads the model and starts the batching thread. Blocking: call it
     /// before serving or from `spawn_blocking`.
     pub fn load(cfg: &EmbedderConfig) -> Result<Self> {
+        // The `cuda` feature runs the forward on GPU 0 when one is present
+        // (dense layers then use candle's matmul); CI builds CPU only.
+        let device = if cfg!(feature = "cuda") {
+            Device::cuda_if_available(0)?
+        } else {
+            Device::Cpu
+        };
         let model = Arc::new(LoadedModel::load(
             &cfg.model_path,
             cfg.model_id.clone(),
-            &Device::Cpu,
+            &device,
         )?);
         if cfg.max_batch_tokens < model.max_seq_len {
             return Err(EmbedError::invalid(
