@@ -137,10 +137,9 @@ fn embed_jobs(
             .sequences
             .fetch_add(range.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
-        // candle parallelises GEMMs but runs element-wise ops (bias, GELU,
-        // layer norm, softmax) on the calling thread. Splitting the batch into
-        // one slice per core and running the slices side by side keeps every
-        // core busy through those ops too.
+        // The GEMMs (serial OpenBLAS) and candle's element-wise ops both run
+        // on the calling thread, so the batch is split into one slice per
+        // core and the slices run side by side.
         let parts = split_by_tokens(&lens[range.clone()], workers);
         // A batch smaller than the core count (one query, say) splits each
         // GEMM's rows across the idle cores instead.
