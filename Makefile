@@ -14,7 +14,7 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models system-deps test-deps build lint bench-embedder fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever fmt
 
 run: system-deps models
 	$(CARGO) build --release -p ragmesh-embedder
@@ -47,3 +47,6 @@ fmt:
 
 bench-embedder: system-deps models
 	bench/embedder.sh
+
+bench-retriever:
+	bench/retriever.sh

@@ -11,7 +11,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{Value, json};
@@ -29,8 +29,7 @@ struct AppState {
 pub fn router(embedder: Embedder, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/embeddings", post(embeddings))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
+        .merge(ragmesh_telemetry::ops_router())
         .fallback(not_found)
         .with_state(AppState {
             embedder,
@@ -131,25 +130,6 @@ async fn not_found() -> ApiError {
         kind: "invalid_request_error",
         param: None,
         code: Some("not_found"),
-    }
-}
-
-async fn health() -> &'static str {
-    "ok"
-}
-
-async fn metrics_text() -> Response {
-    match m::prometheus() {
-        Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            "metrics are rendered by the host process",
-        )
-            .into_response(),
     }
 }
 

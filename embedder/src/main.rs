@@ -8,13 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ragmesh_telemetry::init_tracing();
     let args = ragmesh_embedder::server::Args::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

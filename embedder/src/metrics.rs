@@ -1,9 +1,7 @@
 //! Prometheus metrics: names are part of the API (documented in
 //! `docs/operations.md`), so change them only with the docs and dashboards.
 
-use std::sync::OnceLock;
-
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 pub const REQUESTS: &str = "ragmesh_embedder_requests_total";
 pub const REQUEST_SECONDS: &str = "ragmesh_embedder_request_duration_seconds";
@@ -14,27 +12,13 @@ pub const BATCH_TOKENS: &str = "ragmesh_embedder_batch_tokens";
 pub const FORWARD_SECONDS: &str = "ragmesh_embedder_forward_duration_seconds";
 pub const INPUT_TOKENS: &str = "ragmesh_embedder_input_tokens_total";
 
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// Installs the process-wide Prometheus recorder once and returns its
-/// handle. `None` when another recorder was installed first (e.g. by a host
-/// process embedding this crate), in which case that host renders metrics.
+/// Installs (once) the process-wide Prometheus recorder with the
+/// embedder's histogram buckets. `None` when another recorder was installed
+/// first, in which case that host renders metrics.
 pub fn prometheus() -> Option<PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let latency = [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ];
-            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-            let tokens = [16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0];
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &sizes))
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_TOKENS.into()), &tokens))
-                .and_then(|b| b.install_recorder())
-                .ok()
-        })
-        .clone()
+    let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    let tokens = [16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0];
+    ragmesh_telemetry::prometheus(&[(BATCH_SIZE, &sizes), (BATCH_TOKENS, &tokens)])
 }
 
 /// Registers descriptions so `/metrics` has HELP lines from the start.

@@ -144,13 +144,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(grpc_svc)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                shutdown_signal(),
+                ragmesh_telemetry::shutdown_signal(),
             ),
     );
     let app = crate::http::router(embedder.clone(), args.max_body_bytes);
     let http_task = tokio::spawn(async move {
         axum::serve(http, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
             .await
     });
     let info = embedder.info();
@@ -163,28 +163,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     g.context("gRPC server task")?.context("gRPC server")?;
     h.context("HTTP server task")?.context("HTTP server")?;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM (Kubernetes stops pods with SIGTERM).
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

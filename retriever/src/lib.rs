@@ -1,8 +1,32 @@
-//! ragmesh retriever: collections of chunks with dense and hybrid search.
+//! ragmesh retriever: collections of chunks with dense and hybrid search,
+//! isolated per tenant.
 //!
-//! The core (`Retriever`) and its backends (embedded Qdrant Edge, a Qdrant
-//! cluster) land with the retriever issue; this crate currently only fixes the
-//! contract it will serve.
+//! - core: [`Retriever`] over one [`Backend`]: the embedded [`EdgeBackend`]
+//!   (Qdrant Edge, the default) or [`QdrantBackend`] (a Qdrant server or
+//!   cluster), chosen by `--backend`.
+//! - transports: [`grpc`] (`ragmesh.v1.Retriever` + `grpc.health.v1`);
+//!   `/health` and `/metrics` over HTTP ([`server`]).
 
-/// The gRPC contract this service implements.
-pub use ragmesh_proto::v1::retriever_server::Retriever as RetrieverService;
+mod backend;
+pub mod edge;
+mod edge_index;
+mod edge_shard;
+mod error;
+pub mod filter;
+pub mod grpc;
+pub mod metrics;
+pub mod qdrant;
+mod retriever;
+pub mod server;
+mod types;
+mod validate;
+
+pub use backend::Backend;
+pub use edge::EdgeBackend;
+pub use error::{Result, RetrieverError};
+pub use qdrant::{QdrantBackend, QdrantConfig};
+pub use retriever::Retriever;
+pub use types::{
+    Chunk, CollectionInfo, Condition, Distance, Fusion, MetaFilter, ScoredChunk, SearchQuery,
+};
+pub use validate::{MAX_BATCH, MAX_TOP_K};

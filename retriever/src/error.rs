@@ -1,0 +1,25 @@
+//! The retriever's error type, mapped once to a gRPC status in `grpc.rs`.
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieverError {
+    /// The caller sent something invalid; the message says what and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Unknown collection (or one owned by another tenant: same answer, so
+    /// existence never leaks across tenants).
+    #[error("collection '{0}' not found")]
+    NotFound(String),
+    #[error("collection '{0}' already exists")]
+    AlreadyExists(String),
+    /// The storage engine failed: not the caller's fault.
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+impl RetrieverError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+}
+
+pub type Result<T, E = RetrieverError> = std::result::Result<T, E>;

@@ -1,0 +1,147 @@
+//! The `ragmesh-retriever` binary: configuration (flags + env) and the
+//! serve loop (gRPC + `/health`, `/metrics`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use crate::backend::Backend;
+use crate::edge::EdgeBackend;
+use crate::grpc::RetrieverGrpc;
+use crate::qdrant::{QdrantBackend, QdrantConfig};
+use crate::retriever::Retriever;
+
+/// Every flag is also an environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ragmesh-retriever",
+    version,
+    about = "Collections and hybrid search over Qdrant Edge or a Qdrant cluster"
+)]
+pub struct Args {
+    /// `edge`: the embedded engine under --data-dir; `qdrant`: a Qdrant
+    /// server or cluster at --qdrant-url.
+    #[arg(
+        long,
+        env = "RAGMESH_RETRIEVER_BACKEND",
+        value_enum,
+        default_value = "edge"
+    )]
+    pub backend: BackendKind,
+    /// Qdrant gRPC URL (`https://` for TLS).
+    #[arg(long, env = "QDRANT_URL", default_value = "http://127.0.0.1:6334")]
+    pub qdrant_url: String,
+    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+    /// Prefix of the Qdrant collections this retriever owns.
+    #[arg(long, env = "RAGMESH_QDRANT_PREFIX", default_value = "ragmesh")]
+    pub qdrant_prefix: String,
+    /// Shards of each new Qdrant collection.
+    #[arg(long, env = "RAGMESH_QDRANT_SHARDS", default_value_t = 1)]
+    pub qdrant_shards: u32,
+    /// Replicas of each shard of a new Qdrant collection.
+    #[arg(long, env = "RAGMESH_QDRANT_REPLICATION", default_value_t = 1)]
+    pub qdrant_replication: u32,
+    /// Replicas that must acknowledge a write before it is acknowledged.
+    #[arg(long, env = "RAGMESH_QDRANT_WRITE_CONSISTENCY", default_value_t = 1)]
+    pub qdrant_write_consistency: u32,
+    /// Where the embedded engine keeps its collections.
+    #[arg(long, env = "RAGMESH_DATA_DIR", default_value_t = default_data_dir())]
+    pub data_dir: String,
+    #[arg(long, env = "RAGMESH_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "RAGMESH_GRPC_PORT", default_value_t = 50052)]
+    pub grpc_port: u16,
+    #[arg(long, env = "RAGMESH_HTTP_PORT", default_value_t = 8082)]
+    pub http_port: u16,
+    /// Largest accepted gRPC message, in bytes (bounds an upsert batch).
+    #[arg(long, env = "RAGMESH_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    Edge,
+    Qdrant,
+}
+
+pub fn default_data_dir() -> String {
+    match std::env::var("HOME") {
+        Ok(h) if !h.is_empty() => format!("{h}/.local/share/ragmesh"),
+        _ => ".local/share/ragmesh".into(),
+    }
+}
+
+/// Opens the data directory, binds both listeners and serves until
+/// SIGINT/SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let backend: Arc<dyn Backend> = match args.backend {
+        BackendKind::Edge => {
+            let dir = PathBuf::from(&args.data_dir).join("collections");
+            let edge = tokio::task::spawn_blocking(move || EdgeBackend::open(dir))
+                .await
+                .context("storage start-up task")?
+                .with_context(|| format!("cannot open data directory {}", args.data_dir))?;
+            Arc::new(edge)
+        }
+        BackendKind::Qdrant => Arc::new(
+            QdrantBackend::connect(QdrantConfig {
+                url: args.qdrant_url.clone(),
+                api_key: args.qdrant_api_key.clone(),
+                prefix: args.qdrant_prefix.clone(),
+                shard_number: args.qdrant_shards,
+                replication_factor: args.qdrant_replication,
+                write_consistency_factor: args.qdrant_write_consistency,
+                ..QdrantConfig::default()
+            })
+            .await
+            .context("cannot reach Qdrant")?,
+        ),
+    };
+    let core = Retriever::new(backend);
+    if ragmesh_telemetry::prometheus(&[]).is_none() {
+        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+    }
+
+    let ip: std::net::IpAddr = args
+        .host
+        .parse()
+        .with_context(|| format!("--host '{}' is not an IP address", args.host))?;
+    let grpc = TcpListener::bind(SocketAddr::new(ip, args.grpc_port))
+        .await
+        .with_context(|| format!("cannot bind gRPC port {}", args.grpc_port))?;
+    let http = TcpListener::bind(SocketAddr::new(ip, args.http_port))
+        .await
+        .with_context(|| format!("cannot bind HTTP port {}", args.http_port))?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ragmesh_proto::v1::retriever_server::RetrieverServer<RetrieverGrpc>>()
+        .await;
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_svc)
+            .add_service(RetrieverGrpc::server(core, args.max_message_bytes))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                ragmesh_telemetry::shutdown_signal(),
+            ),
+    );
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, ragmesh_telemetry::ops_router::<()>())
+            .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
+            .await
+    });
+    tracing::info!(backend = ?args.backend, data_dir = %args.data_dir, %grpc_addr, %http_addr, "retriever serving");
+    // Parseable by scripts and tests (they start us on port 0).
+    println!("ragmesh-retriever listening http={http_addr} grpc={grpc_addr}");
+    let (g, h) = tokio::join!(grpc_task, http_task);
+    g.context("gRPC server task")?.context("gRPC server")?;
+    h.context("HTTP server task")?.context("HTTP server")?;
+    Ok(())
+}
