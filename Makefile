@@ -14,7 +14,7 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner fmt
 
 run: system-deps models
 	$(CARGO) build --release -p ragmesh-embedder
@@ -50,3 +50,7 @@ bench-embedder: system-deps models
 
 bench-retriever:
 	bench/retriever.sh
+
+# builds llama.cpp (llama-cpp-python) into a venv on first use
+bench-runner: system-deps models
+	bench/llm_runner.sh

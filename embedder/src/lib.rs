@@ -6,6 +6,10 @@
 //!   [`http`] (OpenAI `POST /v1/embeddings`, `/health`, `/metrics`);
 //! - [`server`]: the binary's configuration and serve loop.
 
+// links the static serial OpenBLAS behind ndarray's sgemm
+#[cfg(feature = "openblas")]
+use ragmesh_blas as _;
+
 mod batch;
 mod bert;
 mod embedder;

@@ -104,6 +104,7 @@ impl BlasLinear {
             None => y.fill(0.0),
         }
         let mut y_view = ndarray::ArrayViewMut2::from_shape((rows, out), &mut *y).map_err(err)?;
+        let _blas = ragmesh_blas::lock(); // the serial OpenBLAS is not thread-safe
         ndarray::linalg::general_mat_mul(1.0, &x, &self.weight.t(), 1.0, &mut y_view);
         if self.gelu {
             y.iter_mut().for_each(|v| *v = gelu_erf(*v));

@@ -1,7 +1,33 @@
-//! ragmesh llm-runner: GGUF text generation with continuous batching.
+//! ragmesh llm-runner: GGUF text generation on candle with continuous
+//! batching.
 //!
-//! The core (`Generator`), scheduler and transports land with the llm-runner
-//! issue; this crate currently only fixes the contract it will serve.
+//! - core: [`Generator`] (validation, tokenization, admission) feeding one
+//!   engine thread ([`scheduler`]) that batches every running sequence into
+//!   each forward of the llama model ([`model`], [`linear`], [`kv`]);
+//!   tokenizer and chat template come from the GGUF file ([`tokenizer`],
+//!   [`template`]); [`sampling`] picks tokens and matches stop sequences.
+//! - transports: [`grpc`] (`ragmesh.v1.LlmRunner` + `grpc.health.v1`),
+//!   `/health` and `/metrics` over HTTP ([`server`]).
 
-/// The gRPC contract this service implements.
-pub use ragmesh_proto::v1::llm_runner_server::LlmRunner as LlmRunnerService;
+// links the static serial OpenBLAS behind ndarray's sgemm
+use ragmesh_blas as _;
+
+pub mod error;
+pub mod generator;
+pub mod gguf;
+pub mod grpc;
+pub mod kv;
+pub mod linear;
+pub mod metrics;
+pub mod model;
+pub mod request;
+pub mod sampling;
+pub mod scheduler;
+pub mod server;
+pub mod template;
+pub mod tokenizer;
+
+pub use error::{GenError, Result};
+pub use generator::{Event, FinishReason, Generator, GeneratorConfig, Load, ModelInfo, Stats};
+pub use request::{GenerateRequest, Input};
+pub use sampling::SamplingParams;

@@ -1,16 +1,13 @@
-//! Links OpenBLAS (serial build, statically) for the `openblas` feature.
+//! Links OpenBLAS (serial build, statically).
 //!
-//! The serial build is chosen on purpose: the embedder parallelises across
-//! cores itself (one batch slice per core), so a threaded BLAS would only
+//! The serial build is chosen on purpose: the embedder and the llm-runner
+//! split their work across cores themselves, so a threaded BLAS would only
 //! oversubscribe. Debian/Ubuntu ship it in `libopenblas-serial-dev`
 //! (`scripts/system-deps.sh` installs it); elsewhere point
 //! `RAGMESH_OPENBLAS_LIB_DIR` at a directory holding `libopenblas.a`.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=RAGMESH_OPENBLAS_LIB_DIR");
-    if std::env::var_os("CARGO_FEATURE_OPENBLAS").is_none() {
-        return;
-    }
     let dir = std::env::var("RAGMESH_OPENBLAS_LIB_DIR")
         .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/openblas-serial".into());
     let lib = std::path::Path::new(&dir).join("libopenblas.a");

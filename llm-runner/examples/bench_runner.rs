@@ -1,0 +1,92 @@
+//! Runner benchmark (run by `bench/llm_runner.sh`): prompt processing of a
+//! 512-token prompt, single-stream decode, and aggregate decode at 1, 4
+//! and 16 concurrent streams, through the `Generator` core. Prints one
+//! JSON line for `bench/compare_runner.py`.
+//!
+//! Usage: `bench_runner MODEL.gguf [decode_tokens]`
+
+use std::time::Instant;
+
+use ragmesh_llm_runner::{Event, GenerateRequest, Generator, GeneratorConfig};
+
+/// A plain-text prompt of about `n` tokens (no template).
+fn prompt_of(g: &Generator, n: usize) -> anyhow::Result<String> {
+    let base = "The quick brown fox jumps over the lazy dog while the river runs to the sea. ";
+    let ids = g.tokenize(
+        &ragmesh_llm_runner::Input::Prompt(base.repeat(n / 8 + 2)),
+        false,
+    )?;
+    Ok(g.tokenizer().decode(&ids[..n.min(ids.len())]))
+}
+
+async fn run(g: &Generator, prompt: &str, max: usize) -> anyhow::Result<(usize, f64, f64)> {
+    let t = Instant::now();
+    let mut rx = g.generate(GenerateRequest::prompt(prompt, max as i64))?;
+    let mut first = None;
+    let mut n = 0;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta { .. } => {
+                n += 1;
+                first.get_or_insert_with(|| t.elapsed().as_secs_f64());
+            }
+            Event::Done { .. } => break,
+            Event::Error(e) => anyhow::bail!("{e}"),
+        }
+    }
+    Ok((n, first.unwrap_or(0.0), t.elapsed().as_secs_f64()))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let model = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: bench_runner MODEL [tokens]"))?;
+    let decode: usize = args.next().map_or(Ok(128), |s| s.parse())?;
+    let mut cfg = GeneratorConfig::new(&model);
+    cfg.max_model_len = 2048;
+    if let Ok(q) = std::env::var("RAGMESH_QUANTIZED_MAX_ROWS") {
+        cfg.quantized_max_rows = q.parse()?;
+    }
+    let g = Generator::load(cfg)?;
+    // warm-up
+    run(&g, "Hello", 4).await?;
+
+    let long = prompt_of(&g, 512)?;
+    let n_prompt = g
+        .tokenize(&ragmesh_llm_runner::Input::Prompt(long.clone()), false)?
+        .len();
+    let (_, ttft, _) = run(&g, &long, 1).await?;
+    let prefill = n_prompt as f64 / ttft;
+
+    let short = "Once upon a time";
+    let (n, first, total) = run(&g, short, decode).await?;
+    let single = (n - 1) as f64 / (total - first);
+
+    let mut aggregate = Vec::new();
+    for streams in [1usize, 4, 16] {
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..streams)
+            .map(|i| {
+                let g = g.clone();
+                let p = format!("{short} number {i}");
+                tokio::spawn(async move { run(&g, &p, decode).await })
+            })
+            .collect();
+        let mut tokens = 0;
+        for t in tasks {
+            tokens += t.await??.0;
+        }
+        aggregate.push((streams, tokens as f64 / t.elapsed().as_secs_f64()));
+    }
+    println!(
+        "{{\"engine\":\"ragmesh\",\"prompt_tokens\":{n_prompt},\"prefill_tok_s\":{prefill:.1},\"decode_tok_s\":{single:.1},\"aggregate\":{{{}}}}}",
+        aggregate
+            .iter()
+            .map(|(s, v)| format!("\"{s}\":{v:.1}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok(())
+}

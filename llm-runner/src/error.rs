@@ -1,0 +1,31 @@
+//! The runner's error type, mapped once to a gRPC status in `grpc.rs`.
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenError {
+    /// The caller sent something invalid; the message says what and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Queue full: retry later.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The model file is missing, damaged or unsupported (start-up only).
+    #[error("{0}")]
+    Model(String),
+    /// Inference failed: not the caller's fault.
+    #[error("inference error: {0}")]
+    Internal(String),
+}
+
+impl GenError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+}
+
+impl From<candle_core::Error> for GenError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+pub type Result<T, E = GenError> = std::result::Result<T, E>;

@@ -1,0 +1,244 @@
+//! `Generator`: the transport-free core. Requests are validated and
+//! tokenized on the caller's thread, then queue for one engine thread that
+//! runs continuous batching (see `scheduler.rs`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use crate::error::{GenError, Result};
+use crate::model::Llama;
+use crate::request::{self, GenerateRequest, Input};
+use crate::scheduler::{Engine, Job, Shared};
+use crate::template::ChatTemplate;
+use crate::tokenizer::GgufTokenizer;
+
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    pub model: PathBuf,
+    /// Sequences decoded together at most.
+    pub max_sequences: usize,
+    /// Tokens in one forward at most (prefill chunks + decode tokens).
+    pub max_batched_tokens: usize,
+    /// Requests waiting for a slot at most; beyond: `Overloaded`.
+    pub max_waiting: usize,
+    /// KV-cache budget in tokens, summed over sequences.
+    pub kv_cache_tokens: usize,
+    /// Caps the model's context window (0: the model's own).
+    pub max_model_len: usize,
+    /// Linear layers use the quantized kernel up to this many rows.
+    pub quantized_max_rows: usize,
+}
+
+impl GeneratorConfig {
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        Self {
+            model: model.into(),
+            max_sequences: 16,
+            max_batched_tokens: 512,
+            max_waiting: 256,
+            kv_cache_tokens: 65_536,
+            max_model_len: 0,
+            quantized_max_rows: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub model_id: String,
+    pub architecture: String,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub has_chat_template: bool,
+    pub max_sequences: usize,
+    pub max_batched_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub text: String,
+    pub logprob: f32,
+    pub top: Vec<(u32, String, f32)>,
+}
+
+/// What a request's stream carries.
+#[derive(Debug)]
+pub enum Event {
+    Delta {
+        text: String,
+        token_ids: Vec<u32>,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Done {
+        finish: FinishReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    Error(GenError),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub waiting: usize,
+    pub running: usize,
+    pub max_sequences: usize,
+    pub kv_tokens_used: usize,
+    pub kv_tokens_capacity: usize,
+}
+
+/// Counters that prove batching happened (tests, `/metrics`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub steps: u64,
+    /// Steps that decoded two or more sequences together.
+    pub shared_steps: u64,
+    pub max_sequences_in_step: u64,
+}
+
+#[derive(Clone)]
+pub struct Generator {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    shared: Arc<Shared>,
+    tokenizer: Arc<GgufTokenizer>,
+    template: Arc<ChatTemplate>,
+    info: Arc<ModelInfo>,
+    window: usize,
+    kv_capacity: usize,
+    max_waiting: usize,
+}
+
+impl Generator {
+    /// Loads the model (seconds) and starts the engine thread.
+    pub fn load(cfg: GeneratorConfig) -> Result<Self> {
+        let (mut model, gguf) = Llama::load(&cfg.model)?;
+        model.quantized_max_rows = cfg.quantized_max_rows;
+        let tokenizer = GgufTokenizer::from_gguf(&gguf)?;
+        let text = |id: Option<u32>| {
+            id.map(|i| tokenizer.tokens[i as usize].clone())
+                .unwrap_or_default()
+        };
+        let template = ChatTemplate::new(
+            gguf.string("tokenizer.chat_template"),
+            text(tokenizer.bos),
+            text(tokenizer.eos),
+        )?;
+        let window = match cfg.max_model_len {
+            0 => model.cfg.context_length,
+            n => n.min(model.cfg.context_length),
+        };
+        let model_id = cfg
+            .model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_owned();
+        let info = ModelInfo {
+            model_id,
+            architecture: model.cfg.architecture.clone(),
+            context_length: window,
+            vocab_size: model.cfg.vocab_size,
+            has_chat_template: template.from_model,
+            max_sequences: cfg.max_sequences,
+            max_batched_tokens: cfg.max_batched_tokens,
+        };
+        let tokenizer = Arc::new(tokenizer);
+        let shared = Arc::new(Shared::new(cfg.max_sequences, cfg.kv_cache_tokens));
+        // The channel itself is unbounded in practice; admission is
+        // bounded by `shared.waiting` (checked in `generate`).
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.max_waiting.max(1) * 2);
+        let engine = Engine::new(model, tokenizer.clone(), shared.clone(), &cfg, rx);
+        std::thread::Builder::new()
+            .name("llm-engine".into())
+            .spawn(move || engine.run())
+            .map_err(|e| GenError::Internal(format!("cannot start engine thread: {e}")))?;
+        Ok(Self {
+            jobs: tx,
+            shared,
+            tokenizer,
+            template: Arc::new(template),
+            info: Arc::new(info),
+            window,
+            kv_capacity: cfg.kv_cache_tokens,
+            max_waiting: cfg.max_waiting,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt text a request's input becomes.
+    pub fn render(&self, input: &Input) -> Result<String> {
+        match input {
+            Input::Chat(m) => self.template.render(m),
+            Input::Prompt(p) => Ok(p.clone()),
+        }
+    }
+
+    pub fn tokenize(&self, input: &Input, add_special: bool) -> Result<Vec<u32>> {
+        let text = self.render(input)?;
+        // a rendered chat template already holds its special tokens
+        let bos = add_special && matches!(input, Input::Prompt(_));
+        self.tokenizer.encode(&text, bos)
+    }
+
+    /// Validates, tokenizes and queues; events arrive on the receiver.
+    /// Dropping the receiver cancels the request (its slot is freed at the
+    /// next engine step).
+    pub fn generate(&self, req: GenerateRequest) -> Result<mpsc::UnboundedReceiver<Event>> {
+        let stops = request::validate(&req)?;
+        let prompt = self.tokenize(&req.input, true)?;
+        if prompt.is_empty() {
+            return Err(GenError::invalid("the prompt is empty"));
+        }
+        let max_tokens = request::resolve_max_tokens(req.max_tokens, prompt.len(), self.window)?;
+        if prompt.len() + max_tokens > self.kv_capacity {
+            return Err(GenError::invalid(format!(
+                "the request needs {} KV-cache tokens ({} prompt + {max_tokens} max_tokens); this runner holds {} in total: lower max_tokens",
+                prompt.len() + max_tokens,
+                prompt.len(),
+                self.kv_capacity
+            )));
+        }
+        // admission: bounded queue
+        let waiting = self.shared.waiting.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.max_waiting {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(GenError::Overloaded(format!(
+                "{waiting} requests are already waiting; retry later"
+            )));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let job = Job::new(req, stops, prompt, max_tokens, tx);
+        if self.jobs.try_send(job).is_err() {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(GenError::Overloaded(
+                "the engine queue is full; retry later".into(),
+            ));
+        }
+        crate::metrics::waiting(self.shared.waiting.load(Ordering::Acquire));
+        Ok(rx)
+    }
+
+    pub fn load_figures(&self) -> Load {
+        self.shared.load()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+}

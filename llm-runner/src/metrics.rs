@@ -1,0 +1,101 @@
+//! Prometheus series, named as vLLM names them (`vllm:` becomes
+//! `ragmesh_llm_`), so existing dashboards and autoscaling rules map over.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use crate::generator::FinishReason;
+
+pub fn describe() {
+    describe_histogram!(
+        "ragmesh_llm_time_to_first_token_seconds",
+        "arrival to first generated token"
+    );
+    describe_histogram!(
+        "ragmesh_llm_inter_token_latency_seconds",
+        "time between generated tokens of a request"
+    );
+    describe_histogram!(
+        "ragmesh_llm_e2e_request_latency_seconds",
+        "arrival to last token"
+    );
+    describe_histogram!(
+        "ragmesh_llm_request_queue_time_seconds",
+        "time waiting for a sequence slot"
+    );
+    describe_histogram!("ragmesh_llm_step_duration_seconds", "one batched forward");
+    describe_histogram!(
+        "ragmesh_llm_step_sequences",
+        "sequences in one batched forward"
+    );
+    describe_counter!("ragmesh_llm_prompt_tokens_total", "prompt tokens processed");
+    describe_counter!("ragmesh_llm_generation_tokens_total", "tokens generated");
+    describe_counter!(
+        "ragmesh_llm_request_success_total",
+        "finished requests by finish reason"
+    );
+    describe_counter!(
+        "ragmesh_llm_request_cancelled_total",
+        "requests whose client went away"
+    );
+    describe_gauge!(
+        "ragmesh_llm_num_requests_running",
+        "sequences in the running batch"
+    );
+    describe_gauge!(
+        "ragmesh_llm_num_requests_waiting",
+        "requests waiting for a slot"
+    );
+    describe_gauge!(
+        "ragmesh_llm_kv_cache_usage_perc",
+        "KV-cache tokens held / capacity (0-1)"
+    );
+}
+
+pub fn ttft(d: Duration) {
+    histogram!("ragmesh_llm_time_to_first_token_seconds").record(d.as_secs_f64());
+}
+
+pub fn itl(d: Duration) {
+    histogram!("ragmesh_llm_inter_token_latency_seconds").record(d.as_secs_f64());
+}
+
+pub fn queue_time(d: Duration) {
+    histogram!("ragmesh_llm_request_queue_time_seconds").record(d.as_secs_f64());
+}
+
+pub fn step(seqs: usize, prompt_tokens: usize, _decoding: usize, d: Duration) {
+    histogram!("ragmesh_llm_step_duration_seconds").record(d.as_secs_f64());
+    histogram!("ragmesh_llm_step_sequences").record(seqs as f64);
+    counter!("ragmesh_llm_prompt_tokens_total").increment(prompt_tokens as u64);
+}
+
+pub fn generation_tokens(n: u64) {
+    counter!("ragmesh_llm_generation_tokens_total").increment(n);
+}
+
+pub fn finished(e2e: Duration, _prompt: usize, finish: FinishReason) {
+    histogram!("ragmesh_llm_e2e_request_latency_seconds").record(e2e.as_secs_f64());
+    let reason = match finish {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    };
+    counter!("ragmesh_llm_request_success_total", "finished_reason" => reason).increment(1);
+}
+
+pub fn cancelled() {
+    counter!("ragmesh_llm_request_cancelled_total").increment(1);
+}
+
+pub fn running(n: usize) {
+    gauge!("ragmesh_llm_num_requests_running").set(n as f64);
+}
+
+pub fn waiting(n: usize) {
+    gauge!("ragmesh_llm_num_requests_waiting").set(n as f64);
+}
+
+pub fn kv_usage(used: usize, capacity: usize) {
+    gauge!("ragmesh_llm_kv_cache_usage_perc").set(used as f64 / capacity.max(1) as f64);
+}

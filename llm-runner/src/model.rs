@@ -1,0 +1,333 @@
+//! A llama-family decoder over GGUF weights, written for batched serving:
+//! one forward runs any mix of sequences (prefill chunks and single decode
+//! tokens) whose tokens are stacked into one matrix, so every linear layer
+//! is one matmul for the whole batch, while attention runs per sequence
+//! against that sequence's own [`KvCache`]. candle's stock
+//! `quantized_llama` keeps a single KV cache inside the model and cannot do
+//! this.
+//!
+//! Layout matches llama.cpp's `llama` architecture: RMSNorm, rotary
+//! embeddings on interleaved pairs (the GGUF converter permutes q/k for
+//! it), grouped-query attention, SwiGLU feed-forward, tied or separate
+//! output matrix.
+
+use std::path::Path;
+
+use candle_core::Device;
+use candle_core::quantized::QTensor;
+use rayon::prelude::*;
+
+use crate::error::{GenError, Result};
+use crate::gguf::{Gguf, LlamaConfig};
+use crate::kv::KvCache;
+use crate::linear::QLinear;
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    qkv: QLinear,
+    wo: QLinear,
+    ffn_norm: Vec<f32>,
+    gate_up: QLinear,
+    down: QLinear,
+}
+
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    /// `[vocab, hidden]`, dequantised (embedding lookup).
+    embed: QLinear,
+    /// `None`: tied to `embed`.
+    output: Option<QLinear>,
+    out_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    /// `[context, head_dim / 2]` cos and sin tables.
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+    /// Row count at or below which linear layers use the quantized kernel.
+    pub quantized_max_rows: usize,
+}
+
+/// One sequence's part of a batched forward.
+pub struct SeqBatch<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    /// Return logits for the last token (prefill chunks before the last
+    /// one don't need them).
+    pub logits: bool,
+}
+
+fn rms_norm(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
+    for row in x.chunks_mut(dim) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let scale = 1.0 / (ms + eps).sqrt();
+        row.iter_mut().zip(w).for_each(|(v, g)| *v = *v * scale * g);
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // 8 accumulators so the compiler vectorises without fast-math.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+fn tensor(g: &mut Gguf, path: &Path, name: &str) -> Result<QTensor> {
+    g.content
+        .tensor(&mut g.file, name, &Device::Cpu)
+        .map_err(|e| GenError::Model(format!("{}: tensor {name}: {e}", path.display())))
+}
+
+fn vec1(g: &mut Gguf, path: &Path, name: &str) -> Result<Vec<f32>> {
+    Ok(tensor(g, path, name)?
+        .dequantize(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+impl Llama {
+    pub fn load(path: &Path) -> Result<(Self, Gguf)> {
+        let mut g = Gguf::open(path)?;
+        let cfg = g.config(path)?;
+        let out_norm = vec1(&mut g, path, "output_norm.weight")?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("blk.{i}");
+            let mut t = |n: &str| tensor(&mut g, path, &format!("{p}.{n}.weight"));
+            let attn_norm = t("attn_norm")?
+                .dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1()?;
+            let ffn_norm = t("ffn_norm")?
+                .dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1()?;
+            let qkv = QLinear::new(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?])?;
+            let wo = QLinear::new(vec![t("attn_output")?])?;
+            let gate_up = QLinear::new(vec![t("ffn_gate")?, t("ffn_up")?])?;
+            let down = QLinear::new(vec![t("ffn_down")?])?;
+            layers.push(Layer {
+                attn_norm,
+                qkv,
+                wo,
+                ffn_norm,
+                gate_up,
+                down,
+            });
+        }
+        let embed = QLinear::new(vec![tensor(&mut g, path, "token_embd.weight")?])?;
+        let output = match g.content.tensor_infos.contains_key("output.weight") {
+            true => Some(QLinear::new(vec![tensor(&mut g, path, "output.weight")?])?),
+            false => None,
+        };
+        let half = cfg.head_dim / 2;
+        let (mut rope_cos, mut rope_sin) = (
+            Vec::with_capacity(cfg.context_length * half),
+            Vec::with_capacity(cfg.context_length * half),
+        );
+        for pos in 0..cfg.context_length {
+            for i in 0..half {
+                let theta = cfg.rope_base.powf(-2.0 * i as f32 / cfg.head_dim as f32);
+                let a = pos as f32 * theta;
+                rope_cos.push(a.cos());
+                rope_sin.push(a.sin());
+            }
+        }
+        Ok((
+            Self {
+                cfg,
+                embed,
+                output,
+                out_norm,
+                layers,
+                rope_cos,
+                rope_sin,
+                quantized_max_rows: 0,
+            },
+            g,
+        ))
+    }
+
+    fn rope(&self, x: &mut [f32], pos: usize) {
+        let half = self.cfg.head_dim / 2;
+        let (cos, sin) = (
+            &self.rope_cos[pos * half..(pos + 1) * half],
+            &self.rope_sin[pos * half..(pos + 1) * half],
+        );
+        for head in x.chunks_mut(self.cfg.head_dim) {
+            for i in 0..half {
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * cos[i] - b * sin[i];
+                head[2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+
+    /// Runs one batched step. Every sequence's new tokens are appended to
+    /// its cache; returns, per sequence, the last token's logits when asked.
+    /// Callers guarantee `cache.len() + tokens.len() <= context_length`.
+    pub fn forward(&self, batch: &mut [SeqBatch<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        let c = &self.cfg;
+        let (h, hd) = (c.hidden, c.head_dim);
+        let kv_dim = c.n_kv_head * hd;
+        let q_dim = c.n_head * hd;
+        let total: usize = batch.iter().map(|s| s.tokens.len()).sum();
+        if total == 0 {
+            return Ok(vec![None; batch.len()]);
+        }
+        let qrows = self.quantized_max_rows;
+        // positions and token embeddings, stacked
+        let mut x = Vec::with_capacity(total * h);
+        let mut pos = Vec::with_capacity(total);
+        for s in batch.iter() {
+            for (j, &t) in s.tokens.iter().enumerate() {
+                let row = self
+                    .embed
+                    .row(t as usize)
+                    .ok_or_else(|| GenError::invalid(format!("token id {t} out of vocabulary")))?;
+                x.extend(row);
+                pos.push(s.cache.len() + j);
+            }
+        }
+        for (li, layer) in self.layers.iter().enumerate() {
+            let mut hbuf = x.clone();
+            rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps, h);
+            let qkv = layer.qkv.forward(&hbuf, total, qrows)?;
+            let stride = q_dim + 2 * kv_dim;
+            let mut q = vec![0f32; total * q_dim];
+            // rope on q and k; k, v appended to each sequence's cache
+            let mut row = 0;
+            for s in batch.iter_mut() {
+                let n = s.tokens.len();
+                for j in 0..n {
+                    let r = &qkv[(row + j) * stride..(row + j + 1) * stride];
+                    let qr = &mut q[(row + j) * q_dim..(row + j + 1) * q_dim];
+                    qr.copy_from_slice(&r[..q_dim]);
+                    self.rope(qr, pos[row + j]);
+                    let mut k = r[q_dim..q_dim + kv_dim].to_vec();
+                    self.rope(&mut k, pos[row + j]);
+                    s.cache.k[li].extend_from_slice(&k);
+                    s.cache.v[li].extend_from_slice(&r[q_dim + kv_dim..]);
+                }
+                row += n;
+            }
+            // attention per (sequence, head), in parallel
+            let mut jobs = Vec::new();
+            let mut row = 0;
+            for (si, s) in batch.iter().enumerate() {
+                for head in 0..c.n_head {
+                    jobs.push((si, row, s.tokens.len(), head));
+                }
+                row += s.tokens.len();
+            }
+            let group = c.n_head / c.n_kv_head;
+            let scale = 1.0 / (hd as f32).sqrt();
+            let caches: Vec<(&[f32], &[f32], usize)> = batch
+                .iter()
+                .map(|s| {
+                    (
+                        s.cache.k[li].as_slice(),
+                        s.cache.v[li].as_slice(),
+                        s.cache.len(),
+                    )
+                })
+                .collect();
+            let heads: Vec<Vec<f32>> = jobs
+                .par_iter()
+                .map(|&(si, row, n, head)| {
+                    let (kc, vc, past) = caches[si];
+                    let kvh = head / group;
+                    let mut out = vec![0f32; n * hd];
+                    let mut scores = Vec::with_capacity(past + n);
+                    for j in 0..n {
+                        let qv =
+                            &q[(row + j) * q_dim + head * hd..(row + j) * q_dim + (head + 1) * hd];
+                        let upto = past + j + 1; // causal
+                        scores.clear();
+                        let mut max = f32::NEG_INFINITY;
+                        for p in 0..upto {
+                            let kv = &kc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
+                            let sc = dot(qv, kv) * scale;
+                            max = max.max(sc);
+                            scores.push(sc);
+                        }
+                        let mut sum = 0f32;
+                        for sc in scores.iter_mut() {
+                            *sc = (*sc - max).exp();
+                            sum += *sc;
+                        }
+                        let o = &mut out[j * hd..(j + 1) * hd];
+                        for (p, w) in scores.iter().enumerate() {
+                            let w = w / sum;
+                            let vv = &vc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
+                            o.iter_mut().zip(vv).for_each(|(a, b)| *a += w * b);
+                        }
+                    }
+                    out
+                })
+                .collect();
+            let mut attn = vec![0f32; total * q_dim];
+            for (&(_, row, n, head), out) in jobs.iter().zip(&heads) {
+                for j in 0..n {
+                    attn[(row + j) * q_dim + head * hd..(row + j) * q_dim + (head + 1) * hd]
+                        .copy_from_slice(&out[j * hd..(j + 1) * hd]);
+                }
+            }
+            let o = layer.wo.forward(&attn, total, qrows)?;
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            // feed-forward
+            let mut hbuf = x.clone();
+            rms_norm(&mut hbuf, &layer.ffn_norm, c.rms_eps, h);
+            let gu = layer.gate_up.forward(&hbuf, total, qrows)?;
+            let ffn = c.ffn;
+            let mut act = vec![0f32; total * ffn];
+            for r in 0..total {
+                let g = &gu[r * 2 * ffn..r * 2 * ffn + ffn];
+                let u = &gu[r * 2 * ffn + ffn..(r + 1) * 2 * ffn];
+                for ((a, g), u) in act[r * ffn..(r + 1) * ffn].iter_mut().zip(g).zip(u) {
+                    *a = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            let d = layer.down.forward(&act, total, qrows)?;
+            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+        }
+        // logits for the last token of the sequences that want them
+        let mut last_rows = Vec::new();
+        let mut row = 0;
+        for s in batch.iter_mut() {
+            let n = s.tokens.len();
+            s.cache.advance(n);
+            row += n;
+            if s.logits && n > 0 {
+                last_rows.extend_from_slice(&x[(row - 1) * h..row * h]);
+            }
+        }
+        let want = last_rows.len() / h;
+        let mut logits = Vec::new();
+        if want > 0 {
+            rms_norm(&mut last_rows, &self.out_norm, c.rms_eps, h);
+            let head = self.output.as_ref().unwrap_or(&self.embed);
+            logits = head.forward(&last_rows, want, qrows)?;
+        }
+        let vocab = c.vocab_size;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut k = 0;
+        for s in batch.iter() {
+            if s.logits && !s.tokens.is_empty() {
+                out.push(Some(logits[k * vocab..(k + 1) * vocab].to_vec()));
+                k += 1;
+            } else {
+                out.push(None);
+            }
+        }
+        Ok(out)
+    }
+}

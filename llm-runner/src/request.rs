@@ -1,0 +1,118 @@
+//! A generation request as the core sees it, and its validation: every
+//! limit a caller can exceed is checked here, before the request queues.
+
+use crate::error::{GenError, Result};
+use crate::sampling::SamplingParams;
+
+pub const MAX_STOP_SEQUENCES: usize = 16;
+pub const MAX_STOP_BYTES: usize = 256;
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// `(role, content)`, rendered with the chat template.
+    Chat(Vec<(String, String)>),
+    /// Used as is (no template, no BOS unless the model asks for one).
+    Prompt(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub input: Input,
+    pub sampling: SamplingParams,
+    /// `None`: up to the context window (see [`resolve_max_tokens`]).
+    pub max_tokens: Option<i64>,
+    /// Raw bytes as received; must be UTF-8.
+    pub stop: Vec<Vec<u8>>,
+    pub logprobs: bool,
+    pub top_logprobs: u32,
+    pub request_id: String,
+}
+
+impl GenerateRequest {
+    pub fn prompt(text: &str, max_tokens: i64) -> Self {
+        Self {
+            input: Input::Prompt(text.into()),
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..Default::default()
+            },
+            max_tokens: Some(max_tokens),
+            stop: Vec::new(),
+            logprobs: false,
+            top_logprobs: 0,
+            request_id: String::new(),
+        }
+    }
+}
+
+fn range(name: &str, v: f32, lo: f32, hi: f32) -> Result<()> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(GenError::invalid(format!(
+            "{name} must be between {lo} and {hi}, got {v}"
+        )))
+    }
+}
+
+/// Checks sampling values and stop sequences; returns the stops as text.
+pub fn validate(r: &GenerateRequest) -> Result<Vec<String>> {
+    let s = &r.sampling;
+    range("temperature", s.temperature, 0.0, 2.0)?;
+    if !(s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0) {
+        return Err(GenError::invalid(format!(
+            "top_p must be in (0, 1], got {}",
+            s.top_p
+        )));
+    }
+    range("frequency_penalty", s.frequency_penalty, -2.0, 2.0)?;
+    range("presence_penalty", s.presence_penalty, -2.0, 2.0)?;
+    if r.top_logprobs > MAX_TOP_LOGPROBS {
+        return Err(GenError::invalid(format!(
+            "top_logprobs must be at most {MAX_TOP_LOGPROBS}, got {}",
+            r.top_logprobs
+        )));
+    }
+    if r.stop.len() > MAX_STOP_SEQUENCES {
+        return Err(GenError::invalid(format!(
+            "at most {MAX_STOP_SEQUENCES} stop sequences, got {}",
+            r.stop.len()
+        )));
+    }
+    r.stop
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if b.len() > MAX_STOP_BYTES {
+                return Err(GenError::invalid(format!(
+                    "stop[{i}] is longer than {MAX_STOP_BYTES} bytes"
+                )));
+            }
+            String::from_utf8(b.clone())
+                .map_err(|_| GenError::invalid(format!("stop[{i}] is not valid UTF-8")))
+        })
+        .collect()
+}
+
+/// The rule for `max_tokens` (vLLM's): unset means "until the context
+/// window is full"; a value that does not fit next to the prompt is an
+/// error that states the numbers, never silently clamped.
+pub fn resolve_max_tokens(max: Option<i64>, prompt: usize, window: usize) -> Result<usize> {
+    if prompt >= window {
+        return Err(GenError::invalid(format!(
+            "the prompt has {prompt} tokens; this model's context window is {window} tokens"
+        )));
+    }
+    match max {
+        None => Ok(window - prompt),
+        Some(m) if m < 1 => Err(GenError::invalid(format!(
+            "max_tokens must be at least 1, got {m}"
+        ))),
+        Some(m) if prompt as i64 + m > window as i64 => Err(GenError::invalid(format!(
+            "this model's context window is {window} tokens; the request asks for {} ({prompt} in the prompt, {m} to generate)",
+            prompt as i64 + m
+        ))),
+        Some(m) => Ok(m as usize),
+    }
+}

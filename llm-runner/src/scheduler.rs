@@ -1,0 +1,420 @@
+//! Continuous batching on one engine thread.
+//!
+//! Every step: take new requests, drop cancelled ones (their KV cache goes
+//! with them), admit waiting requests while a sequence slot and their KV
+//! reservation (prompt + max_tokens) fit, then run ONE forward over all
+//! running sequences: one token for each decoding sequence plus prompt
+//! chunks of newly admitted ones, within `max_batched_tokens`. Reserving
+//! the whole budget at admission means memory is bounded and no running
+//! sequence ever has to be preempted.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::generator::{Event, FinishReason, GeneratorConfig, Load, Stats, TokenLogprob};
+use crate::kv::KvCache;
+use crate::metrics as m;
+use crate::model::{Llama, SeqBatch};
+use crate::request::GenerateRequest;
+use crate::sampling::{Sampler, StopMatcher};
+use crate::tokenizer::{GgufTokenizer, StreamDecoder};
+
+pub struct Shared {
+    pub(crate) waiting: AtomicUsize,
+    running: AtomicUsize,
+    kv_used: AtomicUsize,
+    max_sequences: usize,
+    kv_capacity: usize,
+    steps: AtomicU64,
+    shared_steps: AtomicU64,
+    max_in_step: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(max_sequences: usize, kv_capacity: usize) -> Self {
+        Self {
+            waiting: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            kv_used: AtomicUsize::new(0),
+            max_sequences,
+            kv_capacity,
+            steps: AtomicU64::new(0),
+            shared_steps: AtomicU64::new(0),
+            max_in_step: AtomicU64::new(0),
+        }
+    }
+
+    pub fn load(&self) -> Load {
+        Load {
+            waiting: self.waiting.load(Ordering::Acquire),
+            running: self.running.load(Ordering::Acquire),
+            max_sequences: self.max_sequences,
+            kv_tokens_used: self.kv_used.load(Ordering::Acquire),
+            kv_tokens_capacity: self.kv_capacity,
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            steps: self.steps.load(Ordering::Acquire),
+            shared_steps: self.shared_steps.load(Ordering::Acquire),
+            max_sequences_in_step: self.max_in_step.load(Ordering::Acquire),
+        }
+    }
+}
+
+pub struct Job {
+    req: GenerateRequest,
+    stops: Vec<String>,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    tx: UnboundedSender<Event>,
+    arrived: Instant,
+}
+
+impl Job {
+    pub fn new(
+        req: GenerateRequest,
+        stops: Vec<String>,
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        tx: UnboundedSender<Event>,
+    ) -> Self {
+        Self {
+            req,
+            stops,
+            prompt,
+            max_tokens,
+            tx,
+            arrived: Instant::now(),
+        }
+    }
+}
+
+struct Seq {
+    job: Job,
+    cache: KvCache,
+    /// Prompt tokens already in the cache.
+    prefilled: usize,
+    generated: Vec<u32>,
+    /// The token to feed next (once the prompt is in).
+    next: Option<u32>,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    stop: StopMatcher,
+    last_token_at: Option<Instant>,
+}
+
+impl Seq {
+    fn reserved(&self) -> usize {
+        self.job.prompt.len() + self.job.max_tokens
+    }
+}
+
+pub struct Engine {
+    model: Llama,
+    tokenizer: Arc<GgufTokenizer>,
+    shared: Arc<Shared>,
+    rx: std::sync::mpsc::Receiver<Job>,
+    waiting: VecDeque<Job>,
+    running: Vec<Seq>,
+    max_sequences: usize,
+    max_batched_tokens: usize,
+    reserved: usize,
+    kv_capacity: usize,
+}
+
+impl Engine {
+    pub fn new(
+        model: Llama,
+        tokenizer: Arc<GgufTokenizer>,
+        shared: Arc<Shared>,
+        cfg: &GeneratorConfig,
+        rx: std::sync::mpsc::Receiver<Job>,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            shared,
+            rx,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            max_sequences: cfg.max_sequences.max(1),
+            max_batched_tokens: cfg.max_batched_tokens.max(1),
+            reserved: 0,
+            kv_capacity: cfg.kv_cache_tokens,
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            // block only when idle
+            if self.waiting.is_empty() && self.running.is_empty() {
+                match self.rx.recv() {
+                    Ok(j) => self.waiting.push_back(j),
+                    Err(_) => return, // the Generator is gone
+                }
+            }
+            while let Ok(j) = self.rx.try_recv() {
+                self.waiting.push_back(j);
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.publish();
+            if !self.running.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let used: usize = self.running.iter().map(|s| s.cache.len()).sum();
+        self.shared.kv_used.store(used, Ordering::Release);
+        self.shared
+            .running
+            .store(self.running.len(), Ordering::Release);
+        m::running(self.running.len());
+        m::kv_usage(used, self.kv_capacity);
+        m::waiting(self.shared.waiting.load(Ordering::Acquire));
+    }
+
+    fn drop_cancelled(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|j| !j.tx.is_closed());
+        let gone = before - self.waiting.len();
+        if gone > 0 {
+            self.shared.waiting.fetch_sub(gone, Ordering::AcqRel);
+        }
+        let mut freed = 0;
+        self.running.retain(|s| {
+            let keep = !s.job.tx.is_closed();
+            if !keep {
+                freed += s.reserved();
+                m::cancelled();
+            }
+            keep
+        });
+        self.reserved -= freed;
+    }
+
+    fn admit(&mut self) {
+        while self.running.len() < self.max_sequences {
+            let Some(job) = self.waiting.front() else {
+                break;
+            };
+            let need = job.prompt.len() + job.max_tokens;
+            if self.reserved + need > self.kv_capacity {
+                break; // FIFO: wait for memory rather than starve big requests
+            }
+            let Some(job) = self.waiting.pop_front() else {
+                break;
+            };
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.reserved += need;
+            m::queue_time(job.arrived.elapsed());
+            let sampler = Sampler::new(job.req.sampling.clone());
+            let stop = StopMatcher::new(job.stops.clone());
+            self.running.push(Seq {
+                cache: KvCache::new(self.model.cfg.n_layer),
+                prefilled: 0,
+                generated: Vec::new(),
+                next: None,
+                sampler,
+                decoder: StreamDecoder::default(),
+                stop,
+                last_token_at: None,
+                job,
+            });
+        }
+    }
+
+    fn step(&mut self) {
+        // decode tokens first (latency), then prompt chunks in FIFO order
+        let mut budget = self.max_batched_tokens;
+        let mut plan: Vec<(usize, usize, usize)> = Vec::new(); // (seq, from, to) of prompt; from==to: decode
+        for (i, s) in self.running.iter().enumerate() {
+            if s.next.is_some() && budget > 0 {
+                plan.push((i, 0, 0));
+                budget -= 1;
+            }
+        }
+        for (i, s) in self.running.iter().enumerate() {
+            if s.next.is_none() && budget > 0 {
+                let to = (s.prefilled + budget).min(s.job.prompt.len());
+                budget -= to - s.prefilled;
+                plan.push((i, s.prefilled, to));
+            }
+        }
+        plan.sort_by_key(|p| p.0);
+        let prompt_tokens: usize = plan.iter().map(|p| p.2 - p.1).sum();
+        let t0 = Instant::now();
+        let result = {
+            let mut batch: Vec<SeqBatch<'_>> = Vec::with_capacity(plan.len());
+            let mut p = plan.iter().peekable();
+            for (i, s) in self.running.iter_mut().enumerate() {
+                let Some(&&(_, from, to)) = p.peek().filter(|x| x.0 == i) else {
+                    continue;
+                };
+                p.next();
+                let Seq {
+                    job, cache, next, ..
+                } = s;
+                if from == to {
+                    if let Some(t) = next.as_ref() {
+                        batch.push(SeqBatch {
+                            tokens: std::slice::from_ref(t),
+                            cache,
+                            logits: true,
+                        });
+                    }
+                } else {
+                    batch.push(SeqBatch {
+                        tokens: &job.prompt[from..to],
+                        cache,
+                        logits: to == job.prompt.len(),
+                    });
+                }
+            }
+            self.model.forward(&mut batch)
+        };
+        let elapsed = t0.elapsed();
+        self.shared.steps.fetch_add(1, Ordering::AcqRel);
+        let decoding = plan.iter().filter(|p| p.1 == p.2).count() as u64;
+        if plan.len() > 1 {
+            self.shared.shared_steps.fetch_add(1, Ordering::AcqRel);
+        }
+        self.shared
+            .max_in_step
+            .fetch_max(plan.len() as u64, Ordering::AcqRel);
+        m::step(plan.len(), prompt_tokens, decoding as usize, elapsed);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "forward failed; failing the batch");
+                for &(i, _, _) in &plan {
+                    let _ = self.running[i].job.tx.send(Event::Error(
+                        crate::error::GenError::Internal(e.to_string()),
+                    ));
+                }
+                let freed: usize = plan.iter().map(|p| self.running[p.0].reserved()).sum();
+                self.reserved -= freed;
+                let doomed: Vec<usize> = plan.iter().map(|p| p.0).collect();
+                let mut idx = 0;
+                self.running.retain(|_| {
+                    let keep = !doomed.contains(&idx);
+                    idx += 1;
+                    keep
+                });
+                return;
+            }
+        };
+        let mut finished = Vec::new();
+        for ((i, from, to), logits) in plan.iter().copied().zip(logits) {
+            let s = &mut self.running[i];
+            if from != to {
+                s.prefilled = to;
+            }
+            let Some(mut logits) = logits else { continue };
+            if self.sample_and_emit(i, &mut logits) {
+                finished.push(i);
+            }
+        }
+        if !finished.is_empty() {
+            let mut idx = 0;
+            let mut freed = 0;
+            self.running.retain(|s| {
+                let keep = !finished.contains(&idx);
+                if !keep {
+                    freed += s.reserved();
+                }
+                idx += 1;
+                keep
+            });
+            self.reserved -= freed;
+        }
+    }
+
+    /// Samples one token for sequence `i`, streams its text; true when the
+    /// sequence finished.
+    fn sample_and_emit(&mut self, i: usize, logits: &mut [f32]) -> bool {
+        let tok = self.tokenizer.clone();
+        let s = &mut self.running[i];
+        let want_lp = s.job.req.logprobs;
+        let top_n = if want_lp {
+            s.job.req.top_logprobs as usize
+        } else {
+            0
+        };
+        let choice = s.sampler.sample(logits, top_n);
+        let now = Instant::now();
+        match s.last_token_at {
+            None => m::ttft(now - s.job.arrived),
+            Some(t) => m::itl(now - t),
+        }
+        s.last_token_at = Some(now);
+        s.generated.push(choice.token);
+        m::generation_tokens(1);
+        let is_eos = tok.stop_ids.contains(&choice.token);
+        let mut text = String::new();
+        let mut stopped = is_eos;
+        if !is_eos {
+            let piece = s.decoder.push(tok.token_bytes(choice.token));
+            let (out, hit) = s.stop.push(&piece);
+            text = out;
+            stopped = hit;
+        }
+        let length = !stopped && s.generated.len() >= s.job.max_tokens;
+        if length {
+            text.push_str(&s.decoder.finish());
+            let (out, hit) = s.stop.push("");
+            text.push_str(&out);
+            if !hit {
+                text.push_str(&s.stop.finish());
+            }
+        }
+        let logprobs = if want_lp {
+            vec![TokenLogprob {
+                token: choice.token,
+                text: tok.token_text(choice.token),
+                logprob: choice.logprob,
+                top: choice
+                    .top
+                    .iter()
+                    .map(|&(t, lp)| (t, tok.token_text(t), lp))
+                    .collect(),
+            }]
+        } else {
+            Vec::new()
+        };
+        let delta = Event::Delta {
+            text,
+            token_ids: if is_eos {
+                Vec::new()
+            } else {
+                vec![choice.token]
+            },
+            logprobs,
+        };
+        let _ = s.job.tx.send(delta);
+        s.next = Some(choice.token);
+        if stopped || length {
+            let finish = if length {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            };
+            let _ = s.job.tx.send(Event::Done {
+                finish,
+                prompt_tokens: s.job.prompt.len(),
+                completion_tokens: s.generated.len(),
+            });
+            m::finished(s.job.arrived.elapsed(), s.job.prompt.len(), finish);
+            return true;
+        }
+        false
+    }
+}

@@ -1,0 +1,142 @@
+//! The `ragmesh-llm-runner` binary: configuration (flags + env) and the
+//! serve loop (gRPC + `/health`, `/metrics`).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use crate::generator::{Generator, GeneratorConfig};
+use crate::grpc::RunnerGrpc;
+
+/// Every flag is also an environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ragmesh-llm-runner",
+    version,
+    about = "GGUF text generation with continuous batching"
+)]
+pub struct Args {
+    /// The GGUF model file.
+    #[arg(long, env = "RAGMESH_LLM_MODEL", default_value_t = default_model())]
+    pub model: String,
+    #[arg(long, env = "RAGMESH_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "RAGMESH_GRPC_PORT", default_value_t = 50053)]
+    pub grpc_port: u16,
+    #[arg(long, env = "RAGMESH_HTTP_PORT", default_value_t = 8083)]
+    pub http_port: u16,
+    /// Sequences decoded together at most.
+    #[arg(long, env = "RAGMESH_MAX_SEQUENCES", default_value_t = 16)]
+    pub max_sequences: usize,
+    /// Tokens in one forward at most (prompt chunks + decode tokens).
+    #[arg(long, env = "RAGMESH_MAX_BATCHED_TOKENS", default_value_t = 512)]
+    pub max_batched_tokens: usize,
+    /// Requests waiting for a slot at most; beyond: RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RAGMESH_MAX_WAITING", default_value_t = 256)]
+    pub max_waiting: usize,
+    /// KV-cache budget in tokens over all sequences (~46 KB each for
+    /// SmolLM2-135M).
+    #[arg(long, env = "RAGMESH_KV_CACHE_TOKENS", default_value_t = 65_536)]
+    pub kv_cache_tokens: usize,
+    /// Caps the context window (0: the model's own).
+    #[arg(long, env = "RAGMESH_MAX_MODEL_LEN", default_value_t = 0)]
+    pub max_model_len: usize,
+    /// Linear layers use the quantized kernel up to this many rows, a GEMM
+    /// on dequantised weights above. 0 (default): always the GEMM, which
+    /// keeps greedy output independent of batching (see linear.rs).
+    #[arg(long, env = "RAGMESH_QUANTIZED_MAX_ROWS", default_value_t = 0)]
+    pub quantized_max_rows: usize,
+    /// Compute threads (0: one per core).
+    #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn default_model() -> String {
+    let dir = std::env::var("RAGMESH_MODEL_DIR").unwrap_or_else(|_| match std::env::var("HOME") {
+        Ok(h) if !h.is_empty() => format!("{h}/.cache/ragmesh/models"),
+        _ => ".cache/ragmesh/models".into(),
+    });
+    format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+impl Args {
+    pub fn generator_config(&self) -> GeneratorConfig {
+        GeneratorConfig {
+            model: self.model.clone().into(),
+            max_sequences: self.max_sequences,
+            max_batched_tokens: self.max_batched_tokens,
+            max_waiting: self.max_waiting,
+            kv_cache_tokens: self.kv_cache_tokens,
+            max_model_len: self.max_model_len,
+            quantized_max_rows: self.quantized_max_rows,
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.threads > 0 {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global();
+    }
+    let cfg = args.generator_config();
+    let core = tokio::task::spawn_blocking(move || Generator::load(cfg))
+        .await
+        .context("model loading task")?
+        .with_context(|| format!("cannot load model {}", args.model))?;
+    crate::metrics::describe();
+    // vLLM's bucket edges for the latency histograms; requests run long
+    let latency: &[f64] = &[
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        20.0, 40.0, 80.0,
+    ];
+    let seqs: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+    let extra = [
+        ("ragmesh_llm_time_to_first_token_seconds", latency),
+        ("ragmesh_llm_inter_token_latency_seconds", latency),
+        ("ragmesh_llm_e2e_request_latency_seconds", latency),
+        ("ragmesh_llm_request_queue_time_seconds", latency),
+        ("ragmesh_llm_step_sequences", seqs),
+    ];
+    if ragmesh_telemetry::prometheus(&extra).is_none() {
+        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+    }
+    let ip: std::net::IpAddr = args
+        .host
+        .parse()
+        .with_context(|| format!("--host '{}' is not an IP address", args.host))?;
+    let grpc = TcpListener::bind(SocketAddr::new(ip, args.grpc_port))
+        .await
+        .with_context(|| format!("cannot bind gRPC port {}", args.grpc_port))?;
+    let http = TcpListener::bind(SocketAddr::new(ip, args.http_port))
+        .await
+        .with_context(|| format!("cannot bind HTTP port {}", args.http_port))?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ragmesh_proto::v1::llm_runner_server::LlmRunnerServer<RunnerGrpc>>()
+        .await;
+    let info = core.info().clone();
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_svc)
+            .add_service(RunnerGrpc::server(core, 16 * 1024 * 1024))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                ragmesh_telemetry::shutdown_signal(),
+            ),
+    );
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, ragmesh_telemetry::ops_router::<()>())
+            .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
+            .await
+    });
+    tracing::info!(model = %info.model_id, context = info.context_length, %grpc_addr, %http_addr, "llm-runner serving");
+    println!("ragmesh-llm-runner listening http={http_addr} grpc={grpc_addr}");
+    let (g, h) = tokio::join!(grpc_task, http_task);
+    g.context("gRPC server task")?.context("gRPC server")?;
+    h.context("HTTP server task")?.context("HTTP server")?;
+    Ok(())
+}

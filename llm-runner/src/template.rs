@@ -1,0 +1,165 @@
+//! Chat templates: the model's own `tokenizer.chat_template` (Jinja),
+//! rendered with minijinja plus what real templates call: Python string
+//! methods (`.strip()`, `.startswith()`... via minijinja-contrib's
+//! pycompat), `raise_exception`, `strftime_now`, `tojson`.
+//!
+//! A model without a template gets ChatML (`<|im_start|>role\n...
+//! <|im_end|>\n`, then `<|im_start|>assistant\n`), the format most
+//! instruction-tuned GGUF models without embedded metadata expect; the
+//! choice is reported by `Info.has_chat_template = false`.
+
+use minijinja::{Environment, Error as JinjaError, ErrorKind, Value, context};
+
+use crate::error::{GenError, Result};
+
+const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Roles accepted in `messages`.
+pub const ROLES: &[&str] = &["system", "user", "assistant"];
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    pub from_model: bool,
+    bos: String,
+    eos: String,
+}
+
+fn raise_exception(msg: String) -> std::result::Result<String, JinjaError> {
+    Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+}
+
+fn strftime_now(fmt: String) -> String {
+    // Templates use it for "today's date" in system prompts; UTC, no
+    // calendar dependency: only the common %Y %m %d %B %b specifiers.
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let month = MONTHS[(m - 1).clamp(0, 11) as usize];
+    fmt.replace("%Y", &y.to_string())
+        .replace("%m", &format!("{m:02}"))
+        .replace("%d", &format!("{d:02}"))
+        .replace("%B", month)
+        .replace("%b", &month[..3])
+}
+
+impl ChatTemplate {
+    /// `source`: the model's template, if it has one.
+    pub fn new(source: Option<String>, bos: String, eos: String) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        // bound the work a template may do (they come from model files)
+        env.set_fuel(Some(5_000_000));
+        let from_model = source.is_some();
+        let src = source.unwrap_or_else(|| CHATML.to_owned());
+        env.add_template_owned("chat", src)
+            .map_err(|e| GenError::Model(format!("chat template does not parse: {e}")))?;
+        Ok(Self {
+            env,
+            from_model,
+            bos,
+            eos,
+        })
+    }
+
+    /// Renders `(role, content)` messages with the generation prompt.
+    pub fn render(&self, messages: &[(String, String)]) -> Result<String> {
+        if messages.is_empty() {
+            return Err(GenError::invalid("messages must not be empty"));
+        }
+        for (role, _) in messages {
+            if !ROLES.contains(&role.as_str()) {
+                return Err(GenError::invalid(format!(
+                    "unknown role '{role}': use one of {}",
+                    ROLES.join(", ")
+                )));
+            }
+        }
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|(r, c)| context! { role => r, content => c })
+            .collect();
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| GenError::Internal(e.to_string()))?;
+        tmpl.render(context! {
+            messages => msgs,
+            add_generation_prompt => true,
+            bos_token => self.bos.clone(),
+            eos_token => self.eos.clone(),
+            tools => Value::from(()),
+        })
+        .map_err(|e| match e.kind() {
+            // raise_exception: the template rejects this conversation
+            ErrorKind::InvalidOperation => GenError::invalid(format!("chat template: {e}")),
+            _ => GenError::invalid(format!("chat template failed: {e}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(r: &str, c: &str) -> (String, String) {
+        (r.into(), c.into())
+    }
+
+    #[test]
+    fn chatml_fallback_and_errors() {
+        let t =
+            ChatTemplate::new(None, String::new(), String::new()).unwrap_or_else(|e| panic!("{e}"));
+        let s = t
+            .render(&[m("user", "hi")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert!(matches!(t.render(&[]), Err(GenError::InvalidArgument(_))));
+        assert!(matches!(
+            t.render(&[m("robot", "x")]),
+            Err(GenError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn python_methods_and_raise_exception() {
+        let src = "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0].content.strip().upper() }}|{{ strftime_now('%Y') | length }}";
+        let t = ChatTemplate::new(Some(src.into()), String::new(), String::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.render(&[m("user", "  hi ")])
+                .unwrap_or_else(|e| panic!("{e}")),
+            "HI|4"
+        );
+        let e = t.render(&[m("system", "x")]);
+        assert!(
+            matches!(e, Err(GenError::InvalidArgument(ref s)) if s.contains("first must be user"))
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Continuous batching is real and invisible: concurrent greedy requests
+//! give exactly what each gives alone, they share forward passes, and a
+//! dropped stream frees its slot at the next step.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ragmesh_llm_runner::{Event, FinishReason, GenerateRequest, Input};
+
+fn chat(q: &str, n: i64) -> GenerateRequest {
+    let mut r = GenerateRequest::prompt("", n);
+    r.input = Input::Chat(vec![("user".into(), q.into())]);
+    r
+}
+
+/// A generator of the test's own, alive for the test binary (spawned tasks
+/// need `'static`).
+fn own_generator() -> &'static ragmesh_llm_runner::Generator {
+    Box::leak(Box::new(
+        ragmesh_llm_runner::Generator::load(common::config()).unwrap_or_else(|e| panic!("{e}")),
+    ))
+}
+
+const QUESTIONS: [&str; 8] = [
+    "What is the capital of France?",
+    "Name a fruit that is yellow.",
+    "What is 2 + 2?",
+    "Write one word about the sea.",
+    "Who wrote Hamlet?",
+    "What colour is grass?",
+    "Say hello in German.",
+    "What is the opposite of cold?",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_outputs_equal_solo_outputs_and_share_steps() {
+    // its own generator: the step counters must count only these requests
+    let g = own_generator();
+    let mut alone = Vec::new();
+    for q in QUESTIONS {
+        alone.push(common::run(g, chat(q, 24)).await);
+    }
+    let before = g.stats();
+    let tasks: Vec<_> = QUESTIONS
+        .iter()
+        .map(|q| tokio::spawn(common::run(g, chat(q, 24))))
+        .collect();
+    let mut together = Vec::new();
+    for t in tasks {
+        together.push(t.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let after = g.stats();
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a.ids, b.ids, "request {i} differs when batched");
+        assert_eq!(a.text, b.text);
+        assert_eq!(a.finish, b.finish);
+    }
+    let steps = after.steps - before.steps;
+    let shared = after.shared_steps - before.shared_steps;
+    let tokens: usize = together.iter().map(|o| o.completion_tokens).sum();
+    eprintln!(
+        "{tokens} tokens in {steps} steps ({shared} shared), up to {} sequences per step",
+        after.max_sequences_in_step
+    );
+    assert!(
+        after.max_sequences_in_step >= 4,
+        "never batched 4+ sequences"
+    );
+    assert!(
+        (steps as usize) < tokens / 2,
+        "{steps} steps for {tokens} tokens: not decoded together"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_frees_the_slot_within_a_step() {
+    // its own generator: Load must not see the other tests' sequences
+    let g = own_generator();
+    let mut rx = g
+        .generate(chat("Tell me a very long story about dragons.", 400))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // wait for a few tokens
+    let mut seen = 0;
+    while seen < 3 {
+        match rx.recv().await {
+            Some(Event::Delta { .. }) => seen += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(g.load_figures().running >= 1);
+    assert!(g.load_figures().kv_tokens_used > 0);
+    drop(rx);
+    let t = Instant::now();
+    while g.load_figures().running > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "slot not freed after the stream was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(g.load_figures().kv_tokens_used, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_seeds_lengths_and_usage() {
+    let g = common::generator();
+    // max_tokens → length, usage counts
+    let out = common::run(g, chat("Count from one to twenty in words.", 5)).await;
+    assert_eq!(out.finish, FinishReason::Length);
+    assert_eq!(out.completion_tokens, 5);
+    assert!(out.prompt_tokens > 10);
+    // a stop sequence cuts the text before it and finishes with `stop`
+    let full = common::run(g, chat("Count from one to twenty in words.", 30)).await;
+    let words: Vec<&str> = full.text.split_whitespace().collect();
+    assert!(words.len() >= 3, "too short to test stops: {:?}", full.text);
+    let stop = words[2].to_owned();
+    let expected = &full.text[..full.text.find(&stop).unwrap_or(0)];
+    let mut r = chat("Count from one to twenty in words.", 30);
+    r.stop = vec![stop.clone().into_bytes()];
+    let out = common::run(g, r).await;
+    assert_eq!(out.finish, FinishReason::Stop);
+    assert_eq!(out.text, expected, "stop {stop:?}");
+    // same seed → same sample; temperature sampling differs from greedy
+    let sampled = |seed| {
+        let mut r = chat("Invent a name for a cat.", 12);
+        r.sampling.temperature = 1.0;
+        r.sampling.seed = Some(seed);
+        r
+    };
+    let a = common::run(g, sampled(42)).await;
+    let b = common::run(g, sampled(42)).await;
+    assert_eq!(a.ids, b.ids);
+}

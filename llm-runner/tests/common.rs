@@ -1,0 +1,76 @@
+#![allow(dead_code)] // each test binary uses a different part
+//! Shared set-up for the runner's tests: the default model from the model
+//! cache (`make test` fetches it) and one loaded generator per test binary.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ragmesh_llm_runner::{Event, FinishReason, GenerateRequest, Generator, GeneratorConfig};
+
+pub fn model_path() -> PathBuf {
+    let dir = std::env::var("RAGMESH_MODEL_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ragmesh/models",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    PathBuf::from(dir).join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+pub fn config() -> GeneratorConfig {
+    let mut c = GeneratorConfig::new(model_path());
+    c.max_waiting = 64;
+    if let Some(q) = std::env::var("RAGMESH_QUANTIZED_MAX_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.quantized_max_rows = q;
+    }
+    c
+}
+
+pub fn generator() -> &'static Generator {
+    static G: OnceLock<Generator> = OnceLock::new();
+    G.get_or_init(|| {
+        Generator::load(config()).unwrap_or_else(|e| panic!("load {}: {e}", model_path().display()))
+    })
+}
+
+pub struct Output {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub finish: FinishReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Runs a request to the end.
+pub async fn run(g: &Generator, req: GenerateRequest) -> Output {
+    let mut rx = g.generate(req).unwrap_or_else(|e| panic!("generate: {e}"));
+    let (mut text, mut ids) = (String::new(), Vec::new());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta {
+                text: t, token_ids, ..
+            } => {
+                text.push_str(&t);
+                ids.extend(token_ids);
+            }
+            Event::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                return Output {
+                    text,
+                    ids,
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                };
+            }
+            Event::Error(e) => panic!("generation failed: {e}"),
+        }
+    }
+    panic!("stream ended without Done")
+}
