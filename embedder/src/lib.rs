@@ -6,7 +6,7 @@
 //!   [`http`] (OpenAI `POST /v1/embeddings`, `/health`, `/metrics`);
 //! - [`server`]: the binary's configuration and serve loop.
 
-// links the static serial OpenBLAS behind ndarray's sgemm
+// links the static OpenBLAS behind ndarray's sgemm
 #[cfg(feature = "openblas")]
 use ragmesh_blas as _;
 

@@ -4,9 +4,9 @@
 //! Why: measured here on [1632×384]·[384×1536] (a 32-sentence batch), the
 //! `gemm` crate behind candle's CPU matmul reached ~50 GFLOP/s on 2 threads,
 //! OpenBLAS ~62–68 GFLOP/s on *one* thread (MKL in PyTorch: ~110 on two).
-//! The serial OpenBLAS is linked statically (see `build.rs`), and the
-//! queue runs one slice of each batch per core, so every core runs its own
-//! single-threaded GEMMs and element-wise ops with no synchronisation.
+//! OpenBLAS is linked statically (crate `ragmesh-blas`), and the
+//! queue runs one slice of each batch per core. (The pthread build is used:
+//! the serial one is not safe to call from two threads, see ragmesh-blas.)
 //! Without the `openblas` feature the layer falls back to candle's matmul.
 
 #[cfg(feature = "openblas")]
@@ -104,7 +104,6 @@ impl BlasLinear {
             None => y.fill(0.0),
         }
         let mut y_view = ndarray::ArrayViewMut2::from_shape((rows, out), &mut *y).map_err(err)?;
-        let _blas = ragmesh_blas::lock(); // the serial OpenBLAS is not thread-safe
         ndarray::linalg::general_mat_mul(1.0, &x, &self.weight.t(), 1.0, &mut y_view);
         if self.gelu {
             y.iter_mut().for_each(|v| *v = gelu_erf(*v));

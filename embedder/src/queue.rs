@@ -137,7 +137,7 @@ fn embed_jobs(
             .sequences
             .fetch_add(range.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
-        // The GEMMs (serial OpenBLAS) and candle's element-wise ops both run
+        // The GEMMs (OpenBLAS) and candle's element-wise ops both run
         // on the calling thread, so the batch is split into one slice per
         // core and the slices run side by side.
         let parts = split_by_tokens(&lens[range.clone()], workers);

@@ -9,7 +9,7 @@
 //! - transports: [`grpc`] (`ragmesh.v1.LlmRunner` + `grpc.health.v1`),
 //!   `/health` and `/metrics` over HTTP ([`server`]).
 
-// links the static serial OpenBLAS behind ndarray's sgemm
+// links the static OpenBLAS behind ndarray's sgemm
 use ragmesh_blas as _;
 
 pub mod error;

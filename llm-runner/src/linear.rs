@@ -111,7 +111,6 @@ impl QLinear {
             ArrayView2::from_shape((m, self.inp), a_buf.slice()),
             ArrayViewMut2::from_shape((m, self.out), c_buf.slice_mut()),
         ) {
-            let _blas = ragmesh_blas::lock(); // not thread-safe: see ragmesh-blas
             ndarray::linalg::general_mat_mul(1.0, &a, &self.dense.t(), 0.0, &mut c);
         }
         let mut out = c_buf.slice().to_vec();
