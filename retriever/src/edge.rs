@@ -23,13 +23,13 @@ use qdrant_edge::{
     PointStruct, Prefetch, QueryEnum, QueryRequest, ScoredPoint, ScoringQuery, UpdateOperation,
     Vector, WithPayloadInterface, WithVector,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::backend::Backend;
 use crate::edge_index;
 use crate::edge_shard::Shard;
 use crate::error::{Result, RetrieverError};
-use crate::filter::{self, CHUNK_ID, DOC_ID, METADATA, TENANT, TEXT};
+use crate::filter::{self, DOC_ID, TENANT};
 use crate::types::{Chunk, CollectionInfo, Distance, Fusion, MetaFilter, ScoredChunk, SearchQuery};
 
 pub(crate) const DENSE: &str = "dense";
@@ -313,25 +313,8 @@ pub(crate) fn point_id(tenant: &str, chunk_id: &str) -> String {
 }
 
 fn to_scored(p: ScoredPoint) -> ScoredChunk {
-    let mut payload = p.payload.map(|p| p.0).unwrap_or_default();
-    let mut take_str = |k: &str| match payload.remove(k) {
-        Some(Value::String(s)) => s,
-        _ => String::new(),
-    };
-    let id = take_str(CHUNK_ID);
-    let doc_id = take_str(DOC_ID);
-    let text = take_str(TEXT);
-    let metadata = match payload.remove(METADATA) {
-        Some(Value::Object(m)) => m.into_iter().collect(),
-        _ => Map::new(),
-    };
-    ScoredChunk {
-        id,
-        doc_id,
-        text,
-        metadata,
-        score: p.score,
-    }
+    let payload = p.payload.map(|p| p.0).unwrap_or_default();
+    filter::scored(payload.into_iter().collect(), p.score)
 }
 
 #[async_trait::async_trait]
@@ -449,25 +432,22 @@ impl Backend for EdgeBackend {
             let mut ids = Vec::with_capacity(n);
             let mut docs: Vec<String> = Vec::new();
             let mut points = Vec::with_capacity(n);
-            for ch in chunks {
+            for mut ch in chunks {
                 let id = point_id(&tenant, &ch.id);
                 let sparse = bm25.embed_document(&ch.text);
                 let vectors = vec![
-                    (DENSE.to_owned(), Vector::new_dense(ch.vector)),
+                    (
+                        DENSE.to_owned(),
+                        Vector::new_dense(std::mem::take(&mut ch.vector)),
+                    ),
                     (SPARSE.to_owned(), Vector::from(sparse)),
                 ];
-                let payload = json!({
-                    TENANT: tenant,
-                    DOC_ID: ch.doc_id,
-                    CHUNK_ID: ch.id,
-                    TEXT: ch.text,
-                    METADATA: Value::Object(ch.metadata),
-                });
+                if !docs.contains(&ch.doc_id) {
+                    docs.push(ch.doc_id.clone());
+                }
+                let payload = filter::payload(&tenant, ch);
                 let uuid = uuid::Uuid::parse_str(&id).map_err(backend_err)?;
                 points.push(PointStruct::new(qdrant_edge::PointId::Uuid(uuid), vectors, payload).0);
-                if !docs.contains(&ch.doc_id) {
-                    docs.push(ch.doc_id);
-                }
                 ids.push(id);
             }
             shard

@@ -10,7 +10,9 @@
 
 use serde_json::{Value, json};
 
-use crate::types::{Condition, MetaFilter};
+use serde_json::Map;
+
+use crate::types::{Chunk, Condition, MetaFilter, ScoredChunk};
 
 pub const TENANT: &str = "tenant";
 pub const DOC_ID: &str = "doc_id";
@@ -53,6 +55,38 @@ pub fn scoped(tenant: &str, meta: &MetaFilter, extra: &[Value]) -> Value {
         json!({"must": must})
     } else {
         json!({"must": must, "must_not": must_not})
+    }
+}
+
+/// The payload stored with a chunk (layout in the module docs); the vector
+/// goes separately.
+pub fn payload(tenant: &str, ch: Chunk) -> Value {
+    json!({
+        TENANT: tenant,
+        DOC_ID: ch.doc_id,
+        CHUNK_ID: ch.id,
+        TEXT: ch.text,
+        METADATA: Value::Object(ch.metadata),
+    })
+}
+
+/// A search hit back from a stored payload.
+pub fn scored(mut payload: Map<String, Value>, score: f32) -> ScoredChunk {
+    let mut take_str = |k: &str| match payload.remove(k) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    let (id, doc_id, text) = (take_str(CHUNK_ID), take_str(DOC_ID), take_str(TEXT));
+    let metadata = match payload.remove(METADATA) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    ScoredChunk {
+        id,
+        doc_id,
+        text,
+        metadata,
+        score,
     }
 }
 

@@ -27,11 +27,11 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::backend::Backend;
 use crate::error::{Result, RetrieverError};
-use crate::filter::{CHUNK_ID, DOC_ID, METADATA, TENANT, TEXT};
+use crate::filter::{DOC_ID, METADATA, TENANT};
 use crate::types::{
     Chunk, CollectionInfo, Condition, Distance, Fusion, MetaFilter, ScoredChunk, SearchQuery,
 };
@@ -184,27 +184,12 @@ fn scoped(tenant: &str, meta: &MetaFilter, extra: Vec<QCondition>) -> Result<QFi
 }
 
 fn to_scored(p: q::ScoredPoint) -> ScoredChunk {
-    let mut payload: Map<String, Value> = p
+    let payload = p
         .payload
         .into_iter()
         .map(|(k, v)| (k, v.into_json()))
         .collect();
-    let mut take_str = |k: &str| match payload.remove(k) {
-        Some(Value::String(s)) => s,
-        _ => String::new(),
-    };
-    let (id, doc_id, text) = (take_str(CHUNK_ID), take_str(DOC_ID), take_str(TEXT));
-    let metadata = match payload.remove(METADATA) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    ScoredChunk {
-        id,
-        doc_id,
-        text,
-        metadata,
-        score: p.score,
-    }
+    crate::filter::scored(payload, p.score)
 }
 
 impl QdrantBackend {
@@ -405,28 +390,25 @@ impl Backend for QdrantBackend {
         let mut ids: Vec<q::PointId> = Vec::with_capacity(n);
         let mut docs: Vec<String> = Vec::new();
         let mut points = Vec::with_capacity(n);
-        for ch in chunks {
+        for mut ch in chunks {
             let id = crate::edge::point_id(tenant, &ch.id);
             let sparse = self.bm25.embed_document(&ch.text);
             let vectors: HashMap<String, q::Vector> = [
-                (DENSE.to_owned(), q::Vector::new_dense(ch.vector)),
+                (
+                    DENSE.to_owned(),
+                    q::Vector::new_dense(std::mem::take(&mut ch.vector)),
+                ),
                 (
                     SPARSE.to_owned(),
                     q::Vector::new_sparse(sparse.indices, sparse.values),
                 ),
             ]
             .into();
-            let payload = Payload::try_from(json!({
-                TENANT: tenant,
-                DOC_ID: ch.doc_id,
-                CHUNK_ID: ch.id,
-                TEXT: ch.text,
-                METADATA: Value::Object(ch.metadata),
-            }))
-            .map_err(|e| RetrieverError::Backend(e.to_string()))?;
             if !docs.contains(&ch.doc_id) {
-                docs.push(ch.doc_id);
+                docs.push(ch.doc_id.clone());
             }
+            let payload = Payload::try_from(crate::filter::payload(tenant, ch))
+                .map_err(|e| RetrieverError::Backend(e.to_string()))?;
             ids.push(id.clone().into());
             points.push(PointStruct::new(id, vectors, payload));
         }
