@@ -1,5 +1,6 @@
 # ragmesh — the two commands:
-#   make run    build, fetch the models if missing, start the service on 127.0.0.1
+#   make run    build, fetch the models if missing, start the all-in-one gateway
+#               on 127.0.0.1:8080 with docs/ + README ingested (profile ragmesh-docs)
 #   make test   fetch what the tests need if missing, run the whole suite
 #
 # Caches live outside the clone so a fresh clone (and CI) reuses them:
@@ -14,12 +15,11 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-gateway fmt
 
 run: system-deps models
-	$(CARGO) build --release -p ragmesh-embedder
-	@echo "try: curl -s 127.0.0.1:8081/v1/embeddings -H 'content-type: application/json' -d '{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"hello\"}'"
-	exec $(CARGO_TARGET_DIR)/release/ragmesh-embedder
+	$(CARGO) build --release -p ragmesh-gateway
+	exec $(CARGO_TARGET_DIR)/release/ragmesh-gateway --demo-ingest docs,README.md
 
 models:
 	@scripts/fetch-models.sh
@@ -54,3 +54,7 @@ bench-retriever:
 # builds llama.cpp (llama-cpp-python) into a venv on first use
 bench-runner: system-deps models
 	bench/llm_runner.sh
+
+# end-to-end RAG through the all-in-one gateway vs the plain model
+bench-gateway: system-deps models build
+	bench/gateway_rag.sh

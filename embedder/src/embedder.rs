@@ -147,6 +147,18 @@ impl Embedder {
         (s.forward_passes.load(Relaxed), s.sequences.load(Relaxed))
     }
 
+    /// Tokens in `text` without special tokens and without truncation:
+    /// the size measure of ingest chunking, so a chunk never exceeds what
+    /// the model reads.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.inner
+            .model
+            .counter
+            .encode_fast(text, false)
+            .map(|e| e.len())
+            .unwrap_or(usize::MAX)
+    }
+
     /// Accepts the served id, the id with an organisation prefix
     /// (`sentence-transformers/all-MiniLM-L6-v2`), or an empty string.
     pub fn check_model(&self, model: &str) -> Result<()> {

@@ -159,13 +159,13 @@ pub async fn read_json_body(
 }
 
 /// The validated form of an embeddings request.
-struct EmbeddingsRequest {
-    model: String,
-    input: Vec<String>,
-    base64: bool,
+pub struct EmbeddingsRequest {
+    pub model: String,
+    pub input: Vec<String>,
+    pub base64: bool,
 }
 
-fn parse_request(
+pub fn parse_request(
     body: &serde_json::Map<String, Value>,
     dims: usize,
 ) -> Result<EmbeddingsRequest, ApiError> {
@@ -284,12 +284,27 @@ async fn handle_embeddings(st: &AppState, req: Request) -> Result<Value, ApiErro
         .embedder
         .embed(parsed.input, EmbedOptions::default())
         .await?;
-    let data: Vec<Value> = out
-        .vectors
+    Ok(embeddings_response(
+        &info.id,
+        &out.vectors,
+        out.prompt_tokens,
+        parsed.base64,
+    ))
+}
+
+/// The OpenAI `/v1/embeddings` response body (the gateway answers with the
+/// same shape).
+pub fn embeddings_response(
+    model: &str,
+    vectors: &[Vec<f32>],
+    prompt_tokens: usize,
+    base64: bool,
+) -> Value {
+    let data: Vec<Value> = vectors
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let embedding = if parsed.base64 {
+            let embedding = if base64 {
                 Value::String(encode_base64(v))
             } else {
                 json!(v)
@@ -297,12 +312,12 @@ async fn handle_embeddings(st: &AppState, req: Request) -> Result<Value, ApiErro
             json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();
-    Ok(json!({
+    json!({
         "object": "list",
         "data": data,
-        "model": info.id,
-        "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
-    }))
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    })
 }
 
 /// OpenAI's base64 format: the little-endian f32 bytes, base64-encoded.

@@ -16,10 +16,21 @@ pub const INPUT_TOKENS: &str = "ragmesh_embedder_input_tokens_total";
 /// embedder's histogram buckets. `None` when another recorder was installed
 /// first, in which case that host renders metrics.
 pub fn prometheus() -> Option<PrometheusHandle> {
-    let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-    let tokens = [16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0];
-    ragmesh_telemetry::prometheus(&[(BATCH_SIZE, &sizes), (BATCH_TOKENS, &tokens)])
+    ragmesh_telemetry::prometheus(BUCKETS)
 }
+
+/// Histogram buckets by metric name (also installed by the all-in-one
+/// gateway, which hosts the embedder in-process).
+pub const BUCKETS: &[(&str, &[f64])] = &[
+    (
+        BATCH_SIZE,
+        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+    ),
+    (
+        BATCH_TOKENS,
+        &[16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0],
+    ),
+];
 
 /// Registers descriptions so `/metrics` has HELP lines from the start.
 pub fn describe() {

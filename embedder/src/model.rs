@@ -37,6 +37,9 @@ pub struct LoadedModel {
     /// Truncates at `max_seq_len` (special tokens included); never pads:
     /// the forward pass is unpadded.
     pub tokenizer: Tokenizer,
+    /// The same vocabulary without truncation: counts a text's full length
+    /// (chunk sizing at ingest).
+    pub counter: Tokenizer,
     pub pooling: Pooling,
     pub max_seq_len: usize,
     pub dims: usize,
@@ -99,6 +102,8 @@ impl LoadedModel {
         // The shipped tokenizer.json pads every input to 128: padding is
         // pure waste for an unpadded forward.
         tokenizer.with_padding(None);
+        let mut counter = tokenizer.clone();
+        let _ = counter.with_truncation(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_seq_len,
@@ -115,6 +120,7 @@ impl LoadedModel {
             dims: bert.hidden_size(),
             bert,
             tokenizer,
+            counter,
             pooling: Pooling::from_dir(dir)?,
             max_seq_len,
         })

@@ -1,7 +1,22 @@
-//! ragmesh gateway: the OpenAI-compatible front door and the RAG orchestrator.
+//! ragmesh gateway: the OpenAI-compatible HTTP API and the RAG pipeline.
 //!
-//! It reaches each stage through a trait with an in-process and a remote
-//! implementation. Today only the embedding stage exists (in-process, via
-//! `ragmesh_embedder`); chat, retrieval and routing land with their issues.
+//! - [`openai`]: `/v1/chat/completions` (JSON and SSE), `/v1/completions`,
+//!   `/v1/embeddings`, `/v1/models`; errors in OpenAI's shape ([`error`]).
+//! - [`rag`]: collections and document ingest (token-aware chunking),
+//!   profiles (a model name that retrieves), prompt templates with a
+//!   context budget, citations.
+//! - [`stages`]: the embedder and runner behind traits: in-process here
+//!   (the all-in-one), remote clients in the mesh.
+//! - [`server`]: the host; [`config`]: flags, env and the profile file.
 
-pub use ragmesh_embedder::Embedder;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod fields;
+pub mod metrics;
+pub mod openai;
+pub mod rag;
+pub mod request_id;
+pub mod server;
+pub mod stages;
+pub mod state;

@@ -7,6 +7,26 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 
 use crate::generator::FinishReason;
 
+/// Latency buckets (seconds) reaching from one decode step to a long
+/// generation.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+];
+
+/// Histogram buckets by metric name, for whichever host installs the
+/// Prometheus recorder (the runner binary or the all-in-one gateway).
+pub const BUCKETS: &[(&str, &[f64])] = &[
+    ("ragmesh_llm_time_to_first_token_seconds", LATENCY_BUCKETS),
+    ("ragmesh_llm_inter_token_latency_seconds", LATENCY_BUCKETS),
+    ("ragmesh_llm_e2e_request_latency_seconds", LATENCY_BUCKETS),
+    ("ragmesh_llm_request_queue_time_seconds", LATENCY_BUCKETS),
+    (
+        "ragmesh_llm_step_sequences",
+        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+    ),
+];
+
 pub fn describe() {
     describe_histogram!(
         "ragmesh_llm_time_to_first_token_seconds",

@@ -10,23 +10,10 @@ use tokio::net::TcpListener;
 use crate::generator::{Generator, GeneratorConfig};
 use crate::grpc::RunnerGrpc;
 
-/// Every flag is also an environment variable.
-#[derive(Debug, Parser)]
-#[command(
-    name = "ragmesh-llm-runner",
-    version,
-    about = "GGUF text generation with continuous batching"
-)]
-pub struct Args {
-    /// The GGUF model file.
-    #[arg(long, env = "RAGMESH_LLM_MODEL", default_value_t = default_model())]
-    pub model: String,
-    #[arg(long, env = "RAGMESH_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    #[arg(long, env = "RAGMESH_GRPC_PORT", default_value_t = 50053)]
-    pub grpc_port: u16,
-    #[arg(long, env = "RAGMESH_HTTP_PORT", default_value_t = 8083)]
-    pub http_port: u16,
+/// The engine's limits, shared with the all-in-one gateway (which embeds
+/// the runner and flattens these flags into its own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
     /// Sequences decoded together at most.
     #[arg(long, env = "RAGMESH_MAX_SEQUENCES", default_value_t = 16)]
     pub max_sequences: usize,
@@ -48,6 +35,41 @@ pub struct Args {
     /// keeps greedy output independent of batching (see linear.rs).
     #[arg(long, env = "RAGMESH_QUANTIZED_MAX_ROWS", default_value_t = 0)]
     pub quantized_max_rows: usize,
+}
+
+impl EngineArgs {
+    pub fn generator_config(&self, model: impl Into<std::path::PathBuf>) -> GeneratorConfig {
+        GeneratorConfig {
+            model: model.into(),
+            max_sequences: self.max_sequences,
+            max_batched_tokens: self.max_batched_tokens,
+            max_waiting: self.max_waiting,
+            kv_cache_tokens: self.kv_cache_tokens,
+            max_model_len: self.max_model_len,
+            quantized_max_rows: self.quantized_max_rows,
+        }
+    }
+}
+
+/// Every flag is also an environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ragmesh-llm-runner",
+    version,
+    about = "GGUF text generation with continuous batching"
+)]
+pub struct Args {
+    /// The GGUF model file.
+    #[arg(long, env = "RAGMESH_LLM_MODEL", default_value_t = default_model())]
+    pub model: String,
+    #[arg(long, env = "RAGMESH_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "RAGMESH_GRPC_PORT", default_value_t = 50053)]
+    pub grpc_port: u16,
+    #[arg(long, env = "RAGMESH_HTTP_PORT", default_value_t = 8083)]
+    pub http_port: u16,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Compute threads (0: one per core).
     #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -63,15 +85,7 @@ pub fn default_model() -> String {
 
 impl Args {
     pub fn generator_config(&self) -> GeneratorConfig {
-        GeneratorConfig {
-            model: self.model.clone().into(),
-            max_sequences: self.max_sequences,
-            max_batched_tokens: self.max_batched_tokens,
-            max_waiting: self.max_waiting,
-            kv_cache_tokens: self.kv_cache_tokens,
-            max_model_len: self.max_model_len,
-            quantized_max_rows: self.quantized_max_rows,
-        }
+        self.engine.generator_config(self.model.clone())
     }
 }
 
@@ -88,19 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot load model {}", args.model))?;
     crate::metrics::describe();
     // vLLM's bucket edges for the latency histograms; requests run long
-    let latency: &[f64] = &[
-        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-        20.0, 40.0, 80.0,
-    ];
-    let seqs: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
-    let extra = [
-        ("ragmesh_llm_time_to_first_token_seconds", latency),
-        ("ragmesh_llm_inter_token_latency_seconds", latency),
-        ("ragmesh_llm_e2e_request_latency_seconds", latency),
-        ("ragmesh_llm_request_queue_time_seconds", latency),
-        ("ragmesh_llm_step_sequences", seqs),
-    ];
-    if ragmesh_telemetry::prometheus(&extra).is_none() {
+    if ragmesh_telemetry::prometheus(crate::metrics::BUCKETS).is_none() {
         tracing::warn!("another metrics recorder is installed; /metrics will be empty");
     }
     let ip: std::net::IpAddr = args

@@ -15,14 +15,10 @@ use crate::grpc::RetrieverGrpc;
 use crate::qdrant::{QdrantBackend, QdrantConfig};
 use crate::retriever::Retriever;
 
-/// Every flag is also an environment variable.
-#[derive(Debug, Parser)]
-#[command(
-    name = "ragmesh-retriever",
-    version,
-    about = "Collections and hybrid search over Qdrant Edge or a Qdrant cluster"
-)]
-pub struct Args {
+/// Where collections live, shared with the all-in-one gateway (which
+/// embeds the retriever and flattens these flags into its own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
     /// `edge`: the embedded engine under --data-dir; `qdrant`: a Qdrant
     /// server or cluster at --qdrant-url.
     #[arg(
@@ -52,6 +48,18 @@ pub struct Args {
     /// Where the embedded engine keeps its collections.
     #[arg(long, env = "RAGMESH_DATA_DIR", default_value_t = default_data_dir())]
     pub data_dir: String,
+}
+
+/// Every flag is also an environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ragmesh-retriever",
+    version,
+    about = "Collections and hybrid search over Qdrant Edge or a Qdrant cluster"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[arg(long, env = "RAGMESH_HOST", default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, env = "RAGMESH_GRPC_PORT", default_value_t = 50052)]
@@ -76,9 +84,9 @@ pub fn default_data_dir() -> String {
     }
 }
 
-/// Opens the data directory, binds both listeners and serves until
-/// SIGINT/SIGTERM.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Opens the configured backend: the embedded engine under
+/// `<data-dir>/collections`, or a connection to Qdrant.
+pub async fn open(args: &StoreArgs) -> anyhow::Result<Retriever> {
     let backend: Arc<dyn Backend> = match args.backend {
         BackendKind::Edge => {
             let dir = PathBuf::from(&args.data_dir).join("collections");
@@ -102,7 +110,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .context("cannot reach Qdrant")?,
         ),
     };
-    let core = Retriever::new(backend);
+    Ok(Retriever::new(backend))
+}
+
+/// Opens the data directory, binds both listeners and serves until
+/// SIGINT/SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let core = open(&args.store).await?;
     if ragmesh_telemetry::prometheus(&[]).is_none() {
         tracing::warn!("another metrics recorder is installed; /metrics will be empty");
     }
@@ -137,7 +151,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
             .await
     });
-    tracing::info!(backend = ?args.backend, data_dir = %args.data_dir, %grpc_addr, %http_addr, "retriever serving");
+    tracing::info!(backend = ?args.store.backend, data_dir = %args.store.data_dir, %grpc_addr, %http_addr, "retriever serving");
     // Parseable by scripts and tests (they start us on port 0).
     println!("ragmesh-retriever listening http={http_addr} grpc={grpc_addr}");
     let (g, h) = tokio::join!(grpc_task, http_task);

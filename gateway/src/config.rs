@@ -1,0 +1,139 @@
+//! The gateway's configuration: flags + environment (Kubernetes sets
+//! those) for the process, and an optional TOML file for what is a list
+//! (RAG profiles):
+//!
+//! ```toml
+//! [[profile]]
+//! name = "docs-assistant"        # the model name clients select
+//! collection = "docs"
+//! top_k = 4                      # default 4
+//! score_threshold = 0.2          # optional
+//! hybrid = true                  # dense + BM25 fused by RRF (default)
+//! template = "prompts/docs.j2"   # optional minijinja file
+//! temperature = 0.0              # when the request sends none
+//! filter = { lang = "en" }       # optional fixed metadata filter
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use ragmesh_llm_runner::server::EngineArgs;
+use ragmesh_retriever::server::StoreArgs;
+use serde::Deserialize;
+
+use crate::rag::profile::ProfileConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ragmesh-gateway",
+    version,
+    about = "OpenAI-compatible API with retrieval-augmented generation"
+)]
+pub struct Args {
+    #[arg(long, env = "RAGMESH_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "RAGMESH_HTTP_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Model cache directory.
+    #[arg(long, env = "RAGMESH_MODEL_DIR", default_value_t = ragmesh_embedder::server::default_model_dir())]
+    pub model_dir: String,
+    /// Embedding model: a folder in --model-dir or an absolute path.
+    #[arg(long, env = "RAGMESH_EMBED_MODEL", default_value = "all-MiniLM-L6-v2")]
+    pub embed_model: String,
+    /// Chat model: a GGUF file in --model-dir or an absolute path.
+    #[arg(
+        long,
+        env = "RAGMESH_LLM_MODEL",
+        default_value = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
+    pub llm_model: String,
+    /// The TOML file with `[[profile]]` tables.
+    #[arg(long, env = "RAGMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Files or folders (their `*.md` / `*.txt`) ingested at start-up into
+    /// --demo-collection, served through a profile of the same name.
+    #[arg(long, env = "RAGMESH_DEMO_INGEST", value_delimiter = ',')]
+    pub demo_ingest: Vec<PathBuf>,
+    #[arg(long, env = "RAGMESH_DEMO_COLLECTION", default_value = "ragmesh-docs")]
+    pub demo_collection: String,
+    /// Chunk size for ingest, in embedder tokens.
+    #[arg(long, env = "RAGMESH_CHUNK_TOKENS", default_value_t = 160)]
+    pub chunk_tokens: usize,
+    /// Tokens shared by neighbouring chunks.
+    #[arg(long, env = "RAGMESH_CHUNK_OVERLAP", default_value_t = 32)]
+    pub chunk_overlap: usize,
+    /// Largest accepted request body, in bytes (beyond: 413).
+    #[arg(long, env = "RAGMESH_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Embedding requests queued or running at once (beyond: 429).
+    #[arg(long, env = "RAGMESH_EMBED_MAX_CONCURRENT", default_value_t = 512)]
+    pub embed_max_concurrent: usize,
+    /// Compute threads (0: one per core).
+    #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+impl Args {
+    pub fn model_path(&self, name: &str) -> PathBuf {
+        let p = PathBuf::from(name);
+        if p.is_absolute() {
+            p
+        } else {
+            Path::new(&self.model_dir).join(p)
+        }
+    }
+}
+
+/// The optional config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub profile: Vec<ProfileConfig>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            // one readable line: the message and where (toml's own Display
+            // spans several lines with a source excerpt)
+            let line = e
+                .span()
+                .map(|s| text.get(..s.start).unwrap_or(&text).matches('\n').count() + 1);
+            match line {
+                Some(l) => anyhow::anyhow!("config {} line {l}: {}", path.display(), e.message()),
+                None => anyhow::anyhow!("config {}: {}", path.display(), e.message()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_and_typos_are_refused() {
+        let c: Result<FileConfig, _> = toml::from_str(
+            "[[profile]]\nname = \"a\"\ncollection = \"c\"\ntop_k = 3\nfilter = { lang = \"en\" }\n",
+        );
+        let c = c.map_err(|e| e.to_string());
+        assert_eq!(c.as_ref().map(|c| c.profile[0].top_k), Ok(3));
+        assert_eq!(c.map(|c| c.profile[0].hybrid), Ok(true));
+        let bad: Result<FileConfig, _> =
+            toml::from_str("[[profile]]\nname = \"a\"\ncollection = \"c\"\ntopk = 3\n");
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn flags_do_not_collide() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

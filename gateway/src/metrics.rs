@@ -1,0 +1,47 @@
+//! The gateway's Prometheus metrics (`ragmesh_gateway_*`). Latencies are
+//! what the client sees, so they include retrieval and queueing.
+
+use crate::openai::output::Meta;
+
+pub const REQUESTS: &str = "ragmesh_gateway_requests_total";
+pub const TTFT: &str = "ragmesh_gateway_time_to_first_token_seconds";
+pub const E2E: &str = "ragmesh_gateway_e2e_request_latency_seconds";
+pub const PROMPT_TOKENS: &str = "ragmesh_gateway_prompt_tokens_total";
+pub const GENERATION_TOKENS: &str = "ragmesh_gateway_generation_tokens_total";
+pub const RAG_STAGE: &str = "ragmesh_gateway_rag_stage_seconds";
+pub const RAG_DROPPED: &str = "ragmesh_gateway_rag_chunks_dropped_total";
+pub const INGESTED_CHUNKS: &str = "ragmesh_gateway_ingested_chunks_total";
+
+pub fn describe() {
+    metrics::describe_counter!(REQUESTS, "HTTP requests by route and status");
+    metrics::describe_histogram!(TTFT, "Seconds from request to the first generated token");
+    metrics::describe_histogram!(E2E, "Seconds from request to the last generated token");
+    metrics::describe_counter!(PROMPT_TOKENS, "Prompt tokens sent to the runner");
+    metrics::describe_counter!(GENERATION_TOKENS, "Tokens generated");
+    metrics::describe_histogram!(
+        RAG_STAGE,
+        "Seconds per retrieval stage (embed, search, prompt)"
+    );
+    metrics::describe_counter!(
+        RAG_DROPPED,
+        "Retrieved chunks dropped to fit the context window"
+    );
+    metrics::describe_counter!(INGESTED_CHUNKS, "Chunks written by document ingest");
+}
+
+pub fn first_token(meta: &Meta) {
+    metrics::histogram!(TTFT, "model" => meta.model.clone())
+        .record(meta.started.elapsed().as_secs_f64());
+}
+
+pub fn finished(meta: &Meta, prompt: usize, completion: usize) {
+    metrics::histogram!(E2E, "model" => meta.model.clone())
+        .record(meta.started.elapsed().as_secs_f64());
+    metrics::counter!(PROMPT_TOKENS, "model" => meta.model.clone()).increment(prompt as u64);
+    metrics::counter!(GENERATION_TOKENS, "model" => meta.model.clone())
+        .increment(completion as u64);
+}
+
+pub fn request(route: &'static str, status: u16) {
+    metrics::counter!(REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+}

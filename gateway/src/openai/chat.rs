@@ -1,0 +1,333 @@
+//! `POST /v1/chat/completions`: OpenAI chat, with retrieval when the model
+//! is a RAG profile or the request carries a `rag` object.
+//!
+//! Extensions (documented in the README): the assistant message and the
+//! final stream chunk carry `citations` (the chunks placed in the prompt:
+//! `index` as numbered in the prompt, `doc_id`, `chunk_id`, `score`,
+//! `text` excerpt, `metadata`), and the response carries `rag` (profile,
+//! collection, retrieved / used / dropped counts, timings in ms).
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use ragmesh_llm_runner::Input;
+use serde_json::{Value, json};
+
+use super::output::{self, Kind, Meta};
+use super::params::GenParams;
+use crate::error::{ApiResult, bad_request, read_json_body};
+use crate::fields::{self, Body};
+use crate::metrics as m;
+use crate::rag::profile::override_spec;
+use crate::rag::prompt;
+use crate::rag::retrieve::{citations, retrieve};
+use crate::state::{AppState, Target, unix_now};
+
+/// Messages one request may carry.
+const MAX_MESSAGES: usize = 1024;
+
+pub async fn chat(State(st): State<AppState>, req: Request) -> Response {
+    match chat_inner(&st, req).await {
+        Ok(r) => {
+            m::request("chat", 200);
+            r
+        }
+        Err(e) => {
+            m::request("chat", e.status.as_u16());
+            e.into_response()
+        }
+    }
+}
+
+fn content_text(v: &Value, i: usize) -> ApiResult<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                let kind = p.get("type").and_then(Value::as_str);
+                match (kind, p.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => out.push_str(t),
+                    (Some("text"), _) => {
+                        return Err(bad_request(
+                            format!("messages[{i}].content[{j}].text must be a string"),
+                            "messages",
+                        ));
+                    }
+                    (Some(other), _) => {
+                        return Err(bad_request(
+                            format!(
+                                "messages[{i}].content[{j}]: content type '{other}' is not supported; send text parts"
+                            ),
+                            "messages",
+                        ));
+                    }
+                    (None, _) => {
+                        return Err(bad_request(
+                            format!("messages[{i}].content[{j}] needs a 'type'"),
+                            "messages",
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(bad_request(
+            format!("messages[{i}].content must be a string or an array of text parts"),
+            "messages",
+        )),
+    }
+}
+
+/// `(role, text)` pairs; `developer` is OpenAI's newer name for `system`.
+pub fn parse_messages(b: &Body) -> ApiResult<Vec<(String, String)>> {
+    let items = match b.get("messages") {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => return Err(bad_request("'messages' is required", "messages")),
+        Some(_) => return Err(bad_request("'messages' must be an array", "messages")),
+    };
+    if items.is_empty() {
+        return Err(bad_request("'messages' must not be empty", "messages"));
+    }
+    if items.len() > MAX_MESSAGES {
+        return Err(bad_request(
+            format!("{} messages; at most {MAX_MESSAGES}", items.len()),
+            "messages",
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let Value::Object(o) = m else {
+                return Err(bad_request(format!("messages[{i}] must be an object"), "messages"));
+            };
+            let role = match o.get("role") {
+                Some(Value::String(r)) => r.as_str(),
+                _ => {
+                    return Err(bad_request(
+                        format!("messages[{i}].role must be a string"),
+                        "messages",
+                    ));
+                }
+            };
+            let role = match role {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                "tool" | "function" => {
+                    return Err(bad_request(
+                        format!("messages[{i}]: role '{role}' is not supported (no tool calling)"),
+                        "messages",
+                    ));
+                }
+                other => {
+                    return Err(bad_request(
+                        format!("messages[{i}]: unknown role '{other}' (system, developer, user, assistant)"),
+                        "messages",
+                    ));
+                }
+            };
+            let text = content_text(o.get("content").unwrap_or(&Value::Null), i)?;
+            Ok((role.to_owned(), text))
+        })
+        .collect()
+}
+
+/// Fields we cannot honour are refused rather than silently ignored.
+fn reject_unsupported(b: &Body) -> ApiResult<()> {
+    if let Some(Value::Array(t)) = b.get("tools")
+        && !t.is_empty()
+    {
+        return Err(bad_request("tool calling is not supported", "tools"));
+    }
+    if b.get("functions").is_some_and(|f| !f.is_null()) {
+        return Err(bad_request(
+            "function calling is not supported",
+            "functions",
+        ));
+    }
+    if let Some(rf) = fields::opt_object(b, "response_format")? {
+        match rf.get("type").and_then(Value::as_str) {
+            Some("text") | None => {}
+            Some(t) => {
+                return Err(bad_request(
+                    format!("response_format '{t}' is not supported; only 'text'"),
+                    "response_format",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
+    let started = Instant::now();
+    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let model = fields::req_str(&body, "model")?;
+    let mut messages = parse_messages(&body)?;
+    let params = GenParams::parse(&body, true)?;
+    reject_unsupported(&body)?;
+    let target = st.resolve(&model)?;
+    let rag = fields::opt_object(&body, "rag")?;
+    let profile = match &target {
+        Target::Profile(p) => Some(p.clone()),
+        Target::Plain => None,
+    };
+    let spec = match (&profile, rag) {
+        (Some(p), None) => Some(p.spec.clone()),
+        (base, Some(r)) => Some(override_spec(
+            base.as_ref().map(|p| &p.spec),
+            r,
+            &st.builtin_template,
+        )?),
+        (None, None) => None,
+    };
+
+    let (mut cites, mut summary) = (None, None);
+    if let Some(spec) = spec {
+        let query = messages
+            .iter()
+            .rev()
+            .find(|(r, _)| r == "user")
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        if query.trim().is_empty() {
+            return Err(bad_request(
+                "retrieval needs a non-empty user message to search with",
+                "messages",
+            ));
+        }
+        let got = retrieve(st, &spec, &query).await?;
+        let window = st.llm.context_length();
+        let reserve = match params.max_tokens {
+            Some(m) => m.max(0) as usize,
+            None => profile
+                .as_ref()
+                .and_then(|p| p.reserve_tokens)
+                .unwrap_or(512)
+                .min(window / 4),
+        };
+        let t = Instant::now();
+        let llm = st.llm.clone();
+        let fitted = prompt::fit(
+            &spec.template,
+            &messages,
+            &got.chunks,
+            window.saturating_sub(reserve),
+            |msgs| llm.count_tokens(&Input::Chat(msgs.to_vec())),
+        )?;
+        let prompt_ms = t.elapsed().as_secs_f64() * 1e3;
+        metrics::histogram!(m::RAG_STAGE, "stage" => "prompt").record(prompt_ms / 1e3);
+        if fitted.dropped > 0 {
+            metrics::counter!(m::RAG_DROPPED).increment(fitted.dropped as u64);
+        }
+        messages = fitted.messages;
+        cites = Some(citations(&got.chunks[..fitted.used]));
+        summary = Some(json!({
+            "profile": profile.as_ref().map(|p| p.name.clone()),
+            "collection": spec.collection,
+            "retrieved": got.chunks.len(),
+            "used": fitted.used,
+            "dropped": fitted.dropped,
+            "prompt_tokens": fitted.prompt_tokens,
+            "timings": {"embed_ms": got.embed_ms, "search_ms": got.search_ms, "prompt_ms": prompt_ms},
+        }));
+    }
+
+    let id = crate::request_id::new("chatcmpl");
+    let temperature = profile.as_ref().and_then(|p| p.temperature).unwrap_or(1.0);
+    let events = st
+        .llm
+        .generate(params.request(Input::Chat(messages), temperature, &id))
+        .await?;
+    let meta = Meta {
+        id,
+        created: unix_now(),
+        model,
+        kind: Kind::Chat,
+        include_usage: params.include_usage,
+        logprobs: params.logprobs,
+        citations: cites,
+        rag: summary,
+        started,
+    };
+    if params.stream {
+        Ok(output::sse(events, meta))
+    } else {
+        Ok(Json(output::collect(events, meta).await?).into_response())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> Body {
+        match v {
+            Value::Object(m) => m,
+            _ => Body::new(),
+        }
+    }
+
+    #[test]
+    fn messages_accept_strings_and_text_parts() {
+        let m = parse_messages(&body(json!({"messages": [
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": null},
+        ]})))
+        .unwrap_or_default();
+        assert_eq!(m[0], ("system".into(), "be brief".into()));
+        assert_eq!(m[1], ("user".into(), "ab".into()));
+        assert_eq!(m[2], ("assistant".into(), String::new()));
+    }
+
+    #[test]
+    fn messages_rejected_with_the_index() {
+        for (bad, needle) in [
+            (json!({}), "required"),
+            (json!({"messages": []}), "empty"),
+            (json!({"messages": "hi"}), "array"),
+            (
+                json!({"messages": [{"role": "wizard", "content": "x"}]}),
+                "unknown role",
+            ),
+            (
+                json!({"messages": [{"role": "tool", "content": "x"}]}),
+                "tool",
+            ),
+            (json!({"messages": [{"content": "x"}]}), "role must be"),
+            (
+                json!({"messages": [{"role": "user", "content": 5}]}),
+                "content must be",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                "not supported",
+            ),
+        ] {
+            match parse_messages(&body(bad.clone())) {
+                Err(e) => assert!(e.message.contains(needle), "{bad}: {}", e.message),
+                Ok(_) => panic!("accepted {bad}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_features_are_refused() {
+        assert!(reject_unsupported(&body(json!({"tools": [{"type": "function"}]}))).is_err());
+        assert!(
+            reject_unsupported(&body(json!({"response_format": {"type": "json_object"}}))).is_err()
+        );
+        assert!(
+            reject_unsupported(&body(
+                json!({"tools": [], "response_format": {"type": "text"}})
+            ))
+            .is_ok()
+        );
+    }
+}

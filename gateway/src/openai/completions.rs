@@ -1,0 +1,92 @@
+//! `POST /v1/completions`: raw text completion (no chat template, no
+//! retrieval: RAG profiles answer on chat only).
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use ragmesh_llm_runner::Input;
+use serde_json::Value;
+
+use super::output::{self, Kind, Meta};
+use super::params::GenParams;
+use crate::error::{ApiResult, bad_request, read_json_body};
+use crate::fields;
+use crate::metrics as m;
+use crate::state::{AppState, Target, unix_now};
+
+pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
+    match inner(&st, req).await {
+        Ok(r) => {
+            m::request("completions", 200);
+            r
+        }
+        Err(e) => {
+            m::request("completions", e.status.as_u16());
+            e.into_response()
+        }
+    }
+}
+
+fn prompt(b: &fields::Body) -> ApiResult<String> {
+    match b.get("prompt") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Ok(a[0].as_str().unwrap_or_default().to_owned())
+        }
+        Some(Value::Array(a)) if a.len() > 1 => Err(bad_request(
+            "only one prompt per request is supported; send separate requests",
+            "prompt",
+        )),
+        None | Some(Value::Null) => Err(bad_request("'prompt' is required", "prompt")),
+        Some(_) => Err(bad_request(
+            "'prompt' must be a string (token-id prompts are not supported)",
+            "prompt",
+        )),
+    }
+}
+
+async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
+    let started = Instant::now();
+    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let model = fields::req_str(&body, "model")?;
+    let text = prompt(&body)?;
+    let params = GenParams::parse(&body, false)?;
+    if fields::opt_bool(&body, "echo")?.unwrap_or(false) {
+        return Err(bad_request("'echo' is not supported", "echo"));
+    }
+    if fields::opt_str(&body, "suffix")?.is_some() {
+        return Err(bad_request("'suffix' is not supported", "suffix"));
+    }
+    if fields::opt_int_in(&body, "best_of", 1, 1)?.is_some_and(|b| b != 1) {
+        return Err(bad_request("only best_of=1 is supported", "best_of"));
+    }
+    if let Target::Profile(p) = st.resolve(&model)? {
+        return Err(bad_request(
+            format!("'{}' is a RAG profile: use /v1/chat/completions", p.name),
+            "model",
+        ));
+    }
+    let id = crate::request_id::new("cmpl");
+    let events = st
+        .llm
+        .generate(params.request(Input::Prompt(text), 1.0, &id))
+        .await?;
+    let meta = Meta {
+        id,
+        created: unix_now(),
+        model,
+        kind: Kind::Completion,
+        include_usage: params.include_usage,
+        logprobs: params.logprobs,
+        citations: None,
+        rag: None,
+        started,
+    };
+    if params.stream {
+        Ok(output::sse(events, meta))
+    } else {
+        Ok(Json(output::collect(events, meta).await?).into_response())
+    }
+}

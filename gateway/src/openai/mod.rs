@@ -1,0 +1,7 @@
+//! The OpenAI-compatible surface.
+
+pub mod chat;
+pub mod completions;
+pub mod models;
+pub mod output;
+pub mod params;

@@ -1,0 +1,96 @@
+//! `GET /v1/models[/{id}]` (the chat model, the embedding model and every
+//! RAG profile) and `POST /v1/embeddings`.
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use ragmesh_embedder::http::{embeddings_response, parse_request};
+use serde_json::{Value, json};
+
+use crate::error::{ApiResult, bad_request, read_json_body, unknown_model};
+use crate::metrics as m;
+use crate::state::AppState;
+
+fn model(id: &str, created: u64, owned_by: &str, extra: Value) -> Value {
+    let mut v = json!({"id": id, "object": "model", "created": created, "owned_by": owned_by});
+    if let (Value::Object(v), Value::Object(e)) = (&mut v, extra) {
+        v.extend(e);
+    }
+    v
+}
+
+fn all(st: &AppState) -> Vec<Value> {
+    let mut out = vec![
+        model(
+            st.llm.model_id(),
+            st.started,
+            "ragmesh",
+            json!({"type": "chat", "context_length": st.llm.context_length()}),
+        ),
+        model(
+            st.embed.model_id(),
+            st.started,
+            "ragmesh",
+            json!({"type": "embedding", "dimensions": st.embed.dims()}),
+        ),
+    ];
+    let mut names: Vec<_> = st.profiles.keys().collect();
+    names.sort();
+    for n in names {
+        let p = &st.profiles[n];
+        out.push(model(
+            &p.name,
+            st.started,
+            "ragmesh",
+            json!({"type": "rag", "root": p.model, "collection": p.spec.collection}),
+        ));
+    }
+    out
+}
+
+pub async fn list(State(st): State<AppState>) -> Response {
+    m::request("models", 200);
+    Json(json!({"object": "list", "data": all(&st)})).into_response()
+}
+
+pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match all(&st).into_iter().find(|m| m["id"] == id.as_str()) {
+        Some(m) => Json(m).into_response(),
+        None => unknown_model(&id).into_response(),
+    }
+}
+
+pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
+    let r = inner(&st, req).await;
+    match r {
+        Ok(v) => {
+            m::request("embeddings", 200);
+            Json(v).into_response()
+        }
+        Err(e) => {
+            m::request("embeddings", e.status.as_u16());
+            e.into_response()
+        }
+    }
+}
+
+async fn inner(st: &AppState, req: Request) -> ApiResult<Value> {
+    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let parsed = parse_request(&body, st.embed.dims())?;
+    if !st.embed.accepts(&parsed.model) {
+        if parsed.model == st.llm.model_id() || st.profiles.contains_key(&parsed.model) {
+            return Err(bad_request(
+                format!("'{}' is not an embedding model", parsed.model),
+                "model",
+            ));
+        }
+        return Err(unknown_model(&parsed.model));
+    }
+    let (vectors, tokens) = st.embed.embed(parsed.input).await?;
+    Ok(embeddings_response(
+        st.embed.model_id(),
+        &vectors,
+        tokens,
+        parsed.base64,
+    ))
+}

@@ -1,0 +1,283 @@
+//! Turning the runner's event stream into OpenAI responses: one JSON body
+//! (non-streaming) or server-sent events (`data: {chunk}` … `data: [DONE]`)
+//! for chat and text completions alike.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::{IntoResponse, Response};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use ragmesh_llm_runner::generator::TokenLogprob;
+use ragmesh_llm_runner::{Event, FinishReason};
+use serde_json::{Value, json};
+
+use crate::error::{ApiResult, from_gen};
+use crate::metrics as m;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+}
+
+/// What every chunk of one response shares.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub kind: Kind,
+    pub include_usage: bool,
+    pub logprobs: bool,
+    /// `citations` (chat: placed in the message / the final chunk) and
+    /// `rag` (top level), when retrieval ran.
+    pub citations: Option<Value>,
+    pub rag: Option<Value>,
+    pub started: Instant,
+}
+
+fn finish_name(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+fn chat_logprobs(lps: &[TokenLogprob]) -> Value {
+    let content: Vec<Value> = lps
+        .iter()
+        .map(|t| {
+            let top: Vec<Value> = t
+                .top
+                .iter()
+                .map(|(_, text, lp)| json!({"token": text, "logprob": lp, "bytes": text.as_bytes()}))
+                .collect();
+            json!({"token": t.text, "logprob": t.logprob, "bytes": t.text.as_bytes(), "top_logprobs": top})
+        })
+        .collect();
+    json!({ "content": content })
+}
+
+/// Legacy completions logprobs, with offsets counted from `offset`.
+fn completion_logprobs(lps: &[TokenLogprob], mut offset: usize) -> Value {
+    let mut tokens = Vec::new();
+    let mut token_lps = Vec::new();
+    let mut tops = Vec::new();
+    let mut offsets = Vec::new();
+    for t in lps {
+        tokens.push(json!(t.text));
+        token_lps.push(json!(t.logprob));
+        let top: serde_json::Map<String, Value> = t
+            .top
+            .iter()
+            .map(|(_, text, lp)| (text.clone(), json!(lp)))
+            .collect();
+        tops.push(Value::Object(top));
+        offsets.push(json!(offset));
+        offset += t.text.len();
+    }
+    json!({"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+/// The whole answer, for non-streaming responses.
+pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiResult<Value> {
+    let mut text = String::new();
+    let mut lps = Vec::new();
+    let mut first = true;
+    while let Some(ev) = events.next().await {
+        match ev {
+            Event::Delta {
+                text: t, logprobs, ..
+            } => {
+                if first {
+                    first = false;
+                    m::first_token(&meta);
+                }
+                text.push_str(&t);
+                lps.extend(logprobs);
+            }
+            Event::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                m::finished(&meta, prompt_tokens, completion_tokens);
+                return Ok(full_body(
+                    &meta,
+                    text,
+                    &lps,
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                ));
+            }
+            Event::Error(e) => return Err(from_gen(e)),
+        }
+    }
+    Err(crate::error::internal(
+        "the runner ended the stream without finishing",
+    ))
+}
+
+fn full_body(
+    meta: &Meta,
+    text: String,
+    lps: &[TokenLogprob],
+    finish: FinishReason,
+    prompt: usize,
+    completion: usize,
+) -> Value {
+    let logprobs = match (meta.logprobs, meta.kind) {
+        (false, _) => Value::Null,
+        (true, Kind::Chat) => chat_logprobs(lps),
+        (true, Kind::Completion) => completion_logprobs(lps, 0),
+    };
+    let mut body = match meta.kind {
+        Kind::Chat => {
+            let mut message = json!({"role": "assistant", "content": text, "refusal": null});
+            if let Some(c) = &meta.citations {
+                message["citations"] = c.clone();
+            }
+            json!({
+                "id": meta.id, "object": "chat.completion", "created": meta.created,
+                "model": meta.model, "system_fingerprint": null,
+                "choices": [{"index": 0, "message": message, "logprobs": logprobs,
+                             "finish_reason": finish_name(finish)}],
+                "usage": usage(prompt, completion),
+            })
+        }
+        Kind::Completion => json!({
+            "id": meta.id, "object": "text_completion", "created": meta.created,
+            "model": meta.model, "system_fingerprint": null,
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs,
+                         "finish_reason": finish_name(finish)}],
+            "usage": usage(prompt, completion),
+        }),
+    };
+    if let Some(r) = &meta.rag {
+        body["rag"] = r.clone();
+    }
+    body
+}
+
+fn chunk(meta: &Meta, choice: Value) -> Value {
+    let object = match meta.kind {
+        Kind::Chat => "chat.completion.chunk",
+        Kind::Completion => "text_completion",
+    };
+    let mut c = json!({
+        "id": meta.id, "object": object, "created": meta.created, "model": meta.model,
+        "system_fingerprint": null, "choices": [choice],
+    });
+    if meta.include_usage {
+        c["usage"] = Value::Null;
+    }
+    c
+}
+
+fn data(v: &Value) -> Result<Sse, Infallible> {
+    Ok(Sse::default().data(v.to_string()))
+}
+
+/// Server-sent events: role first (chat; with retrieval it carries
+/// `citations` and `rag` already), then one chunk per delta, then the chunk
+/// carrying `finish_reason` (and again `citations` and `rag`), then usage
+/// if asked, then `[DONE]`. An error after the stream
+/// started is sent as a `data: {"error": ...}` event before `[DONE]`.
+pub fn sse(events: BoxStream<'static, Event>, meta: Meta) -> Response {
+    axum::response::Sse::new(sse_events(events, meta))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn sse_events(
+    mut events: BoxStream<'static, Event>,
+    meta: Meta,
+) -> impl Stream<Item = Result<Sse, Infallible>> + Send + 'static {
+    // The stream owns the runner's event stream: when the client
+    // disconnects, axum drops this stream, which drops the runner's
+    // receiver, which cancels the request at the next engine step.
+    async_stream::stream! {
+        if meta.kind == Kind::Chat {
+            let mut role = chunk(
+                &meta,
+                json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
+            );
+            // sources are known before the first token: send them early
+            // too, so a UI can show them while the answer streams
+            if let Some(c) = &meta.citations {
+                role["citations"] = c.clone();
+            }
+            if let Some(r) = &meta.rag {
+                role["rag"] = r.clone();
+            }
+            yield data(&role);
+        }
+        let mut first = true;
+        let mut offset = 0usize;
+        while let Some(ev) = events.next().await {
+            match ev {
+                Event::Delta { text, logprobs, .. } => {
+                    if first {
+                        first = false;
+                        m::first_token(&meta);
+                    }
+                    if text.is_empty() && logprobs.is_empty() {
+                        continue;
+                    }
+                    let lp = match (meta.logprobs, meta.kind) {
+                        (false, _) => Value::Null,
+                        (true, Kind::Chat) => chat_logprobs(&logprobs),
+                        (true, Kind::Completion) => completion_logprobs(&logprobs, offset),
+                    };
+                    offset += text.len();
+                    let choice = match meta.kind {
+                        Kind::Chat => json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
+                        Kind::Completion => json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null}),
+                    };
+                    yield data(&chunk(&meta, choice));
+                }
+                Event::Done {
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    m::finished(&meta, prompt_tokens, completion_tokens);
+                    let choice = match meta.kind {
+                        Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_name(finish)}),
+                        Kind::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_name(finish)}),
+                    };
+                    let mut last = chunk(&meta, choice);
+                    if let Some(c) = &meta.citations {
+                        last["citations"] = c.clone();
+                    }
+                    if let Some(r) = &meta.rag {
+                        last["rag"] = r.clone();
+                    }
+                    yield data(&last);
+                    if meta.include_usage {
+                        let mut u = chunk(&meta, Value::Null);
+                        u["choices"] = json!([]);
+                        u["usage"] = usage(prompt_tokens, completion_tokens);
+                        yield data(&u);
+                    }
+                    break;
+                }
+                Event::Error(e) => {
+                    let err = from_gen(e);
+                    let body = json!({"error": {"message": err.message, "type": err.kind,
+                                                "param": err.param, "code": err.code}});
+                    yield data(&body);
+                    break;
+                }
+            }
+        }
+        yield Ok(Sse::default().data("[DONE]"));
+    }
+}

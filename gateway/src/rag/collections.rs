@@ -1,0 +1,393 @@
+//! The collections API: create / list / describe / delete collections,
+//! ingest and delete documents, and search (to debug retrieval).
+//!
+//! Ingest: each document is chunked (token-aware, with overlap), the chunks
+//! are embedded in batches and upserted with `replace_documents`, so
+//! re-ingesting an id atomically replaces its old chunks. The answer comes
+//! after the retriever acknowledged the write (flushed to disk).
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use ragmesh_retriever::{Chunk, CollectionInfo, Distance, MAX_BATCH, MetaFilter};
+use serde_json::{Map, Value, json};
+
+use super::chunk;
+use super::filter;
+use super::profile::{MAX_TOP_K, RagSpec};
+use super::retrieve::{retrieve, search_hit};
+use crate::error::{ApiResult, bad_request, from_retriever, internal, not_found, read_json_body};
+use crate::fields::{self, Body};
+use crate::metrics as m;
+use crate::state::AppState;
+
+/// Documents one ingest request may carry.
+pub const MAX_DOCUMENTS: usize = 1000;
+/// Texts per embedding call during ingest.
+const EMBED_BATCH: usize = 64;
+
+fn respond(route: &'static str, r: ApiResult<Value>) -> Response {
+    match r {
+        Ok(v) => {
+            m::request(route, 200);
+            Json(v).into_response()
+        }
+        Err(e) => {
+            m::request(route, e.status.as_u16());
+            e.into_response()
+        }
+    }
+}
+
+fn collection_json(c: &CollectionInfo) -> Value {
+    json!({
+        "object": "collection",
+        "name": c.name,
+        "dimensions": c.dimensions,
+        "distance": c.distance.name(),
+        "points": c.points,
+    })
+}
+
+pub async fn create(State(st): State<AppState>, req: Request) -> Response {
+    respond("collections", create_inner(&st, req).await)
+}
+
+async fn create_inner(st: &AppState, req: Request) -> ApiResult<Value> {
+    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let name = fields::req_str(&body, "name")?;
+    let distance = match fields::opt_str(&body, "distance")? {
+        None => Distance::Cosine,
+        Some(d) => Distance::from_name(&d).ok_or_else(|| {
+            bad_request(
+                format!("unknown distance '{d}' (cosine, dot, euclid)"),
+                "distance",
+            )
+        })?,
+    };
+    let info = st
+        .retriever
+        .create_collection(st.tenant(), &name, st.embed.dims(), distance)
+        .await
+        .map_err(from_retriever)?;
+    Ok(collection_json(&info))
+}
+
+pub async fn list(State(st): State<AppState>) -> Response {
+    let r = st
+        .retriever
+        .list_collections(st.tenant())
+        .await
+        .map_err(from_retriever)
+        .map(|cs| json!({"object": "list", "data": cs.iter().map(collection_json).collect::<Vec<_>>()}));
+    respond("collections", r)
+}
+
+pub async fn describe(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    let r = st
+        .retriever
+        .describe_collection(st.tenant(), &name)
+        .await
+        .map_err(from_retriever)
+        .map(|c| collection_json(&c));
+    respond("collections", r)
+}
+
+pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    let r = st
+        .retriever
+        .delete_collection(st.tenant(), &name)
+        .await
+        .map_err(from_retriever)
+        .map(|()| json!({"object": "collection.deleted", "name": name, "deleted": true}));
+    respond("collections", r)
+}
+
+/// One document of an ingest request.
+pub struct Document {
+    pub id: String,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+    pub markdown: bool,
+}
+
+fn parse_document(v: &Value, i: usize) -> ApiResult<Document> {
+    let Value::Object(o) = v else {
+        return Err(bad_request(
+            format!("documents[{i}] must be an object"),
+            "documents",
+        ));
+    };
+    let at = |e: crate::error::ApiError| {
+        bad_request(format!("documents[{i}]: {}", e.message), "documents")
+    };
+    let id = fields::req_str(o, "id").map_err(at)?;
+    if id.is_empty() || id.len() > 512 {
+        return Err(bad_request(
+            format!("documents[{i}].id must be 1 to 512 bytes"),
+            "documents",
+        ));
+    }
+    let text = fields::req_str(o, "text").map_err(at)?;
+    if text.trim().is_empty() {
+        return Err(bad_request(
+            format!("documents[{i}].text is empty"),
+            "documents",
+        ));
+    }
+    let metadata = fields::opt_object(o, "metadata")
+        .map_err(at)?
+        .cloned()
+        .unwrap_or_default();
+    let markdown = match fields::opt_str(o, "format").map_err(at)?.as_deref() {
+        None => id.ends_with(".md") || id.ends_with(".markdown"),
+        Some("markdown") => true,
+        Some("text") => false,
+        Some(f) => {
+            return Err(bad_request(
+                format!("documents[{i}].format '{f}' is not one of text, markdown"),
+                "documents",
+            ));
+        }
+    };
+    Ok(Document {
+        id,
+        text,
+        metadata,
+        markdown,
+    })
+}
+
+/// `{"documents": [...]}`, or one document as the whole body.
+fn parse_documents(body: &Body) -> ApiResult<Vec<Document>> {
+    let docs = match body.get("documents") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| parse_document(v, i))
+            .collect::<ApiResult<Vec<_>>>()?,
+        Some(_) => return Err(bad_request("'documents' must be an array", "documents")),
+        None => vec![parse_document(&Value::Object(body.clone()), 0)?],
+    };
+    if docs.is_empty() {
+        return Err(bad_request("'documents' is empty", "documents"));
+    }
+    if docs.len() > MAX_DOCUMENTS {
+        return Err(bad_request(
+            format!(
+                "{} documents in one request; at most {MAX_DOCUMENTS}",
+                docs.len()
+            ),
+            "documents",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for d in &docs {
+        if !seen.insert(d.id.as_str()) {
+            return Err(bad_request(
+                format!("document id '{}' appears twice", d.id),
+                "documents",
+            ));
+        }
+    }
+    Ok(docs)
+}
+
+pub async fn ingest(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let r = async {
+        let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+        let docs = parse_documents(&body)?;
+        ingest_documents(&st, &name, docs).await
+    }
+    .await;
+    respond("documents", r)
+}
+
+/// Chunks, embeds and upserts `docs` into `collection` (used by the API and
+/// by the demo ingest at start-up).
+pub async fn ingest_documents(
+    st: &AppState,
+    collection: &str,
+    docs: Vec<Document>,
+) -> ApiResult<Value> {
+    // the collection must exist before any work is spent
+    st.retriever
+        .describe_collection(st.tenant(), collection)
+        .await
+        .map_err(from_retriever)?;
+    let (embed, settings) = (st.embed.clone(), st.chunking);
+    let docs = tokio::task::spawn_blocking(move || {
+        docs.into_iter()
+            .map(|d| {
+                let pieces = chunk::split(&d.text, d.markdown, settings, embed.clone());
+                (d, pieces)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| internal(format!("chunking task failed: {e}")))?;
+
+    let mut summary = Vec::with_capacity(docs.len());
+    let mut batch: Vec<Chunk> = Vec::new();
+    let mut total = 0usize;
+    for (doc, pieces) in docs {
+        if pieces.len() > MAX_BATCH {
+            return Err(bad_request(
+                format!(
+                    "document '{}' makes {} chunks; at most {MAX_BATCH}",
+                    doc.id,
+                    pieces.len()
+                ),
+                "documents",
+            ));
+        }
+        // a document's chunks go in one upsert: `replace_documents` swaps
+        // all of them at once
+        if batch.len() + pieces.len() > MAX_BATCH {
+            total += flush(st, collection, std::mem::take(&mut batch)).await?;
+        }
+        summary.push(json!({"id": doc.id, "chunks": pieces.len()}));
+        let n = pieces.len();
+        let mut vectors = Vec::with_capacity(n);
+        for group in pieces.chunks(EMBED_BATCH) {
+            let (v, _) = st.embed.embed(group.to_vec()).await?;
+            vectors.extend(v);
+        }
+        for (i, (text, vector)) in pieces.into_iter().zip(vectors).enumerate() {
+            batch.push(Chunk {
+                id: format!("{}#{i}", doc.id),
+                doc_id: doc.id.clone(),
+                text,
+                vector,
+                metadata: doc.metadata.clone(),
+            });
+        }
+    }
+    total += flush(st, collection, batch).await?;
+    Ok(json!({
+        "object": "ingest.result",
+        "collection": collection,
+        "documents": summary.len(),
+        "chunks": total,
+        "data": summary,
+    }))
+}
+
+async fn flush(st: &AppState, collection: &str, batch: Vec<Chunk>) -> ApiResult<usize> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let n = st
+        .retriever
+        .upsert(st.tenant(), collection, batch, true)
+        .await
+        .map_err(from_retriever)?;
+    metrics::counter!(m::INGESTED_CHUNKS).increment(n as u64);
+    Ok(n)
+}
+
+pub async fn delete_document(
+    State(st): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    let r = async {
+        let n = st
+            .retriever
+            .delete_document(st.tenant(), &name, &id)
+            .await
+            .map_err(from_retriever)?;
+        if n == 0 {
+            return Err(not_found(
+                format!("document '{id}' not found in collection '{name}'"),
+                None,
+                "document_not_found",
+            ));
+        }
+        Ok(json!({"object": "document.deleted", "id": id, "deleted": true, "chunks": n}))
+    }
+    .await;
+    respond("documents", r)
+}
+
+pub async fn search(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let r = async {
+        let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+        let query = fields::req_str(&body, "query")?;
+        if query.trim().is_empty() {
+            return Err(bad_request("'query' is empty", "query"));
+        }
+        let spec = RagSpec {
+            collection: name.clone(),
+            top_k: fields::opt_int_in(&body, "top_k", 1, MAX_TOP_K)?.unwrap_or(5) as usize,
+            score_threshold: fields::opt_f32(&body, "score_threshold", -1.0, 1.0)?,
+            hybrid: fields::opt_bool(&body, "hybrid")?.unwrap_or(true),
+            filter: match body.get("filter") {
+                Some(v) => filter::parse(Some(v))?,
+                None => MetaFilter::default(),
+            },
+            template: st.builtin_template.clone(),
+        };
+        let got = retrieve(&st, &spec, &query).await?;
+        Ok(json!({
+            "object": "list",
+            "data": got.chunks.iter().map(search_hit).collect::<Vec<_>>(),
+            "timings": {"embed_ms": got.embed_ms, "search_ms": got.search_ms},
+        }))
+    }
+    .await;
+    respond("search", r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> Body {
+        match v {
+            Value::Object(m) => m,
+            _ => Body::new(),
+        }
+    }
+
+    #[test]
+    fn documents_single_or_list_and_format() {
+        let d = parse_documents(&body(json!({"id": "a.md", "text": "x"}))).unwrap_or_default();
+        assert_eq!(d.len(), 1);
+        assert!(d[0].markdown);
+        let d = parse_documents(&body(json!({"documents": [
+            {"id": "a", "text": "x", "metadata": {"k": 1}},
+            {"id": "b", "text": "y", "format": "markdown"}
+        ]})))
+        .unwrap_or_default();
+        assert_eq!(d.len(), 2);
+        assert!(!d[0].markdown && d[1].markdown);
+        assert_eq!(d[0].metadata.get("k"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn documents_rejected_with_reasons() {
+        for bad in [
+            json!({}),
+            json!({"documents": []}),
+            json!({"documents": "x"}),
+            json!({"documents": [1]}),
+            json!({"id": "", "text": "x"}),
+            json!({"id": "a", "text": "  "}),
+            json!({"id": 3, "text": "x"}),
+            json!({"id": "a", "text": "x", "metadata": [1]}),
+            json!({"id": "a", "text": "x", "format": "pdf"}),
+            json!({"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}),
+        ] {
+            let r = parse_documents(&body(bad.clone()));
+            assert!(r.is_err(), "{bad}");
+        }
+    }
+}

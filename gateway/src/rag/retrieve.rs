@@ -1,0 +1,98 @@
+//! Query-time retrieval: embed the question, search the collection, and
+//! describe what was used (citations, the `rag` summary with its timings).
+
+use std::time::Instant;
+
+use ragmesh_retriever::{Fusion, ScoredChunk, SearchQuery};
+use serde_json::{Value, json};
+
+use super::profile::RagSpec;
+use crate::error::{ApiResult, from_retriever, internal};
+use crate::metrics as m;
+use crate::state::Inner;
+
+/// Characters of chunk text a citation carries.
+const EXCERPT_CHARS: usize = 240;
+
+pub struct Retrieved {
+    pub chunks: Vec<ScoredChunk>,
+    pub embed_ms: f64,
+    pub search_ms: f64,
+}
+
+pub async fn retrieve(st: &Inner, spec: &RagSpec, query: &str) -> ApiResult<Retrieved> {
+    let t0 = Instant::now();
+    let (mut vectors, _) = st.embed.embed(vec![query.to_owned()]).await?;
+    let vector = vectors
+        .pop()
+        .ok_or_else(|| internal("the embedder returned no vector"))?;
+    let embed = t0.elapsed();
+    let t1 = Instant::now();
+    let chunks = st
+        .retriever
+        .search(
+            st.tenant(),
+            &spec.collection,
+            SearchQuery {
+                vector,
+                text: query.to_owned(),
+                filter: spec.filter.clone(),
+                top_k: spec.top_k,
+                score_threshold: spec.score_threshold,
+                fusion: if spec.hybrid {
+                    Fusion::HybridRrf
+                } else {
+                    Fusion::Dense
+                },
+            },
+        )
+        .await
+        .map_err(from_retriever)?;
+    let search = t1.elapsed();
+    metrics::histogram!(m::RAG_STAGE, "stage" => "embed").record(embed.as_secs_f64());
+    metrics::histogram!(m::RAG_STAGE, "stage" => "search").record(search.as_secs_f64());
+    Ok(Retrieved {
+        chunks,
+        embed_ms: embed.as_secs_f64() * 1e3,
+        search_ms: search.as_secs_f64() * 1e3,
+    })
+}
+
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// The `citations` extension: one entry per chunk placed in the prompt,
+/// `index` being the number the prompt shows it under.
+pub fn citations(used: &[ScoredChunk]) -> Value {
+    Value::Array(
+        used.iter()
+            .enumerate()
+            .map(|(i, c)| {
+                json!({
+                    "index": i + 1,
+                    "doc_id": c.doc_id,
+                    "chunk_id": c.id,
+                    "score": c.score,
+                    "text": excerpt(&c.text),
+                    "metadata": c.metadata,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Chunk JSON for `/v1/collections/{name}/search`: the whole text.
+pub fn search_hit(c: &ScoredChunk) -> Value {
+    json!({
+        "object": "chunk",
+        "chunk_id": c.id,
+        "doc_id": c.doc_id,
+        "score": c.score,
+        "text": c.text,
+        "metadata": c.metadata,
+    })
+}

@@ -1,0 +1,45 @@
+//! Request ids: every response carries `x-request-id` (the caller's own
+//! when it sent a sane one, else a fresh one), and completion ids are
+//! unique per process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// `<prefix>-<start time><counter>`, hex: unique within a process, and
+/// across restarts (the start time moves).
+pub fn new(prefix: &str) -> String {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{start:x}{n:06x}")
+}
+
+fn sane(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+pub async fn middleware(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .filter(|v| sane(v))
+        .cloned()
+        .or_else(|| HeaderValue::from_str(&new("req")).ok());
+    let mut resp = next.run(req).await;
+    if let Some(id) = id {
+        resp.headers_mut().insert("x-request-id", id);
+    }
+    resp
+}

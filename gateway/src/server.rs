@@ -1,0 +1,191 @@
+//! The gateway host: loads the stages (in-process: the all-in-one), builds
+//! the router, runs the demo ingest, serves until SIGINT/SIGTERM.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{delete, get, post};
+use ragmesh_embedder::{Embedder, EmbedderConfig};
+use ragmesh_llm_runner::Generator;
+use tokio::net::TcpListener;
+
+use crate::config::{Args, FileConfig};
+use crate::error::ApiError;
+use crate::openai::{chat, completions, models};
+use crate::rag::chunk::ChunkSettings;
+use crate::rag::collections;
+use crate::rag::profile::Profile;
+use crate::rag::prompt::PromptTemplate;
+use crate::stages::{LocalEmbedder, LocalRunner};
+use crate::state::{AppState, Inner, unix_now};
+
+pub fn router(st: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(models::embeddings))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{*id}", get(models::get))
+        .route(
+            "/v1/collections",
+            post(collections::create).get(collections::list),
+        )
+        .route(
+            "/v1/collections/{name}",
+            get(collections::describe).delete(collections::delete),
+        )
+        .route(
+            "/v1/collections/{name}/documents",
+            post(collections::ingest),
+        )
+        .route(
+            "/v1/collections/{name}/documents/{*id}",
+            delete(collections::delete_document),
+        )
+        .route("/v1/collections/{name}/search", post(collections::search))
+        .merge(ragmesh_telemetry::ops_router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn(crate::request_id::middleware))
+        .with_state(st)
+}
+
+async fn no_route() -> ApiError {
+    crate::error::not_found("no such route", None, "not_found")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        message: "method not allowed on this route".into(),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("method_not_allowed"),
+    }
+}
+
+/// Loads every stage in-process and the profiles.
+pub async fn build(args: &Args) -> anyhow::Result<AppState> {
+    ragmesh_embedder::server::init_threads(args.threads);
+    let mut ecfg = EmbedderConfig::new(args.model_path(&args.embed_model));
+    ecfg.max_concurrent_requests = args.embed_max_concurrent;
+    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&ecfg))
+        .await
+        .context("embedder loading task")?
+        .context("embedding model")?;
+    let gcfg = args
+        .engine
+        .generator_config(args.model_path(&args.llm_model));
+    let generator = tokio::task::spawn_blocking(move || Generator::load(gcfg))
+        .await
+        .context("runner loading task")?
+        .context("chat model")?;
+    let retriever = ragmesh_retriever::server::open(&args.store).await?;
+
+    let chunking = ChunkSettings {
+        tokens: args.chunk_tokens,
+        overlap: args.chunk_overlap,
+    };
+    chunking.validate(embedder.info().max_input_tokens)?;
+
+    let builtin = Arc::new(PromptTemplate::builtin());
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let mut configs = file.profile;
+    if !args.demo_ingest.is_empty() && !configs.iter().any(|p| p.name == args.demo_collection) {
+        configs.push(crate::demo::profile(&args.demo_collection));
+    }
+    let llm_id = generator.info().model_id.clone();
+    let mut profiles = HashMap::new();
+    for c in &configs {
+        let p = Profile::load(c, &llm_id, &builtin)?;
+        anyhow::ensure!(
+            p.model == llm_id,
+            "profile {}: base model '{}' is not served here (this gateway serves '{llm_id}')",
+            p.name,
+            p.model
+        );
+        anyhow::ensure!(
+            p.name != llm_id && p.name != embedder.info().id,
+            "profile {}: the name is taken by a served model",
+            p.name
+        );
+        anyhow::ensure!(
+            profiles.insert(p.name.clone(), Arc::new(p)).is_none(),
+            "profile {} is defined twice",
+            c.name
+        );
+    }
+    crate::metrics::describe();
+    Ok(Arc::new(Inner {
+        embed: Arc::new(LocalEmbedder(embedder)),
+        llm: Arc::new(LocalRunner(generator)),
+        retriever,
+        profiles,
+        builtin_template: builtin,
+        chunking,
+        max_body_bytes: args.max_body_bytes,
+        started: unix_now(),
+    }))
+}
+
+fn install_metrics() {
+    let mut buckets: Vec<(&str, &[f64])> = Vec::new();
+    buckets.extend_from_slice(ragmesh_llm_runner::metrics::BUCKETS);
+    buckets.extend_from_slice(ragmesh_embedder::metrics::BUCKETS);
+    buckets.push((
+        crate::metrics::TTFT,
+        ragmesh_llm_runner::metrics::LATENCY_BUCKETS,
+    ));
+    buckets.push((
+        crate::metrics::E2E,
+        ragmesh_llm_runner::metrics::LATENCY_BUCKETS,
+    ));
+    if ragmesh_telemetry::prometheus(&buckets).is_none() {
+        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    install_metrics();
+    let st = build(&args).await?;
+    if !args.demo_ingest.is_empty() {
+        let t = std::time::Instant::now();
+        let (docs, chunks) =
+            crate::demo::ingest(&st, &args.demo_collection, &args.demo_ingest).await?;
+        tracing::info!(
+            docs,
+            chunks,
+            seconds = t.elapsed().as_secs_f64(),
+            collection = %args.demo_collection,
+            "demo collection ingested"
+        );
+    }
+    let ip: std::net::IpAddr = args
+        .host
+        .parse()
+        .with_context(|| format!("--host '{}' is not an IP address", args.host))?;
+    let listener = TcpListener::bind(SocketAddr::new(ip, args.port))
+        .await
+        .with_context(|| format!("cannot bind HTTP port {}", args.port))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, model = st.llm.model_id(), profiles = st.profiles.len(), "gateway serving");
+    // Parseable by scripts and tests (they start us on port 0).
+    println!("ragmesh-gateway listening http={addr}");
+    if !args.demo_ingest.is_empty() {
+        println!(
+            "try: curl -s {addr}/v1/chat/completions -H 'content-type: application/json' \
+             -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"What does make test do?\"}}],\"max_tokens\":96}}'",
+            args.demo_collection
+        );
+    }
+    axum::serve(listener, router(st))
+        .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
+        .await
+        .context("HTTP server")
+}

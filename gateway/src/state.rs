@@ -1,0 +1,65 @@
+//! What every handler shares: the stages, the profiles, the limits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ragmesh_retriever::Retriever;
+
+use crate::error::{ApiError, unknown_model};
+use crate::rag::chunk::ChunkSettings;
+use crate::rag::profile::Profile;
+use crate::rag::prompt::PromptTemplate;
+use crate::stages::{Embed, Llm};
+
+/// Until API keys map callers to tenants (the next issue), every caller is
+/// this tenant.
+pub const DEFAULT_TENANT: &str = "default";
+
+pub struct Inner {
+    pub embed: Embed,
+    pub llm: Llm,
+    pub retriever: Retriever,
+    pub profiles: HashMap<String, Arc<Profile>>,
+    pub builtin_template: Arc<PromptTemplate>,
+    pub chunking: ChunkSettings,
+    pub max_body_bytes: usize,
+    /// Unix time the gateway started (`created` of /v1/models).
+    pub started: u64,
+}
+
+pub type AppState = Arc<Inner>;
+
+/// What a model name in a generation request refers to.
+pub enum Target {
+    Plain,
+    Profile(Arc<Profile>),
+}
+
+impl Inner {
+    pub fn resolve(&self, model: &str) -> Result<Target, ApiError> {
+        if let Some(p) = self.profiles.get(model) {
+            return Ok(Target::Profile(p.clone()));
+        }
+        if model == self.llm.model_id() {
+            return Ok(Target::Plain);
+        }
+        if self.embed.accepts(model) && !model.is_empty() {
+            return Err(crate::error::bad_request(
+                format!("'{model}' is an embedding model: use /v1/embeddings"),
+                "model",
+            ));
+        }
+        Err(unknown_model(model))
+    }
+
+    pub fn tenant(&self) -> &str {
+        DEFAULT_TENANT
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
