@@ -12,6 +12,14 @@
 //! template = "prompts/docs.j2"   # optional minijinja file
 //! temperature = 0.0              # when the request sends none
 //! filter = { lang = "en" }       # optional fixed metadata filter
+//!
+//! [[key]]
+//! name = "team-a"                # names the key in logs and metrics
+//! tenant = "team-a"
+//! sha256 = "<64 hex digits>"     # printf %s "$KEY" | sha256sum
+//! rate_per_minute = 600          # optional
+//! burst = 20                     # optional (default: rate_per_minute)
+//! max_concurrent = 8             # optional
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -68,6 +76,11 @@ pub struct Args {
     /// Embedding requests queued or running at once (beyond: 429).
     #[arg(long, env = "RAGMESH_EMBED_MAX_CONCURRENT", default_value_t = 512)]
     pub embed_max_concurrent: usize,
+    /// API keys as `tenant=key` pairs, comma-separated (hashed at start-up;
+    /// `[[key]]` tables in --config hold hashes instead). No keys at all:
+    /// open mode, every caller is tenant `default`.
+    #[arg(long, env = "RAGMESH_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
     /// Compute threads (0: one per core).
     #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -94,6 +107,8 @@ impl Args {
 pub struct FileConfig {
     #[serde(default)]
     pub profile: Vec<ProfileConfig>,
+    #[serde(default)]
+    pub key: Vec<crate::auth::KeyConfig>,
 }
 
 impl FileConfig {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::rag::collections::{Document, ingest_documents};
 use crate::rag::profile::ProfileConfig;
-use crate::state::AppState;
+use crate::state::{AppState, DEFAULT_TENANT};
 
 /// The demo profile (unless the config file defines one of that name):
 /// greedy, so the same question gets the same cited answer.
@@ -60,6 +60,8 @@ fn doc_id(path: &Path) -> String {
         .to_string()
 }
 
+/// The demo collection belongs to the tenant `default` (open mode's
+/// tenant; with keys, a key of tenant `default` reaches it).
 /// Creates the collection if needed and (re-)ingests every file: ids are
 /// the paths, so a restart replaces rather than duplicates.
 pub async fn ingest(
@@ -69,7 +71,12 @@ pub async fn ingest(
 ) -> anyhow::Result<(usize, usize)> {
     match st
         .retriever
-        .create_collection(st.tenant(), collection, st.embed.dims(), Distance::Cosine)
+        .create_collection(
+            DEFAULT_TENANT,
+            collection,
+            st.embed.dims(),
+            Distance::Cosine,
+        )
         .await
     {
         Ok(_) | Err(RetrieverError::AlreadyExists(_)) => {}
@@ -93,7 +100,7 @@ pub async fn ingest(
         });
     }
     let n = docs.len();
-    let out = ingest_documents(st, collection, docs)
+    let out = ingest_documents(st, DEFAULT_TENANT, collection, docs)
         .await
         .map_err(|e| anyhow::anyhow!("demo ingest: {}", e.message))?;
     Ok((n, out["chunks"].as_u64().unwrap_or(0) as usize))

@@ -7,8 +7,10 @@
 //!   context budget, citations.
 //! - [`stages`]: the embedder and runner behind traits: in-process here
 //!   (the all-in-one), remote clients in the mesh.
+//! - [`auth`]: API keys → tenants, per-key rate and concurrency limits.
 //! - [`server`]: the host; [`config`]: flags, env and the profile file.
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;

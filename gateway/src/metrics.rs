@@ -11,6 +11,7 @@ pub const GENERATION_TOKENS: &str = "ragmesh_gateway_generation_tokens_total";
 pub const RAG_STAGE: &str = "ragmesh_gateway_rag_stage_seconds";
 pub const RAG_DROPPED: &str = "ragmesh_gateway_rag_chunks_dropped_total";
 pub const INGESTED_CHUNKS: &str = "ragmesh_gateway_ingested_chunks_total";
+pub const RATE_LIMITED: &str = "ragmesh_gateway_rate_limited_total";
 
 pub fn describe() {
     metrics::describe_counter!(REQUESTS, "HTTP requests by route and status");
@@ -27,6 +28,10 @@ pub fn describe() {
         "Retrieved chunks dropped to fit the context window"
     );
     metrics::describe_counter!(INGESTED_CHUNKS, "Chunks written by document ingest");
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by a key's rate or concurrency limit"
+    );
 }
 
 pub fn first_token(meta: &Meta) {

@@ -23,7 +23,7 @@ use crate::stages::{LocalEmbedder, LocalRunner};
 use crate::state::{AppState, Inner, unix_now};
 
 pub fn router(st: AppState) -> Router {
-    Router::new()
+    let v1 = Router::new()
         .route("/v1/chat/completions", post(chat::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(models::embeddings))
@@ -46,7 +46,12 @@ pub fn router(st: AppState) -> Router {
             delete(collections::delete_document),
         )
         .route("/v1/collections/{name}/search", post(collections::search))
-        .merge(ragmesh_telemetry::ops_router())
+        // auth and per-key limits guard the API, not /health or /metrics
+        .route_layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            crate::auth::middleware,
+        ));
+    v1.merge(ragmesh_telemetry::ops_router())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(crate::request_id::middleware))
@@ -121,6 +126,14 @@ pub async fn build(args: &Args) -> anyhow::Result<AppState> {
             c.name
         );
     }
+    let keys = crate::auth::Keys::load(&file.key, args.api_keys.as_deref())?;
+    if keys.open() {
+        tracing::warn!(
+            "no API keys configured: OPEN mode, every caller is tenant 'default' (bind to loopback)"
+        );
+    } else {
+        tracing::info!(keys = keys.len(), "API keys required");
+    }
     crate::metrics::describe();
     Ok(Arc::new(Inner {
         embed: Arc::new(LocalEmbedder(embedder)),
@@ -130,6 +143,7 @@ pub async fn build(args: &Args) -> anyhow::Result<AppState> {
         builtin_template: builtin,
         chunking,
         max_body_bytes: args.max_body_bytes,
+        keys,
         started: unix_now(),
     }))
 }

@@ -11,8 +11,8 @@ use crate::rag::profile::Profile;
 use crate::rag::prompt::PromptTemplate;
 use crate::stages::{Embed, Llm};
 
-/// Until API keys map callers to tenants (the next issue), every caller is
-/// this tenant.
+/// The tenant of every caller in open mode (no keys configured), and of
+/// the demo collection.
 pub const DEFAULT_TENANT: &str = "default";
 
 pub struct Inner {
@@ -23,6 +23,7 @@ pub struct Inner {
     pub builtin_template: Arc<PromptTemplate>,
     pub chunking: ChunkSettings,
     pub max_body_bytes: usize,
+    pub keys: crate::auth::Keys,
     /// Unix time the gateway started (`created` of /v1/models).
     pub started: u64,
 }
@@ -50,10 +51,6 @@ impl Inner {
             ));
         }
         Err(unknown_model(model))
-    }
-
-    pub fn tenant(&self) -> &str {
-        DEFAULT_TENANT
     }
 }
 

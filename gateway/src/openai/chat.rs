@@ -17,13 +17,14 @@ use serde_json::{Value, json};
 
 use super::output::{self, Kind, Meta};
 use super::params::GenParams;
+use crate::auth::Caller;
 use crate::error::{ApiResult, bad_request, read_json_body};
 use crate::fields::{self, Body};
 use crate::metrics as m;
 use crate::rag::profile::override_spec;
 use crate::rag::prompt;
 use crate::rag::retrieve::{citations, retrieve};
-use crate::state::{AppState, Target, unix_now};
+use crate::state::{AppState, DEFAULT_TENANT, Target, unix_now};
 
 /// Messages one request may carry.
 const MAX_MESSAGES: usize = 1024;
@@ -166,6 +167,11 @@ fn reject_unsupported(b: &Body) -> ApiResult<()> {
 
 async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
     let started = Instant::now();
+    let tenant = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.tenant.clone())
+        .unwrap_or_else(|| DEFAULT_TENANT.into());
     let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
     let model = fields::req_str(&body, "model")?;
     let mut messages = parse_messages(&body)?;
@@ -201,7 +207,7 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
                 "messages",
             ));
         }
-        let got = retrieve(st, &spec, &query).await?;
+        let got = retrieve(st, &tenant, &spec, &query).await?;
         let window = st.llm.context_length();
         let reserve = match params.max_tokens {
             Some(m) => m.max(0) as usize,

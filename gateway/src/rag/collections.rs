@@ -7,7 +7,7 @@
 //! after the retriever acknowledged the write (flushed to disk).
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use ragmesh_retriever::{Chunk, CollectionInfo, Distance, MAX_BATCH, MetaFilter};
 use serde_json::{Map, Value, json};
@@ -16,6 +16,7 @@ use super::chunk;
 use super::filter;
 use super::profile::{MAX_TOP_K, RagSpec};
 use super::retrieve::{retrieve, search_hit};
+use crate::auth::Caller;
 use crate::error::{ApiResult, bad_request, from_retriever, internal, not_found, read_json_body};
 use crate::fields::{self, Body};
 use crate::metrics as m;
@@ -49,11 +50,15 @@ fn collection_json(c: &CollectionInfo) -> Value {
     })
 }
 
-pub async fn create(State(st): State<AppState>, req: Request) -> Response {
-    respond("collections", create_inner(&st, req).await)
+pub async fn create(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    respond("collections", create_inner(&st, &caller.tenant, req).await)
 }
 
-async fn create_inner(st: &AppState, req: Request) -> ApiResult<Value> {
+async fn create_inner(st: &AppState, tenant: &str, req: Request) -> ApiResult<Value> {
     let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
     let name = fields::req_str(&body, "name")?;
     let distance = match fields::opt_str(&body, "distance")? {
@@ -67,36 +72,44 @@ async fn create_inner(st: &AppState, req: Request) -> ApiResult<Value> {
     };
     let info = st
         .retriever
-        .create_collection(st.tenant(), &name, st.embed.dims(), distance)
+        .create_collection(tenant, &name, st.embed.dims(), distance)
         .await
         .map_err(from_retriever)?;
     Ok(collection_json(&info))
 }
 
-pub async fn list(State(st): State<AppState>) -> Response {
+pub async fn list(State(st): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
     let r = st
         .retriever
-        .list_collections(st.tenant())
+        .list_collections(&caller.tenant)
         .await
         .map_err(from_retriever)
         .map(|cs| json!({"object": "list", "data": cs.iter().map(collection_json).collect::<Vec<_>>()}));
     respond("collections", r)
 }
 
-pub async fn describe(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+pub async fn describe(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
     let r = st
         .retriever
-        .describe_collection(st.tenant(), &name)
+        .describe_collection(&caller.tenant, &name)
         .await
         .map_err(from_retriever)
         .map(|c| collection_json(&c));
     respond("collections", r)
 }
 
-pub async fn delete(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+pub async fn delete(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
     let r = st
         .retriever
-        .delete_collection(st.tenant(), &name)
+        .delete_collection(&caller.tenant, &name)
         .await
         .map_err(from_retriever)
         .map(|()| json!({"object": "collection.deleted", "name": name, "deleted": true}));
@@ -195,13 +208,14 @@ fn parse_documents(body: &Body) -> ApiResult<Vec<Document>> {
 
 pub async fn ingest(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
     let r = async {
         let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
         let docs = parse_documents(&body)?;
-        ingest_documents(&st, &name, docs).await
+        ingest_documents(&st, &caller.tenant, &name, docs).await
     }
     .await;
     respond("documents", r)
@@ -211,12 +225,13 @@ pub async fn ingest(
 /// by the demo ingest at start-up).
 pub async fn ingest_documents(
     st: &AppState,
+    tenant: &str,
     collection: &str,
     docs: Vec<Document>,
 ) -> ApiResult<Value> {
     // the collection must exist before any work is spent
     st.retriever
-        .describe_collection(st.tenant(), collection)
+        .describe_collection(tenant, collection)
         .await
         .map_err(from_retriever)?;
     let (embed, settings) = (st.embed.clone(), st.chunking);
@@ -248,7 +263,7 @@ pub async fn ingest_documents(
         // a document's chunks go in one upsert: `replace_documents` swaps
         // all of them at once
         if batch.len() + pieces.len() > MAX_BATCH {
-            total += flush(st, collection, std::mem::take(&mut batch)).await?;
+            total += flush(st, tenant, collection, std::mem::take(&mut batch)).await?;
         }
         summary.push(json!({"id": doc.id, "chunks": pieces.len()}));
         let n = pieces.len();
@@ -267,7 +282,7 @@ pub async fn ingest_documents(
             });
         }
     }
-    total += flush(st, collection, batch).await?;
+    total += flush(st, tenant, collection, batch).await?;
     Ok(json!({
         "object": "ingest.result",
         "collection": collection,
@@ -277,13 +292,18 @@ pub async fn ingest_documents(
     }))
 }
 
-async fn flush(st: &AppState, collection: &str, batch: Vec<Chunk>) -> ApiResult<usize> {
+async fn flush(
+    st: &AppState,
+    tenant: &str,
+    collection: &str,
+    batch: Vec<Chunk>,
+) -> ApiResult<usize> {
     if batch.is_empty() {
         return Ok(0);
     }
     let n = st
         .retriever
-        .upsert(st.tenant(), collection, batch, true)
+        .upsert(tenant, collection, batch, true)
         .await
         .map_err(from_retriever)?;
     metrics::counter!(m::INGESTED_CHUNKS).increment(n as u64);
@@ -292,12 +312,13 @@ async fn flush(st: &AppState, collection: &str, batch: Vec<Chunk>) -> ApiResult<
 
 pub async fn delete_document(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((name, id)): Path<(String, String)>,
 ) -> Response {
     let r = async {
         let n = st
             .retriever
-            .delete_document(st.tenant(), &name, &id)
+            .delete_document(&caller.tenant, &name, &id)
             .await
             .map_err(from_retriever)?;
         if n == 0 {
@@ -315,6 +336,7 @@ pub async fn delete_document(
 
 pub async fn search(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
@@ -335,7 +357,7 @@ pub async fn search(
             },
             template: st.builtin_template.clone(),
         };
-        let got = retrieve(&st, &spec, &query).await?;
+        let got = retrieve(&st, &caller.tenant, &spec, &query).await?;
         Ok(json!({
             "object": "list",
             "data": got.chunks.iter().map(search_hit).collect::<Vec<_>>(),

@@ -20,7 +20,12 @@ pub struct Retrieved {
     pub search_ms: f64,
 }
 
-pub async fn retrieve(st: &Inner, spec: &RagSpec, query: &str) -> ApiResult<Retrieved> {
+pub async fn retrieve(
+    st: &Inner,
+    tenant: &str,
+    spec: &RagSpec,
+    query: &str,
+) -> ApiResult<Retrieved> {
     let t0 = Instant::now();
     let (mut vectors, _) = st.embed.embed(vec![query.to_owned()]).await?;
     let vector = vectors
@@ -31,7 +36,7 @@ pub async fn retrieve(st: &Inner, spec: &RagSpec, query: &str) -> ApiResult<Retr
     let chunks = st
         .retriever
         .search(
-            st.tenant(),
+            tenant,
             &spec.collection,
             SearchQuery {
                 vector,
