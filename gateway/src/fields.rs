@@ -111,17 +111,19 @@ pub fn opt_object<'a>(b: &'a Body, key: &'static str) -> ApiResult<Option<&'a Bo
     }
 }
 
+/// A JSON object literal as a request body (tests across the crate).
+#[cfg(test)]
+pub fn body(v: Value) -> Body {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn body(v: Value) -> Body {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
 
     #[test]
     fn reads_and_rejects_by_type() {

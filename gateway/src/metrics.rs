@@ -50,3 +50,22 @@ pub fn finished(meta: &Meta, prompt: usize, completion: usize) {
 pub fn request(route: &'static str, status: u16) {
     metrics::counter!(REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
 }
+
+/// Every handler's last step: count the request under `route` with its
+/// status, and turn an error into its OpenAI JSON.
+pub fn reply<T: axum::response::IntoResponse>(
+    route: &'static str,
+    r: crate::error::ApiResult<T>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match r {
+        Ok(v) => {
+            request(route, 200);
+            v.into_response()
+        }
+        Err(e) => {
+            request(route, e.status.as_u16());
+            e.into_response()
+        }
+    }
+}

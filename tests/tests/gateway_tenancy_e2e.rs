@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 const KEY_A: &str = "key-alpha-0001";
 const KEY_B: &str = "key-bravo-0002";
 const KEY_C: &str = "key-charlie-0003";
+const KEY_D: &str = "key-delta-0004";
 
 struct Gw {
     svc: Service,
@@ -80,10 +81,11 @@ fn start() -> Gw {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let hash = sha256_hex(KEY_C);
     assert_eq!(hash.len(), 64, "sha256sum output: {hash}");
+    let hash_d = sha256_hex(KEY_D);
     let cfg = dir.path().join("keys.toml");
     std::fs::write(
         &cfg,
-        format!("[[key]]\nname = \"limited\"\ntenant = \"tc\"\nsha256 = \"{hash}\"\nrate_per_minute = 6\nburst = 3\n"),
+        format!("[[key]]\nname = \"limited\"\ntenant = \"tc\"\nsha256 = \"{hash}\"\nrate_per_minute = 6\nburst = 3\n\n[[key]]\nname = \"one-at-a-time\"\ntenant = \"td\"\nsha256 = \"{hash_d}\"\nmax_concurrent = 1\n"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().join("data").display().to_string();
@@ -216,4 +218,33 @@ async fn keys_tenants_and_limits() {
     assert!((1..=10).contains(&secs), "Retry-After {retry:?}");
     assert_eq!(gw.call(a, "GET", "/v1/models", None).await.0, 200);
     assert_eq!(gw.call(b, "GET", "/v1/models", None).await.0, 200);
+
+    // key D: one request in flight; an open stream holds the slot until it ends
+    let mut stream = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.svc.http_url()))
+        .bearer_auth(KEY_D)
+        .json(
+            &json!({"model": "SmolLM2-135M-Instruct.Q4_1", "stream": true, "max_tokens": 24,
+                      "messages": [{"role": "user", "content": "Count to twenty."}]}),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stream.status().as_u16(), 200);
+    let _ = stream.chunk().await;
+    let (status, v, retry) = gw.call(Some(KEY_D), "GET", "/v1/models", None).await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    while let Ok(Some(_)) = stream.chunk().await {}
+    drop(stream);
+    let mut freed = false;
+    for _ in 0..50 {
+        if gw.call(Some(KEY_D), "GET", "/v1/models", None).await.0 == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the slot was not released after the stream ended");
 }

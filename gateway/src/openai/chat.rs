@@ -30,16 +30,7 @@ use crate::state::{AppState, DEFAULT_TENANT, Target, unix_now};
 const MAX_MESSAGES: usize = 1024;
 
 pub async fn chat(State(st): State<AppState>, req: Request) -> Response {
-    match chat_inner(&st, req).await {
-        Ok(r) => {
-            m::request("chat", 200);
-            r
-        }
-        Err(e) => {
-            m::request("chat", e.status.as_u16());
-            e.into_response()
-        }
-    }
+    m::reply("chat", chat_inner(&st, req).await)
 }
 
 fn content_text(v: &Value, i: usize) -> ApiResult<String> {
@@ -272,12 +263,7 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
 mod tests {
     use super::*;
 
-    fn body(v: Value) -> Body {
-        match v {
-            Value::Object(m) => m,
-            _ => Body::new(),
-        }
-    }
+    use crate::fields::body;
 
     #[test]
     fn messages_accept_strings_and_text_parts() {

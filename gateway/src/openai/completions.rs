@@ -17,16 +17,7 @@ use crate::metrics as m;
 use crate::state::{AppState, Target, unix_now};
 
 pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
-    match inner(&st, req).await {
-        Ok(r) => {
-            m::request("completions", 200);
-            r
-        }
-        Err(e) => {
-            m::request("completions", e.status.as_u16());
-            e.into_response()
-        }
-    }
+    m::reply("completions", inner(&st, req).await)
 }
 
 fn prompt(b: &fields::Body) -> ApiResult<String> {

@@ -61,17 +61,7 @@ pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Response
 }
 
 pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
-    let r = inner(&st, req).await;
-    match r {
-        Ok(v) => {
-            m::request("embeddings", 200);
-            Json(v).into_response()
-        }
-        Err(e) => {
-            m::request("embeddings", e.status.as_u16());
-            e.into_response()
-        }
-    }
+    m::reply("embeddings", inner(&st, req).await.map(Json))
 }
 
 async fn inner(st: &AppState, req: Request) -> ApiResult<Value> {

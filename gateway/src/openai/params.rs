@@ -124,14 +124,9 @@ impl GenParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
-    fn body(v: Value) -> Body {
-        match v {
-            Value::Object(m) => m,
-            _ => Body::new(),
-        }
-    }
+    use crate::fields::body;
 
     #[test]
     fn max_completion_tokens_wins_and_bounds_hold() {

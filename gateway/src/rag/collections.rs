@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::{Extension, Path, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use ragmesh_retriever::{Chunk, CollectionInfo, Distance, MAX_BATCH, MetaFilter};
 use serde_json::{Map, Value, json};
 
@@ -28,16 +28,7 @@ pub const MAX_DOCUMENTS: usize = 1000;
 const EMBED_BATCH: usize = 64;
 
 fn respond(route: &'static str, r: ApiResult<Value>) -> Response {
-    match r {
-        Ok(v) => {
-            m::request(route, 200);
-            Json(v).into_response()
-        }
-        Err(e) => {
-            m::request(route, e.status.as_u16());
-            e.into_response()
-        }
-    }
+    m::reply(route, r.map(Json))
 }
 
 fn collection_json(c: &CollectionInfo) -> Value {
@@ -372,12 +363,7 @@ pub async fn search(
 mod tests {
     use super::*;
 
-    fn body(v: Value) -> Body {
-        match v {
-            Value::Object(m) => m,
-            _ => Body::new(),
-        }
-    }
+    use crate::fields::body;
 
     #[test]
     fn documents_single_or_list_and_format() {
