@@ -151,12 +151,12 @@ impl Embedder {
     /// the size measure of ingest chunking, so a chunk never exceeds what
     /// the model reads.
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.inner
-            .model
-            .counter
-            .encode_fast(text, false)
-            .map(|e| e.len())
-            .unwrap_or(usize::MAX)
+        self.inner.model.counter.count(text)
+    }
+
+    /// The model's tokenizer.json (for remote token counting).
+    pub fn tokenizer_json(&self) -> &[u8] {
+        &self.inner.model.tokenizer_json
     }
 
     /// Accepts the served id, the id with an organisation prefix

@@ -3,6 +3,7 @@
 use ragmesh_proto::v1::embedder_server::{Embedder as EmbedderRpc, EmbedderServer};
 use ragmesh_proto::v1::{
     EmbedRequest, EmbedResponse, EmbedUsage, EmbedderInfoRequest, EmbedderInfoResponse, Embedding,
+    TokenizerRequest, TokenizerResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -94,6 +95,15 @@ impl EmbedderRpc for EmbedderGrpc {
             pooling: i.pooling.into(),
             max_batch_tokens: n(i.max_batch_tokens),
             max_concurrent_requests: n(i.max_concurrent_requests),
+        }))
+    }
+
+    async fn tokenizer(
+        &self,
+        _request: Request<TokenizerRequest>,
+    ) -> Result<Response<TokenizerResponse>, Status> {
+        Ok(Response::new(TokenizerResponse {
+            tokenizer_json: self.embedder.tokenizer_json().to_vec(),
         }))
     }
 }

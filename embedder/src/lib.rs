@@ -12,6 +12,7 @@ use ragmesh_blas as _;
 
 mod batch;
 mod bert;
+mod counter;
 mod embedder;
 pub mod error;
 pub mod grpc;
@@ -24,6 +25,7 @@ mod queue;
 pub mod server;
 
 pub use batch::BatchPolicy;
+pub use counter::TokenCounter;
 pub use embedder::{EmbedOptions, EmbedOutput, Embedder, EmbedderConfig, ModelInfo};
 pub use error::EmbedError;
 pub use pooling::Pooling;

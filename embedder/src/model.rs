@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::bert::{Bert, BertConfig};
+use crate::counter::TokenCounter;
 use crate::error::{EmbedError, Result};
 use crate::pooling::Pooling;
 
@@ -39,7 +40,9 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// The same vocabulary without truncation: counts a text's full length
     /// (chunk sizing at ingest).
-    pub counter: Tokenizer,
+    pub counter: TokenCounter,
+    /// tokenizer.json as read, served by the `Tokenizer` RPC.
+    pub tokenizer_json: Vec<u8>,
     pub pooling: Pooling,
     pub max_seq_len: usize,
     pub dims: usize,
@@ -95,24 +98,23 @@ impl LoadedModel {
         .min(cfg.max_position_embeddings);
 
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| EmbedError::ModelFile {
+        let bad_tokenizer = |reason: String| EmbedError::ModelFile {
             path: tok_path.clone(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let tokenizer_json = std::fs::read(&tok_path).map_err(|e| bad_tokenizer(e.to_string()))?;
+        let mut tokenizer =
+            Tokenizer::from_bytes(&tokenizer_json).map_err(|e| bad_tokenizer(e.to_string()))?;
         // The shipped tokenizer.json pads every input to 128: padding is
         // pure waste for an unpadded forward.
         tokenizer.with_padding(None);
-        let mut counter = tokenizer.clone();
-        let _ = counter.with_truncation(None);
+        let counter = TokenCounter::from_json(&tokenizer_json).map_err(bad_tokenizer)?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_seq_len,
                 ..Default::default()
             }))
-            .map_err(|e| EmbedError::ModelFile {
-                path: tok_path,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| bad_tokenizer(e.to_string()))?;
 
         let id = id.unwrap_or_else(|| dir_name(dir));
         Ok(Self {
@@ -121,6 +123,7 @@ impl LoadedModel {
             bert,
             tokenizer,
             counter,
+            tokenizer_json,
             pooling: Pooling::from_dir(dir)?,
             max_seq_len,
         })

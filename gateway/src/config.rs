@@ -1,6 +1,6 @@
 //! The gateway's configuration: flags + environment (Kubernetes sets
 //! those) for the process, and an optional TOML file for what is a list
-//! (RAG profiles):
+//! (RAG profiles, models, aliases, keys):
 //!
 //! ```toml
 //! [[profile]]
@@ -12,6 +12,24 @@
 //! template = "prompts/docs.j2"   # optional minijinja file
 //! temperature = 0.0              # when the request sends none
 //! filter = { lang = "en" }       # optional fixed metadata filter
+//!
+//! [[model]]                      # llm-runner replicas (the mesh)
+//! runners = ["dns://llm-runner-headless:50053"]
+//!
+//! [[model]]                      # an external OpenAI-compatible API
+//! name = "llama3"
+//! timeout_s = 60                 # default 120; connect_timeout_ms = 2000
+//! retries = 1                    # per target, before the next one
+//! [[model.upstream]]             # tried in order
+//! url = "http://10.0.0.7:8000/v1"
+//! model = "meta-llama/Llama-3.1-8B-Instruct"
+//! api_key_env = "VLLM_KEY"       # optional
+//! [[model.upstream]]
+//! url = "http://127.0.0.1:11434/v1"
+//! model = "llama3.1"
+//!
+//! [aliases]                      # more names for models or profiles
+//! "gpt-4o-mini" = "docs-assistant"
 //!
 //! [[key]]
 //! name = "team-a"                # names the key in logs and metrics
@@ -48,7 +66,8 @@ pub struct Args {
     /// Embedding model: a folder in --model-dir or an absolute path.
     #[arg(long, env = "RAGMESH_EMBED_MODEL", default_value = "all-MiniLM-L6-v2")]
     pub embed_model: String,
-    /// Chat model: a GGUF file in --model-dir or an absolute path.
+    /// Chat model: a GGUF file in --model-dir or an absolute path, run
+    /// in-process; `none` serves no in-process model (upstreams only).
     #[arg(
         long,
         env = "RAGMESH_LLM_MODEL",
@@ -84,6 +103,29 @@ pub struct Args {
     /// Compute threads (0: one per core).
     #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// llm-runner replicas for the chat model instead of the in-process
+    /// one: `http://host:port,...` or one `dns://host:port` (re-resolved).
+    #[arg(long, env = "RAGMESH_RUNNER_ENDPOINTS", value_delimiter = ',')]
+    pub runner_endpoints: Vec<String>,
+    /// Embedder replicas instead of the in-process embedder (same form).
+    #[arg(long, env = "RAGMESH_EMBEDDER_ENDPOINTS", value_delimiter = ',')]
+    pub embedder_endpoints: Vec<String>,
+    /// Retriever replicas instead of the in-process store (same form).
+    /// Several replicas must share storage (`--backend qdrant`).
+    #[arg(long, env = "RAGMESH_RETRIEVER_ENDPOINTS", value_delimiter = ',')]
+    pub retriever_endpoints: Vec<String>,
+    /// Connect timeout of the mesh's gRPC channels.
+    #[arg(long, env = "RAGMESH_MESH_CONNECT_TIMEOUT_MS", default_value_t = 1000)]
+    pub mesh_connect_timeout_ms: u64,
+    /// How often a `dns://` endpoint is re-resolved.
+    #[arg(long, env = "RAGMESH_MESH_RESOLVE_INTERVAL_S", default_value_t = 10)]
+    pub mesh_resolve_interval_s: u64,
+    /// How often each replica is probed (runners report their load).
+    #[arg(long, env = "RAGMESH_MESH_PROBE_INTERVAL_MS", default_value_t = 1000)]
+    pub mesh_probe_interval_ms: u64,
+    /// How long start-up waits for each remote stage to answer.
+    #[arg(long, env = "RAGMESH_MESH_WAIT_S", default_value_t = 120)]
+    pub mesh_wait_s: u64,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -109,6 +151,10 @@ pub struct FileConfig {
     pub profile: Vec<ProfileConfig>,
     #[serde(default)]
     pub key: Vec<crate::auth::KeyConfig>,
+    #[serde(default)]
+    pub model: Vec<crate::routing::ModelConfig>,
+    #[serde(default)]
+    pub aliases: std::collections::BTreeMap<String, String>,
 }
 
 impl FileConfig {

@@ -46,6 +46,45 @@ pub fn internal(message: impl Into<String>) -> ApiError {
     }
 }
 
+/// A backend stage (remote replicas, an upstream) cannot serve now: 503
+/// with `Retry-After`.
+pub fn unavailable(message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: message.into(),
+        kind: "server_error",
+        param: None,
+        code: Some("backend_unavailable"),
+    }
+}
+
+/// A backend did not answer in time.
+pub fn timeout(message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::GATEWAY_TIMEOUT,
+        message: message.into(),
+        kind: "server_error",
+        param: None,
+        code: Some("backend_timeout"),
+    }
+}
+
+/// A gRPC status from a remote stage (after the pool's retries).
+pub fn from_status(s: tonic::Status) -> ApiError {
+    use tonic::Code;
+    let message = s.message().to_owned();
+    match s.code() {
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+            ApiError::bad_request(message, None)
+        }
+        Code::NotFound => not_found(message, None, "not_found"),
+        Code::ResourceExhausted => from_gen(GenError::Overloaded(message)),
+        Code::Unavailable => unavailable(message),
+        Code::DeadlineExceeded => timeout(message),
+        _ => internal(message),
+    }
+}
+
 pub fn from_gen(e: GenError) -> ApiError {
     match e {
         GenError::InvalidArgument(m) => ApiError::bad_request(m, None),
@@ -72,6 +111,7 @@ pub fn from_retriever(e: RetrieverError) -> ApiError {
             param: Some("name"),
             code: Some("collection_exists"),
         },
+        RetrieverError::Unavailable(_) => unavailable(message),
         RetrieverError::Backend(_) => internal(message),
     }
 }

@@ -5,8 +5,10 @@
 //! - [`rag`]: collections and document ingest (token-aware chunking),
 //!   profiles (a model name that retrieves), prompt templates with a
 //!   context budget, citations.
-//! - [`stages`]: the embedder and runner behind traits: in-process here
-//!   (the all-in-one), remote clients in the mesh.
+//! - [`stages`]: the embedder and runner behind traits: in-process (the
+//!   all-in-one) or gRPC clients over replicas ([`mesh`]).
+//! - [`routing`]: model names → runner pools or external upstreams
+//!   ([`upstream`], reqwest pass-through with fallback), aliases.
 //! - [`auth`]: API keys → tenants, per-key rate and concurrency limits.
 //! - [`server`]: the host; [`config`]: flags, env and the profile file.
 
@@ -15,10 +17,13 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fields;
+pub mod mesh;
 pub mod metrics;
 pub mod openai;
 pub mod rag;
 pub mod request_id;
+pub mod routing;
 pub mod server;
 pub mod stages;
 pub mod state;
+pub mod upstream;

@@ -12,6 +12,8 @@ pub const RAG_STAGE: &str = "ragmesh_gateway_rag_stage_seconds";
 pub const RAG_DROPPED: &str = "ragmesh_gateway_rag_chunks_dropped_total";
 pub const INGESTED_CHUNKS: &str = "ragmesh_gateway_ingested_chunks_total";
 pub const RATE_LIMITED: &str = "ragmesh_gateway_rate_limited_total";
+pub const RETRIES: &str = "ragmesh_gateway_backend_retries_total";
+pub const UPSTREAM: &str = "ragmesh_gateway_upstream_requests_total";
 
 pub fn describe() {
     metrics::describe_counter!(REQUESTS, "HTTP requests by route and status");
@@ -28,6 +30,14 @@ pub fn describe() {
         "Retrieved chunks dropped to fit the context window"
     );
     metrics::describe_counter!(INGESTED_CHUNKS, "Chunks written by document ingest");
+    metrics::describe_counter!(
+        RETRIES,
+        "Calls moved to another replica after one refused them, by stage"
+    );
+    metrics::describe_counter!(
+        UPSTREAM,
+        "Proxied requests to external upstreams, by model and outcome"
+    );
     metrics::describe_counter!(
         RATE_LIMITED,
         "Requests refused by a key's rate or concurrency limit"

@@ -30,13 +30,25 @@ fn sane(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-pub async fn middleware(req: Request, next: Next) -> Response {
+/// The request's id (set by [`middleware`]), for forwarding upstream.
+pub fn of(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| new("req"), str::to_owned)
+}
+
+pub async fn middleware(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
         .filter(|v| sane(v))
         .cloned()
         .or_else(|| HeaderValue::from_str(&new("req")).ok());
+    if let Some(id) = &id {
+        // handlers forward it (upstream calls)
+        req.headers_mut().insert("x-request-id", id.clone());
+    }
     let mut resp = next.run(req).await;
     if let Some(id) = id {
         resp.headers_mut().insert("x-request-id", id);

@@ -1,25 +1,32 @@
-//! The gateway host: loads the stages (in-process: the all-in-one), builds
+//! The gateway host: loads the stages (in-process: the all-in-one; or
+//! clients of their replicas: the mesh), builds
 //! the router, runs the demo ingest, serves until SIGINT/SIGTERM.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::routing::{delete, get, post};
 use ragmesh_embedder::{Embedder, EmbedderConfig};
 use ragmesh_llm_runner::Generator;
+use ragmesh_retriever::Retriever;
 use tokio::net::TcpListener;
 
 use crate::config::{Args, FileConfig};
 use crate::error::ApiError;
+use crate::mesh::embedder::RemoteEmbedder;
+use crate::mesh::retriever::RemoteBackend;
+use crate::mesh::runner::RemoteRunner;
 use crate::openai::{chat, completions, models};
 use crate::rag::chunk::ChunkSettings;
 use crate::rag::collections;
 use crate::rag::profile::Profile;
 use crate::rag::prompt::PromptTemplate;
-use crate::stages::{LocalEmbedder, LocalRunner};
+use crate::routing::{Backend, MeshSettings, Models};
+use crate::stages::{Embed, LlmStage, LocalEmbedder, LocalRunner};
 use crate::state::{AppState, Inner, unix_now};
 
 pub fn router(st: AppState) -> Router {
@@ -72,51 +79,76 @@ async fn wrong_method() -> ApiError {
     }
 }
 
-/// Loads every stage in-process and the profiles.
+/// Loads each stage (in-process, or clients of its replicas), the
+/// models, profiles, aliases and keys.
 pub async fn build(args: &Args) -> anyhow::Result<AppState> {
     ragmesh_embedder::server::init_threads(args.threads);
-    let mut ecfg = EmbedderConfig::new(args.model_path(&args.embed_model));
-    ecfg.max_concurrent_requests = args.embed_max_concurrent;
-    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&ecfg))
-        .await
-        .context("embedder loading task")?
-        .context("embedding model")?;
-    let gcfg = args
-        .engine
-        .generator_config(args.model_path(&args.llm_model));
-    let generator = tokio::task::spawn_blocking(move || Generator::load(gcfg))
-        .await
-        .context("runner loading task")?
-        .context("chat model")?;
-    let retriever = ragmesh_retriever::server::open(&args.store).await?;
+    let mesh = MeshSettings {
+        connect_timeout: Duration::from_millis(args.mesh_connect_timeout_ms),
+        resolve_every: Duration::from_secs(args.mesh_resolve_interval_s.max(1)),
+        probe_every: Duration::from_millis(args.mesh_probe_interval_ms.max(50)),
+        wait: Duration::from_secs(args.mesh_wait_s),
+    };
+    let embed: Embed = if args.embedder_endpoints.is_empty() {
+        let mut ecfg = EmbedderConfig::new(args.model_path(&args.embed_model));
+        ecfg.max_concurrent_requests = args.embed_max_concurrent;
+        let embedder = tokio::task::spawn_blocking(move || Embedder::load(&ecfg))
+            .await
+            .context("embedder loading task")?
+            .context("embedding model")?;
+        Arc::new(LocalEmbedder(embedder))
+    } else {
+        let pool = mesh.pool("embedder", &args.embedder_endpoints);
+        Arc::new(RemoteEmbedder::connect(pool, mesh.wait).await?)
+    };
+    let mut models = Models::default();
+    if !args.runner_endpoints.is_empty() {
+        let pool = mesh.pool("llm-runner", &args.runner_endpoints);
+        let r = RemoteRunner::connect(pool, mesh.wait).await?;
+        models.add(r.model_id().to_owned(), Backend::Runner(Arc::new(r)))?;
+    } else if args.llm_model != "none" {
+        let gcfg = args
+            .engine
+            .generator_config(args.model_path(&args.llm_model));
+        let generator = tokio::task::spawn_blocking(move || Generator::load(gcfg))
+            .await
+            .context("runner loading task")?
+            .context("chat model")?;
+        let id = generator.info().model_id.clone();
+        models.add(id, Backend::Runner(Arc::new(LocalRunner(generator))))?;
+    }
+    let retriever = if args.retriever_endpoints.is_empty() {
+        ragmesh_retriever::server::open(&args.store).await?
+    } else {
+        let pool = mesh.pool("retriever", &args.retriever_endpoints);
+        Retriever::new(Arc::new(RemoteBackend::connect(pool, mesh.wait).await?))
+    };
 
     let chunking = ChunkSettings {
         tokens: args.chunk_tokens,
         overlap: args.chunk_overlap,
     };
-    chunking.validate(embedder.info().max_input_tokens)?;
+    chunking.validate(embed.max_input_tokens())?;
 
     let builtin = Arc::new(PromptTemplate::builtin());
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    models.load(&file.model, &mesh).await?;
+    anyhow::ensure!(
+        models.iter().next().is_some(),
+        "no chat model: --llm-model none needs --runner-endpoints or [[model]] tables"
+    );
     let mut configs = file.profile;
     if !args.demo_ingest.is_empty() && !configs.iter().any(|p| p.name == args.demo_collection) {
         configs.push(crate::demo::profile(&args.demo_collection));
     }
-    let llm_id = generator.info().model_id.clone();
     let mut profiles = HashMap::new();
     for c in &configs {
-        let p = Profile::load(c, &llm_id, &builtin)?;
+        let p = Profile::load(c, &models, &builtin)?;
         anyhow::ensure!(
-            p.model == llm_id,
-            "profile {}: base model '{}' is not served here (this gateway serves '{llm_id}')",
-            p.name,
-            p.model
-        );
-        anyhow::ensure!(
-            p.name != llm_id && p.name != embedder.info().id,
+            models.get(&p.name).is_none() && p.name != embed.model_id(),
             "profile {}: the name is taken by a served model",
             p.name
         );
@@ -126,6 +158,9 @@ pub async fn build(args: &Args) -> anyhow::Result<AppState> {
             c.name
         );
     }
+    let aliases = crate::routing::aliases(&file.aliases, |n| {
+        models.get(n).is_some() || profiles.contains_key(n)
+    })?;
     let keys = crate::auth::Keys::load(&file.key, args.api_keys.as_deref())?;
     if keys.open() {
         tracing::warn!(
@@ -136,8 +171,9 @@ pub async fn build(args: &Args) -> anyhow::Result<AppState> {
     }
     crate::metrics::describe();
     Ok(Arc::new(Inner {
-        embed: Arc::new(LocalEmbedder(embedder)),
-        llm: Arc::new(LocalRunner(generator)),
+        embed,
+        models,
+        aliases,
         retriever,
         profiles,
         builtin_template: builtin,
@@ -188,7 +224,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind HTTP port {}", args.port))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, model = st.llm.model_id(), profiles = st.profiles.len(), "gateway serving");
+    let names: Vec<&str> = st.models.iter().map(|(n, _)| n.as_str()).collect();
+    tracing::info!(%addr, models = ?names, profiles = st.profiles.len(), "gateway serving");
     // Parseable by scripts and tests (they start us on port 0).
     println!("ragmesh-gateway listening http={addr}");
     if !args.demo_ingest.is_empty() {

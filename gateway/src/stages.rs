@@ -1,8 +1,9 @@
 //! The gateway's view of the two model stages. Each is a trait so the
 //! all-in-one host links the service core in-process while the mesh
-//! gateway can plug in a gRPC client behind the same calls; which one is
-//! configuration. (The retriever needs no trait here: its own `Backend`
-//! already chooses between the embedded engine and a Qdrant cluster.)
+//! gateway plugs in a gRPC client over replicas (`crate::mesh`) behind the
+//! same calls; which one is configuration. (The retriever needs no trait
+//! here: its own `Backend` trait already has the embedded engine, a Qdrant
+//! cluster, and the mesh's remote retriever behind it.)
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub trait LlmStage: Send + Sync {
     /// Context window in tokens.
     fn context_length(&self) -> usize;
     /// Prompt tokens `input` becomes (chat template applied).
-    fn count_tokens(&self, input: &Input) -> ApiResult<usize>;
+    async fn count_tokens(&self, input: &Input) -> ApiResult<usize>;
     /// Starts generation; errors before the first token (validation,
     /// overload) come back here so the HTTP status can still say them.
     /// Dropping the stream cancels the request.
@@ -82,7 +83,7 @@ impl LlmStage for LocalRunner {
     fn context_length(&self) -> usize {
         self.0.info().context_length
     }
-    fn count_tokens(&self, input: &Input) -> ApiResult<usize> {
+    async fn count_tokens(&self, input: &Input) -> ApiResult<usize> {
         self.0
             .tokenize(input, true)
             .map(|t| t.len())

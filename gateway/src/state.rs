@@ -9,7 +9,9 @@ use crate::error::{ApiError, unknown_model};
 use crate::rag::chunk::ChunkSettings;
 use crate::rag::profile::Profile;
 use crate::rag::prompt::PromptTemplate;
+use crate::routing::{Backend, Models};
 use crate::stages::{Embed, Llm};
+use crate::upstream::Upstream;
 
 /// The tenant of every caller in open mode (no keys configured), and of
 /// the demo collection.
@@ -17,7 +19,10 @@ pub const DEFAULT_TENANT: &str = "default";
 
 pub struct Inner {
     pub embed: Embed,
-    pub llm: Llm,
+    /// Chat models by public name (runners and upstreams).
+    pub models: Models,
+    /// `[aliases]`: alias → model or profile name.
+    pub aliases: HashMap<String, String>,
     pub retriever: Retriever,
     pub profiles: HashMap<String, Arc<Profile>>,
     pub builtin_template: Arc<PromptTemplate>,
@@ -32,17 +37,21 @@ pub type AppState = Arc<Inner>;
 
 /// What a model name in a generation request refers to.
 pub enum Target {
-    Plain,
+    Runner(Llm),
+    Upstream(Arc<Upstream>),
     Profile(Arc<Profile>),
 }
 
 impl Inner {
     pub fn resolve(&self, model: &str) -> Result<Target, ApiError> {
-        if let Some(p) = self.profiles.get(model) {
+        let name = self.aliases.get(model).map_or(model, String::as_str);
+        if let Some(p) = self.profiles.get(name) {
             return Ok(Target::Profile(p.clone()));
         }
-        if model == self.llm.model_id() {
-            return Ok(Target::Plain);
+        match self.models.get(name) {
+            Some(Backend::Runner(l)) => return Ok(Target::Runner(l.clone())),
+            Some(Backend::Upstream(u)) => return Ok(Target::Upstream(u.clone())),
+            None => {}
         }
         if self.embed.accepts(model) && !model.is_empty() {
             return Err(crate::error::bad_request(

@@ -11,6 +11,9 @@ pub enum RetrieverError {
     NotFound(String),
     #[error("collection '{0}' already exists")]
     AlreadyExists(String),
+    /// A remote retriever could not be reached or refused for load: retry.
+    #[error("retriever unavailable: {0}")]
+    Unavailable(String),
     /// The storage engine failed: not the caller's fault.
     #[error("storage error: {0}")]
     Backend(String),

@@ -1,15 +1,16 @@
 //! gRPC transport: `ragmesh.v1.Retriever` over the core. Converts proto
-//! messages to core types (rejecting malformed JSON metadata and filters
-//! with INVALID_ARGUMENT) and maps `RetrieverError` once.
+//! messages to core types with [`crate::wire`] (malformed JSON metadata and
+//! filters are INVALID_ARGUMENT) and maps `RetrieverError` once.
 
 use ragmesh_proto::v1 as pb;
 use ragmesh_proto::v1::retriever_server::{Retriever as RetrieverRpc, RetrieverServer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use crate::error::RetrieverError;
 use crate::retriever::Retriever;
-use crate::types::{Chunk, CollectionInfo, Condition, Distance, Fusion, MetaFilter, SearchQuery};
+use crate::types::{Chunk, Fusion, SearchQuery};
+use crate::wire::{distance_from, filter_from, info_to, invalid, metadata_from};
 
 pub struct RetrieverGrpc {
     core: Retriever,
@@ -30,101 +31,10 @@ impl From<RetrieverError> for Status {
             RetrieverError::InvalidArgument(_) => Status::invalid_argument(msg),
             RetrieverError::NotFound(_) => Status::not_found(msg),
             RetrieverError::AlreadyExists(_) => Status::already_exists(msg),
+            RetrieverError::Unavailable(_) => Status::unavailable(msg),
             RetrieverError::Backend(_) => Status::internal(msg),
         }
     }
-}
-
-fn invalid(msg: String) -> Status {
-    Status::invalid_argument(msg)
-}
-
-fn distance_from(d: i32) -> Result<Distance, Status> {
-    match pb::Distance::try_from(d) {
-        Ok(pb::Distance::Unspecified | pb::Distance::Cosine) => Ok(Distance::Cosine),
-        Ok(pb::Distance::Dot) => Ok(Distance::Dot),
-        Ok(pb::Distance::Euclid) => Ok(Distance::Euclid),
-        Err(_) => Err(invalid(format!("unknown distance {d}"))),
-    }
-}
-
-fn distance_to(d: Distance) -> i32 {
-    match d {
-        Distance::Cosine => pb::Distance::Cosine as i32,
-        Distance::Dot => pb::Distance::Dot as i32,
-        Distance::Euclid => pb::Distance::Euclid as i32,
-    }
-}
-
-fn info_to(i: CollectionInfo) -> pb::CollectionInfo {
-    pb::CollectionInfo {
-        name: i.name,
-        dimensions: u32::try_from(i.dimensions).unwrap_or(u32::MAX),
-        distance: distance_to(i.distance),
-        points: i.points,
-    }
-}
-
-fn metadata_from(json: &str, what: &str) -> Result<Map<String, Value>, Status> {
-    if json.trim().is_empty() {
-        return Ok(Map::new());
-    }
-    match serde_json::from_str::<Value>(json) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(invalid(format!(
-            "{what}: metadata_json must be a JSON object"
-        ))),
-        Err(e) => Err(invalid(format!(
-            "{what}: metadata_json is not valid JSON: {e}"
-        ))),
-    }
-}
-
-fn scalar(json: &str, key: &str) -> Result<Value, Status> {
-    serde_json::from_str(json)
-        .map_err(|e| invalid(format!("filter on {key:?}: value is not valid JSON: {e}")))
-}
-
-fn condition_from(c: pb::Condition) -> Result<Condition, Status> {
-    let key = c.key;
-    match c.r#match {
-        Some(pb::condition::Match::EqualsJson(v)) => Ok(Condition::Equals {
-            value: scalar(&v, &key)?,
-            key,
-        }),
-        Some(pb::condition::Match::AnyOf(a)) => Ok(Condition::AnyOf {
-            values: a
-                .values_json
-                .iter()
-                .map(|v| scalar(v, &key))
-                .collect::<Result<_, _>>()?,
-            key,
-        }),
-        Some(pb::condition::Match::Range(r)) => Ok(Condition::Range {
-            key,
-            gt: r.gt,
-            gte: r.gte,
-            lt: r.lt,
-            lte: r.lte,
-        }),
-        None => Err(invalid(format!("filter on {key:?}: no match given"))),
-    }
-}
-
-fn filter_from(f: Option<pb::Filter>) -> Result<MetaFilter, Status> {
-    let f = f.unwrap_or_default();
-    Ok(MetaFilter {
-        must: f
-            .must
-            .into_iter()
-            .map(condition_from)
-            .collect::<Result<_, _>>()?,
-        must_not: f
-            .must_not
-            .into_iter()
-            .map(condition_from)
-            .collect::<Result<_, _>>()?,
-    })
 }
 
 fn count_request(method: &'static str, status: &Result<impl Sized, Status>) {

@@ -20,6 +20,7 @@ mod retriever;
 pub mod server;
 mod types;
 mod validate;
+pub mod wire;
 
 pub use backend::Backend;
 pub use edge::EdgeBackend;

@@ -25,6 +25,7 @@ use crate::rag::profile::override_spec;
 use crate::rag::prompt;
 use crate::rag::retrieve::{citations, retrieve};
 use crate::state::{AppState, DEFAULT_TENANT, Target, unix_now};
+use crate::upstream::forward;
 
 /// Messages one request may carry.
 const MAX_MESSAGES: usize = 1024;
@@ -163,17 +164,31 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
         .get::<Caller>()
         .map(|c| c.tenant.clone())
         .unwrap_or_else(|| DEFAULT_TENANT.into());
+    let request_id = crate::request_id::of(&req);
     let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
     let model = fields::req_str(&body, "model")?;
+    let target = st.resolve(&model)?;
+    let rag = fields::opt_object(&body, "rag")?;
+    let (llm, profile) = match target {
+        Target::Upstream(up) => {
+            // pass-through: the upstream validates its own request
+            if rag.is_some() {
+                return Err(bad_request(
+                    format!(
+                        "'{model}' is an external upstream: retrieval ('rag') needs a runner model"
+                    ),
+                    "rag",
+                ));
+            }
+            let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
+            return forward(&up, "chat/completions", body, stream, &request_id).await;
+        }
+        Target::Runner(llm) => (llm, None),
+        Target::Profile(p) => (p.llm.clone(), Some(p)),
+    };
     let mut messages = parse_messages(&body)?;
     let params = GenParams::parse(&body, true)?;
     reject_unsupported(&body)?;
-    let target = st.resolve(&model)?;
-    let rag = fields::opt_object(&body, "rag")?;
-    let profile = match &target {
-        Target::Profile(p) => Some(p.clone()),
-        Target::Plain => None,
-    };
     let spec = match (&profile, rag) {
         (Some(p), None) => Some(p.spec.clone()),
         (base, Some(r)) => Some(override_spec(
@@ -199,7 +214,7 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
             ));
         }
         let got = retrieve(st, &tenant, &spec, &query).await?;
-        let window = st.llm.context_length();
+        let window = llm.context_length();
         let reserve = match params.max_tokens {
             Some(m) => m.max(0) as usize,
             None => profile
@@ -209,14 +224,17 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
                 .min(window / 4),
         };
         let t = Instant::now();
-        let llm = st.llm.clone();
         let fitted = prompt::fit(
             &spec.template,
             &messages,
             &got.chunks,
             window.saturating_sub(reserve),
-            |msgs| llm.count_tokens(&Input::Chat(msgs.to_vec())),
-        )?;
+            |msgs| {
+                let llm = llm.clone();
+                async move { llm.count_tokens(&Input::Chat(msgs)).await }
+            },
+        )
+        .await?;
         let prompt_ms = t.elapsed().as_secs_f64() * 1e3;
         metrics::histogram!(m::RAG_STAGE, "stage" => "prompt").record(prompt_ms / 1e3);
         if fitted.dropped > 0 {
@@ -237,8 +255,7 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
 
     let id = crate::request_id::new("chatcmpl");
     let temperature = profile.as_ref().and_then(|p| p.temperature).unwrap_or(1.0);
-    let events = st
-        .llm
+    let events = llm
         .generate(params.request(Input::Chat(messages), temperature, &id))
         .await?;
     let meta = Meta {

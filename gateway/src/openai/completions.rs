@@ -15,6 +15,7 @@ use crate::error::{ApiResult, bad_request, read_json_body};
 use crate::fields;
 use crate::metrics as m;
 use crate::state::{AppState, Target, unix_now};
+use crate::upstream::forward;
 
 pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
     m::reply("completions", inner(&st, req).await)
@@ -40,8 +41,22 @@ fn prompt(b: &fields::Body) -> ApiResult<String> {
 
 async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     let started = Instant::now();
+    let request_id = crate::request_id::of(&req);
     let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
     let model = fields::req_str(&body, "model")?;
+    let llm = match st.resolve(&model)? {
+        Target::Runner(llm) => llm,
+        Target::Upstream(up) => {
+            let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
+            return forward(&up, "completions", body, stream, &request_id).await;
+        }
+        Target::Profile(p) => {
+            return Err(bad_request(
+                format!("'{}' is a RAG profile: use /v1/chat/completions", p.name),
+                "model",
+            ));
+        }
+    };
     let text = prompt(&body)?;
     let params = GenParams::parse(&body, false)?;
     if fields::opt_bool(&body, "echo")?.unwrap_or(false) {
@@ -53,15 +68,8 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     if fields::opt_int_in(&body, "best_of", 1, 1)?.is_some_and(|b| b != 1) {
         return Err(bad_request("only best_of=1 is supported", "best_of"));
     }
-    if let Target::Profile(p) = st.resolve(&model)? {
-        return Err(bad_request(
-            format!("'{}' is a RAG profile: use /v1/chat/completions", p.name),
-            "model",
-        ));
-    }
     let id = crate::request_id::new("cmpl");
-    let events = st
-        .llm
+    let events = llm
         .generate(params.request(Input::Prompt(text), 1.0, &id))
         .await?;
     let meta = Meta {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiResult, bad_request, read_json_body, unknown_model};
 use crate::metrics as m;
+use crate::routing::Backend;
 use crate::state::AppState;
 
 fn model(id: &str, created: u64, owned_by: &str, extra: Value) -> Value {
@@ -20,20 +21,29 @@ fn model(id: &str, created: u64, owned_by: &str, extra: Value) -> Value {
 }
 
 fn all(st: &AppState) -> Vec<Value> {
-    let mut out = vec![
-        model(
-            st.llm.model_id(),
-            st.started,
-            "ragmesh",
-            json!({"type": "chat", "context_length": st.llm.context_length()}),
-        ),
-        model(
-            st.embed.model_id(),
-            st.started,
-            "ragmesh",
-            json!({"type": "embedding", "dimensions": st.embed.dims()}),
-        ),
-    ];
+    let mut out = Vec::new();
+    for (name, b) in st.models.iter() {
+        out.push(match b {
+            Backend::Runner(l) => model(
+                name,
+                st.started,
+                "ragmesh",
+                json!({"type": "chat", "root": l.model_id(), "context_length": l.context_length()}),
+            ),
+            Backend::Upstream(u) => model(
+                name,
+                st.started,
+                "upstream",
+                json!({"type": "chat", "upstreams": u.targets.iter().map(|t| t.base.as_str()).collect::<Vec<_>>()}),
+            ),
+        });
+    }
+    out.extend([model(
+        st.embed.model_id(),
+        st.started,
+        "ragmesh",
+        json!({"type": "embedding", "dimensions": st.embed.dims()}),
+    )]);
     let mut names: Vec<_> = st.profiles.keys().collect();
     names.sort();
     for n in names {
@@ -43,6 +53,16 @@ fn all(st: &AppState) -> Vec<Value> {
             st.started,
             "ragmesh",
             json!({"type": "rag", "root": p.model, "collection": p.spec.collection}),
+        ));
+    }
+    let mut aliases: Vec<_> = st.aliases.iter().collect();
+    aliases.sort();
+    for (alias, target) in aliases {
+        out.push(model(
+            alias,
+            st.started,
+            "ragmesh",
+            json!({"type": "alias", "root": target}),
         ));
     }
     out
@@ -68,7 +88,7 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Value> {
     let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
     let parsed = parse_request(&body, st.embed.dims())?;
     if !st.embed.accepts(&parsed.model) {
-        if parsed.model == st.llm.model_id() || st.profiles.contains_key(&parsed.model) {
+        if st.models.get(&parsed.model).is_some() || st.profiles.contains_key(&parsed.model) {
             return Err(bad_request(
                 format!("'{}' is not an embedding model", parsed.model),
                 "model",

@@ -14,6 +14,8 @@ use super::filter;
 use super::prompt::PromptTemplate;
 use crate::error::{ApiResult, bad_request};
 use crate::fields::{self, Body};
+use crate::routing::{Backend, Models};
+use crate::stages::Llm;
 
 /// Most chunks one request may ask for.
 pub const MAX_TOP_K: i64 = 64;
@@ -54,7 +56,9 @@ fn default_true() -> bool {
 /// A loaded profile.
 pub struct Profile {
     pub name: String,
+    /// The base model's public name, and the model itself.
     pub model: String,
+    pub llm: Llm,
     pub spec: RagSpec,
     pub temperature: Option<f32>,
     pub reserve_tokens: Option<usize>,
@@ -74,9 +78,26 @@ pub struct RagSpec {
 impl Profile {
     pub fn load(
         c: &ProfileConfig,
-        default_model: &str,
+        models: &Models,
         builtin: &Arc<PromptTemplate>,
     ) -> anyhow::Result<Self> {
+        let (model, llm) = match &c.model {
+            Some(m) => match models.get(m) {
+                Some(Backend::Runner(l)) => (m.clone(), l.clone()),
+                Some(Backend::Upstream(_)) => anyhow::bail!(
+                    "profile {}: base model '{m}' is an external upstream; RAG profiles need a runner model (the prompt budget uses its tokenizer)",
+                    c.name
+                ),
+                None => anyhow::bail!("profile {}: base model '{m}' is not served here", c.name),
+            },
+            None => match models.default_runner() {
+                Some((n, l)) => (n.to_owned(), l.clone()),
+                None => anyhow::bail!(
+                    "profile {}: no runner model is served to base it on",
+                    c.name
+                ),
+            },
+        };
         anyhow::ensure!(
             (1..=MAX_TOP_K as usize).contains(&c.top_k),
             "profile {}: top_k must be between 1 and {MAX_TOP_K}",
@@ -90,7 +111,8 @@ impl Profile {
             .map_err(|e| anyhow::anyhow!("profile {}: {}", c.name, e.message))?;
         Ok(Self {
             name: c.name.clone(),
-            model: c.model.clone().unwrap_or_else(|| default_model.to_owned()),
+            model,
+            llm,
             spec: RagSpec {
                 collection: c.collection.clone(),
                 top_k: c.top_k,

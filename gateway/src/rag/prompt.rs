@@ -105,13 +105,19 @@ pub struct Fitted {
 /// lowest-ranked until `count(messages) <= budget`. When even no context
 /// fits, the bare conversation is returned and the runner's own
 /// context-window check answers the caller with the numbers.
-pub fn fit(
+pub async fn fit<F, Fut>(
     template: &PromptTemplate,
     messages: &[(String, String)],
     chunks: &[ScoredChunk],
     budget: usize,
-    count: impl Fn(&[(String, String)]) -> ApiResult<usize>,
-) -> ApiResult<Fitted> {
+    count: F,
+) -> ApiResult<Fitted>
+where
+    // owned messages in, an owning future out: no borrow crosses the
+    // await, so the handler's future stays Send
+    F: Fn(Vec<(String, String)>) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<usize>>,
+{
     let Some(last_user) = messages.iter().rposition(|(r, _)| r == "user") else {
         return Err(crate::error::bad_request(
             "retrieval needs a user message to search with",
@@ -123,11 +129,11 @@ pub fn fit(
     loop {
         let mut msgs = messages.to_vec();
         msgs[last_user].1 = template.render(&chunks[..k], question)?;
-        let tokens = count(&msgs)?;
+        let tokens = count(msgs.clone()).await?;
         if tokens <= budget || k == 0 {
             if k == 0 && tokens > budget {
                 return Ok(Fitted {
-                    prompt_tokens: count(messages)?,
+                    prompt_tokens: count(messages.to_vec()).await?,
                     messages: messages.to_vec(),
                     used: 0,
                     dropped: chunks.len(),
@@ -158,8 +164,17 @@ mod tests {
         }
     }
 
-    fn words(m: &[(String, String)]) -> ApiResult<usize> {
+    async fn words(m: Vec<(String, String)>) -> ApiResult<usize> {
         Ok(m.iter().map(|(_, c)| c.split_whitespace().count()).sum())
+    }
+
+    fn fit_words(
+        t: &PromptTemplate,
+        msgs: &[(String, String)],
+        chunks: &[ScoredChunk],
+        budget: usize,
+    ) -> ApiResult<Fitted> {
+        futures::executor::block_on(fit(t, msgs, chunks, budget, words))
     }
 
     #[test]
@@ -181,17 +196,17 @@ mod tests {
             ("user".to_owned(), "q".to_owned()),
         ];
         let chunks: Vec<_> = (0..4).map(|i| chunk(i, 100)).collect();
-        let all = fit(&t, &msgs, &chunks, usize::MAX, words).ok();
+        let all = fit_words(&t, &msgs, &chunks, usize::MAX).ok();
         let all_tokens = all.as_ref().map(|f| f.prompt_tokens).unwrap_or_default();
         assert_eq!(all.map(|f| f.used), Some(4));
         // room for two chunks only
-        let f = fit(&t, &msgs, &chunks, all_tokens - 150, words);
+        let f = fit_words(&t, &msgs, &chunks, all_tokens - 150);
         let f = f.ok();
         assert_eq!(f.as_ref().map(|f| (f.used, f.dropped)), Some((2, 2)));
         let text = f.map(|f| f.messages[1].1.clone()).unwrap_or_default();
         assert!(text.contains("[2]") && !text.contains("[3]"), "{text}");
         // the system turn is untouched
-        let f = fit(&t, &msgs, &chunks, 1, words).ok();
+        let f = fit_words(&t, &msgs, &chunks, 1).ok();
         assert_eq!(f.as_ref().map(|f| f.used), Some(0));
         assert_eq!(f.map(|f| f.messages), Some(msgs.clone()));
     }

@@ -1,0 +1,298 @@
+//! `LlmStage` over llm-runner replicas (`ragmesh.v1.LlmRunner`).
+//!
+//! A generation is bound to a replica once its first delta arrives: a
+//! replica that refuses (down, queue full) before that is replaced by
+//! another, invisibly to the caller. A replica lost mid-stream ends the
+//! stream with an error event: tokens already sent cannot be taken back,
+//! and a silent restart elsewhere would repeat them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use ragmesh_llm_runner::generator::TokenLogprob;
+use ragmesh_llm_runner::{Event, FinishReason, GenError, GenerateRequest, Input};
+use ragmesh_proto::v1 as pb;
+use ragmesh_proto::v1::llm_runner_client::LlmRunnerClient;
+use tonic::{Code, Status};
+
+use super::pool::{InFlight, Pool, PoolConfig, Probe, retry_elsewhere};
+use crate::error::{ApiResult, from_status};
+use crate::stages::LlmStage;
+
+pub struct RemoteRunner {
+    pool: Arc<Pool>,
+    model_id: String,
+    context_length: usize,
+}
+
+/// Polls `Load` for least-outstanding balancing across gateways.
+fn load_probe() -> Probe {
+    Arc::new(|ch| {
+        Box::pin(async move {
+            let l = LlmRunnerClient::new(ch)
+                .load(pb::LoadRequest {})
+                .await?
+                .into_inner();
+            Ok(Some((l.waiting + l.running) as usize))
+        })
+    })
+}
+
+impl RemoteRunner {
+    /// Starts the pool and waits up to `wait` for a replica to describe
+    /// the model (pods of a mesh may start in any order).
+    pub async fn connect(cfg: PoolConfig, wait: Duration) -> anyhow::Result<Self> {
+        let pool = Pool::start(cfg, load_probe()).await?;
+        let info = super::wait_for(&pool, wait, |ch| async move {
+            LlmRunnerClient::new(ch)
+                .info(pb::RunnerInfoRequest {})
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await?;
+        tracing::info!(model = %info.model_id, replicas = pool.replicas().len(), "llm-runner replicas connected");
+        Ok(Self {
+            pool,
+            model_id: info.model_id,
+            context_length: info.context_length as usize,
+        })
+    }
+}
+
+fn chat_pb(msgs: &[(String, String)]) -> pb::ChatMessages {
+    pb::ChatMessages {
+        messages: msgs
+            .iter()
+            .map(|(role, content)| pb::ChatMessage {
+                role: role.clone(),
+                content: content.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn request_pb(r: GenerateRequest) -> pb::GenerateRequest {
+    let s = r.sampling;
+    pb::GenerateRequest {
+        model: String::new(),
+        input: Some(match r.input {
+            Input::Chat(m) => pb::generate_request::Input::Chat(chat_pb(&m)),
+            Input::Prompt(p) => pb::generate_request::Input::Prompt(p),
+        }),
+        sampling: Some(pb::SamplingParams {
+            temperature: Some(s.temperature),
+            top_p: Some(s.top_p),
+            top_k: Some(u32::try_from(s.top_k).unwrap_or(u32::MAX)),
+            seed: s.seed,
+            frequency_penalty: Some(s.frequency_penalty),
+            presence_penalty: Some(s.presence_penalty),
+        }),
+        // the gateway validated max_tokens >= 0; beyond u32 the runner's
+        // own window check answers
+        max_tokens: r
+            .max_tokens
+            .map(|m| u32::try_from(m.max(0)).unwrap_or(u32::MAX)),
+        stop: r.stop,
+        logprobs: r.logprobs,
+        top_logprobs: r.top_logprobs,
+        request_id: r.request_id,
+    }
+}
+
+fn gen_error(s: Status) -> GenError {
+    let msg = s.message().to_owned();
+    match s.code() {
+        Code::InvalidArgument | Code::OutOfRange => GenError::InvalidArgument(msg),
+        Code::ResourceExhausted => GenError::Overloaded(msg),
+        _ => GenError::Internal(format!("llm-runner: {msg}")),
+    }
+}
+
+/// The events one delta carries.
+fn events_of(d: pb::GenerateDelta) -> (Vec<Event>, bool) {
+    let mut out = Vec::with_capacity(2);
+    if !d.text.is_empty() || !d.token_ids.is_empty() {
+        out.push(Event::Delta {
+            text: d.text,
+            token_ids: d.token_ids,
+            logprobs: d
+                .logprobs
+                .into_iter()
+                .map(|l| TokenLogprob {
+                    token: l.token_id,
+                    text: l.token,
+                    logprob: l.logprob,
+                    top: l
+                        .top
+                        .into_iter()
+                        .map(|t| (t.token_id, t.token, t.logprob))
+                        .collect(),
+                })
+                .collect(),
+        });
+    }
+    let finish = match pb::FinishReason::try_from(d.finish_reason) {
+        Ok(pb::FinishReason::Stop) => Some(FinishReason::Stop),
+        Ok(pb::FinishReason::Length) => Some(FinishReason::Length),
+        _ => None,
+    };
+    let done = finish.is_some();
+    if let Some(finish) = finish {
+        let u = d.usage.unwrap_or_default();
+        out.push(Event::Done {
+            finish,
+            prompt_tokens: u.prompt_tokens as usize,
+            completion_tokens: u.completion_tokens as usize,
+        });
+    }
+    (out, done)
+}
+
+fn relay(
+    slot: InFlight,
+    first: Option<pb::GenerateDelta>,
+    mut stream: tonic::Streaming<pb::GenerateDelta>,
+) -> BoxStream<'static, Event> {
+    async_stream::stream! {
+        // holds the replica's in-flight count until the stream ends
+        let slot = slot;
+        let mut next = first;
+        loop {
+            let Some(delta) = next else {
+                yield Event::Error(GenError::Internal(format!(
+                    "llm-runner {} ended the stream without finishing",
+                    slot.replica().addr
+                )));
+                break;
+            };
+            let (events, done) = events_of(delta);
+            for e in events {
+                yield e;
+            }
+            if done {
+                break;
+            }
+            next = match stream.message().await {
+                Ok(m) => m,
+                Err(s) => {
+                    yield Event::Error(gen_error(Status::new(
+                        s.code(),
+                        format!("replica {} failed mid-stream: {}", slot.replica().addr, s.message()),
+                    )));
+                    break;
+                }
+            };
+        }
+    }
+    .boxed()
+}
+
+#[async_trait]
+impl LlmStage for RemoteRunner {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    async fn count_tokens(&self, input: &Input) -> ApiResult<usize> {
+        let input = match input {
+            Input::Chat(m) => pb::count_tokens_request::Input::Chat(chat_pb(m)),
+            Input::Prompt(p) => pb::count_tokens_request::Input::Text(p.clone()),
+        };
+        let r = self
+            .pool
+            .call(|ch| {
+                let input = input.clone();
+                async move {
+                    LlmRunnerClient::new(ch)
+                        .count_tokens(pb::CountTokensRequest {
+                            model: String::new(),
+                            input: Some(input),
+                        })
+                        .await
+                }
+            })
+            .await
+            .map_err(from_status)?;
+        Ok(r.into_inner().count as usize)
+    }
+
+    async fn generate(&self, req: GenerateRequest) -> ApiResult<BoxStream<'static, Event>> {
+        let msg = request_pb(req);
+        let started = Instant::now();
+        let mut tried = Vec::new();
+        let mut last = None;
+        while tried.len() < 3 {
+            let Some(slot) = self.pool.pick(&tried) else {
+                break;
+            };
+            let r = slot.replica().clone();
+            let attempt = async {
+                let mut stream = LlmRunnerClient::new(r.channel.clone())
+                    .generate(msg.clone())
+                    .await?
+                    .into_inner();
+                let first = stream.message().await?;
+                Ok::<_, Status>((stream, first))
+            }
+            .await;
+            match attempt {
+                Ok((stream, first)) => {
+                    self.pool.mark_ok(&r);
+                    if !tried.is_empty() {
+                        tracing::info!(addr = %r.addr, retries = tried.len(), ms = started.elapsed().as_millis() as u64, "generation moved to another replica");
+                        metrics::counter!(crate::metrics::RETRIES, "stage" => "llm-runner")
+                            .increment(tried.len() as u64);
+                    }
+                    return Ok(relay(slot, first, stream));
+                }
+                Err(s) if retry_elsewhere(&s) => {
+                    if s.code() == Code::Unavailable {
+                        self.pool.mark_failed(&r, &s);
+                    }
+                    tried.push(r.addr.clone());
+                    last = Some(s);
+                }
+                Err(s) => return Err(from_status(s)),
+            }
+        }
+        Err(from_status(self.pool.exhausted(&tried, last)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finishing_delta_yields_text_then_done() {
+        let (ev, done) = events_of(pb::GenerateDelta {
+            text: "hi".into(),
+            token_ids: vec![5],
+            finish_reason: pb::FinishReason::Length as i32,
+            usage: Some(pb::GenerateUsage {
+                prompt_tokens: 3,
+                completion_tokens: 1,
+            }),
+            ..Default::default()
+        });
+        assert!(done);
+        assert!(matches!(&ev[0], Event::Delta { text, .. } if text == "hi"));
+        assert!(matches!(
+            ev[1],
+            Event::Done {
+                finish: FinishReason::Length,
+                prompt_tokens: 3,
+                completion_tokens: 1
+            }
+        ));
+        let (ev, done) = events_of(pb::GenerateDelta::default());
+        assert!(!done && ev.is_empty());
+    }
+}

@@ -1,0 +1,217 @@
+//! Model routing: which backend answers a public model name.
+//!
+//! - the default chat model: the in-process runner, or llm-runner replicas
+//!   when `--runner-endpoints` is set;
+//! - `[[model]]` tables: more runner pools (`runners = [...]`) or external
+//!   OpenAI-compatible upstreams (`[[model.upstream]]`, see `upstream`);
+//! - `[aliases]`: extra names for any model or RAG profile
+//!   (`"gpt-4o-mini" = "docs-assistant"`), resolved before anything else.
+//!
+//! RAG profiles bind to runner-backed models only: the prompt budget is
+//! counted with the model's own tokenizer, which an external upstream
+//! does not offer. (An upstream model is pass-through.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::mesh::PoolConfig;
+use crate::mesh::runner::RemoteRunner;
+use crate::stages::Llm;
+use crate::upstream::{self, TargetConfig, Upstream};
+
+/// One `[[model]]` table of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Public name. Runner pools default to the model id the replicas
+    /// report; upstream models must name themselves.
+    pub name: Option<String>,
+    /// llm-runner replicas: `http://host:port` entries or one
+    /// `dns://host:port` name.
+    #[serde(default)]
+    pub runners: Vec<String>,
+    /// External OpenAI-compatible targets, tried in order.
+    #[serde(default)]
+    pub upstream: Vec<TargetConfig>,
+    pub connect_timeout_ms: Option<u64>,
+    pub timeout_s: Option<u64>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Clone)]
+pub enum Backend {
+    Runner(Llm),
+    Upstream(Arc<Upstream>),
+}
+
+/// The served chat models by public name.
+#[derive(Default)]
+pub struct Models {
+    /// In listing order; the first runner model is the default base of
+    /// RAG profiles.
+    entries: Vec<(String, Backend)>,
+    by_name: HashMap<String, usize>,
+}
+
+/// How the mesh clients connect (from flags).
+#[derive(Debug, Clone)]
+pub struct MeshSettings {
+    pub connect_timeout: Duration,
+    pub resolve_every: Duration,
+    pub probe_every: Duration,
+    /// How long start-up waits for a pool's first answer.
+    pub wait: Duration,
+}
+
+impl MeshSettings {
+    pub fn pool(&self, service: &'static str, targets: &[String]) -> PoolConfig {
+        PoolConfig {
+            service,
+            targets: targets.to_vec(),
+            connect_timeout: self.connect_timeout,
+            resolve_every: self.resolve_every,
+            probe_every: self.probe_every,
+        }
+    }
+}
+
+impl Models {
+    pub fn add(&mut self, name: String, backend: Backend) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.by_name.contains_key(&name),
+            "model '{name}' is defined twice"
+        );
+        self.by_name.insert(name.clone(), self.entries.len());
+        self.entries.push((name, backend));
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Backend> {
+        self.by_name.get(name).map(|&i| &self.entries[i].1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(String, Backend)> {
+        self.entries.iter()
+    }
+
+    /// The model RAG profiles use when they name none.
+    pub fn default_runner(&self) -> Option<(&str, &Llm)> {
+        self.entries.iter().find_map(|(n, b)| match b {
+            Backend::Runner(l) => Some((n.as_str(), l)),
+            Backend::Upstream(_) => None,
+        })
+    }
+
+    /// Adds every `[[model]]` table.
+    pub async fn load(
+        &mut self,
+        configs: &[ModelConfig],
+        mesh: &MeshSettings,
+    ) -> anyhow::Result<()> {
+        for (i, c) in configs.iter().enumerate() {
+            let what = c
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("[[model]] #{}", i + 1));
+            match (c.runners.is_empty(), c.upstream.is_empty()) {
+                (false, false) => anyhow::bail!("model {what}: set runners or upstream, not both"),
+                (true, true) => anyhow::bail!("model {what}: set runners or upstream"),
+                (false, true) => {
+                    anyhow::ensure!(
+                        c.timeout_s.is_none() && c.retries.is_none(),
+                        "model {what}: timeout_s and retries apply to upstream models"
+                    );
+                    let mut m = mesh.clone();
+                    if let Some(ms) = c.connect_timeout_ms {
+                        m.connect_timeout = Duration::from_millis(ms);
+                    }
+                    let r = RemoteRunner::connect(m.pool("llm-runner", &c.runners), m.wait).await?;
+                    let name = c
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| crate::stages::LlmStage::model_id(&r).to_owned());
+                    self.add(name, Backend::Runner(Arc::new(r)))?;
+                }
+                (true, false) => {
+                    let name = c.name.clone().ok_or_else(|| {
+                        anyhow::anyhow!("model {what}: an upstream model needs a name")
+                    })?;
+                    let up = Upstream::new(
+                        &name,
+                        &c.upstream,
+                        Duration::from_millis(
+                            c.connect_timeout_ms
+                                .unwrap_or(upstream::DEFAULT_CONNECT_TIMEOUT_MS),
+                        ),
+                        Duration::from_secs(c.timeout_s.unwrap_or(upstream::DEFAULT_TIMEOUT_S)),
+                        c.retries.unwrap_or(upstream::DEFAULT_RETRIES),
+                    )?;
+                    self.add(name, Backend::Upstream(Arc::new(up)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks `[aliases]` against what is served; returns alias → target.
+pub fn aliases(
+    table: &BTreeMap<String, String>,
+    exists: impl Fn(&str) -> bool,
+) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for (alias, target) in table {
+        anyhow::ensure!(
+            !exists(alias),
+            "alias '{alias}' is already the name of a served model or profile"
+        );
+        anyhow::ensure!(
+            exists(target),
+            "alias '{alias}' points at '{target}', which is not served here"
+        );
+        out.insert(alias.clone(), target.clone());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_must_point_at_something_and_not_shadow() {
+        let served = |n: &str| n == "a" || n == "b";
+        let t = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            aliases(&t(&[("gpt-4o", "a")]), served)
+                .ok()
+                .and_then(|m| m.get("gpt-4o").cloned()),
+            Some("a".into())
+        );
+        assert!(aliases(&t(&[("x", "nope")]), served).is_err());
+        assert!(aliases(&t(&[("b", "a")]), served).is_err());
+    }
+
+    #[test]
+    fn model_tables_parse_and_typos_are_refused() {
+        #[derive(Deserialize)]
+        struct F {
+            model: Vec<ModelConfig>,
+        }
+        let f: Result<F, _> = toml::from_str(
+            "[[model]]\nname = \"gpt\"\ntimeout_s = 5\n[[model.upstream]]\nurl = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n[[model.upstream]]\nurl = \"http://127.0.0.1:10/v1\"\n",
+        );
+        let f = f.map_err(|e| e.to_string());
+        assert_eq!(f.as_ref().map(|f| f.model[0].upstream.len()), Ok(2));
+        let bad: Result<F, _> = toml::from_str("[[model]]\nname = \"x\"\nrunner = [\"a:1\"]\n");
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! One proxied call: attempts over the targets, then the pass-through.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+
+use super::{Target, Upstream};
+use crate::error::{ApiResult, timeout, unavailable};
+use crate::metrics as m;
+
+/// Why an attempt did not produce an answer to pass through.
+enum Failure {
+    /// No HTTP answer: connect error, reset, timeout.
+    Transport { timed_out: bool, message: String },
+    /// An HTTP answer worth retrying elsewhere (kept to return if last).
+    Status(Response),
+}
+
+fn retryable(s: StatusCode) -> bool {
+    s == StatusCode::REQUEST_TIMEOUT
+        || s == StatusCode::CONFLICT
+        || s == StatusCode::TOO_MANY_REQUESTS
+        || s.is_server_error()
+}
+
+/// The answer's headers worth keeping (framing headers are axum's).
+fn copy_headers(from: &reqwest::header::HeaderMap, to: &mut axum::http::HeaderMap) {
+    for name in [
+        header::CONTENT_TYPE,
+        header::RETRY_AFTER,
+        header::CACHE_CONTROL,
+    ] {
+        if let Some(v) = from.get(name.as_str())
+            && let Ok(v) = HeaderValue::from_bytes(v.as_bytes())
+        {
+            to.insert(name, v);
+        }
+    }
+}
+
+/// Proxies `body` to `path` (`chat/completions` or `completions`) of the
+/// upstream's targets.
+pub async fn forward(
+    up: &Upstream,
+    path: &str,
+    mut body: Map<String, Value>,
+    stream: bool,
+    request_id: &str,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let mut failures: Vec<String> = Vec::new();
+    let mut last: Option<Failure> = None;
+    for (ti, t) in up.targets.iter().enumerate() {
+        body.insert("model".into(), Value::String(t.model.clone()));
+        let payload = Bytes::from(serde_json::to_vec(&body).map_err(|e| {
+            crate::error::internal(format!("cannot encode the upstream request: {e}"))
+        })?);
+        for attempt in 0..=up.retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
+            }
+            match attempt_once(up, t, path, payload.clone(), stream, request_id).await {
+                Ok(resp) => {
+                    let outcome = if ti == 0 && attempt == 0 {
+                        "ok"
+                    } else {
+                        "ok_after_retry"
+                    };
+                    metrics::counter!(m::UPSTREAM, "model" => up.name.clone(), "outcome" => outcome)
+                        .increment(1);
+                    if ti > 0 {
+                        tracing::info!(model = %up.name, target = %t.base, "served by a fallback upstream");
+                    }
+                    return Ok(resp);
+                }
+                Err(f) => {
+                    let what = match &f {
+                        Failure::Transport { message, .. } => message.clone(),
+                        Failure::Status(r) => format!("HTTP {}", r.status().as_u16()),
+                    };
+                    tracing::warn!(model = %up.name, target = %t.base, attempt, error = %what, "upstream attempt failed");
+                    failures.push(format!("{}: {what}", t.base));
+                    last = Some(f);
+                }
+            }
+        }
+    }
+    metrics::counter!(m::UPSTREAM, "model" => up.name.clone(), "outcome" => "failed").increment(1);
+    let summary = format!(
+        "every upstream of '{}' failed after {} ms: {}",
+        up.name,
+        started.elapsed().as_millis(),
+        failures.join("; ")
+    );
+    match last {
+        Some(Failure::Status(r)) => Ok(r),
+        Some(Failure::Transport {
+            timed_out: true, ..
+        }) => Err(timeout(summary)),
+        _ => Err(unavailable(summary)),
+    }
+}
+
+/// `Ok` is an answer to give the client (success, or a 4xx that is the
+/// client's own fault); `Err` lets the caller try again.
+async fn attempt_once(
+    up: &Upstream,
+    t: &Target,
+    path: &str,
+    payload: Bytes,
+    stream: bool,
+    request_id: &str,
+) -> Result<Response, Failure> {
+    let deadline = Instant::now() + up.timeout;
+    let mut req = up
+        .client
+        .post(format!("{}/{path}", t.base))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-request-id", request_id)
+        .body(payload);
+    if let Some(k) = &t.api_key {
+        req = req.bearer_auth(k);
+    }
+    let resp = match tokio::time::timeout(up.timeout, req.send()).await {
+        Err(_) => {
+            return Err(Failure::Transport {
+                timed_out: true,
+                message: format!("no answer within {} s", up.timeout.as_secs_f64()),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(Failure::Transport {
+                timed_out: e.is_timeout(),
+                message: transport_message(&e),
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = axum::http::HeaderMap::new();
+    copy_headers(resp.headers(), &mut headers);
+    if status.is_success() && stream {
+        let mut out = Response::new(Body::from_stream(relay(resp, up.timeout)));
+        *out.headers_mut() = headers;
+        return Ok(out);
+    }
+    // a whole answer: read it within the same deadline
+    let left = deadline.saturating_duration_since(Instant::now());
+    let bytes = match tokio::time::timeout(left, resp.bytes()).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return Err(Failure::Transport {
+                timed_out: e.is_timeout(),
+                message: transport_message(&e),
+            });
+        }
+        Err(_) => {
+            return Err(Failure::Transport {
+                timed_out: true,
+                message: format!("answer not complete within {} s", up.timeout.as_secs_f64()),
+            });
+        }
+    };
+    let mut out = (status, bytes).into_response();
+    *out.headers_mut() = headers;
+    if status.is_success() || !retryable(status) {
+        Ok(out)
+    } else {
+        Err(Failure::Status(out))
+    }
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    // reqwest's Display hides the cause ("error sending request"): name it
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
+/// The upstream's stream, chunk by chunk; a failure or a silence longer
+/// than `idle` ends it with an SSE error event (the status is already
+/// sent, so the event is how the client learns).
+fn relay(
+    resp: reqwest::Response,
+    idle: Duration,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let mut chunks = resp.bytes_stream();
+    async_stream::stream! {
+        loop {
+            match tokio::time::timeout(idle, chunks.next()).await {
+                Ok(Some(Ok(b))) => yield Ok(b),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    yield Ok(error_event(&format!("upstream stream failed: {}", transport_message(&e))));
+                    break;
+                }
+                Err(_) => {
+                    yield Ok(error_event(&format!(
+                        "upstream sent nothing for {} s",
+                        idle.as_secs_f64()
+                    )));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn error_event(message: &str) -> Bytes {
+    let e = json!({"error": {"message": message, "type": "server_error", "param": null, "code": "upstream_stream_failed"}});
+    Bytes::from(format!("\n\ndata: {e}\n\n"))
+}

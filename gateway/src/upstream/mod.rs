@@ -1,0 +1,107 @@
+//! External OpenAI-compatible upstreams (vLLM, Ollama, hosted APIs) over
+//! reqwest: a model whose `[[model]]` table lists `[[model.upstream]]`
+//! targets is proxied, not served.
+//!
+//! - **Pass-through**: the request body is forwarded as the client sent
+//!   it, with `model` rewritten to the target's name; the answer (JSON or
+//!   the SSE stream, chunk by chunk as it arrives) goes back untouched.
+//!   The client's gateway key is never forwarded: each target has its own
+//!   (`api_key_env` names the variable holding it).
+//! - **Timeouts**: `connect_timeout_ms` for the TCP/TLS connect;
+//!   `timeout_s` for the whole answer of a non-streaming call, and for a
+//!   stream both until its headers and as the longest silence between
+//!   chunks.
+//! - **Retries and fallback**: targets are tried in order; each gets
+//!   `1 + retries` attempts while it fails before answering (connect
+//!   error, timeout, 408/409/429/5xx), then the next target. Nothing is
+//!   retried once the first byte went to the client. Another 4xx is the
+//!   client's error: returned as is, never retried elsewhere. When every
+//!   target fails, the last HTTP answer is returned (with its
+//!   `Retry-After`), or 503/504 naming each failure.
+
+mod forward;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use forward::forward;
+
+/// One `[[model.upstream]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Base URL of the OpenAI API, e.g. `http://127.0.0.1:11434/v1`.
+    pub url: String,
+    /// The model name the upstream knows (default: the public name).
+    pub model: Option<String>,
+    /// Environment variable holding the upstream's API key.
+    pub api_key_env: Option<String>,
+}
+
+pub struct Target {
+    pub base: String,
+    pub model: String,
+    pub api_key: Option<String>,
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub client: reqwest::Client,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_TIMEOUT_S: u64 = 120;
+pub const DEFAULT_RETRIES: u32 = 1;
+
+impl Upstream {
+    pub fn new(
+        name: &str,
+        targets: &[TargetConfig],
+        connect_timeout: Duration,
+        timeout: Duration,
+        retries: u32,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!targets.is_empty(), "model {name}: no upstream targets");
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            let base = t.url.trim_end_matches('/').to_owned();
+            let parsed = reqwest::Url::parse(&base)
+                .map_err(|e| anyhow::anyhow!("model {name}: upstream url '{}': {e}", t.url))?;
+            anyhow::ensure!(
+                parsed.scheme() == "http",
+                "model {name}: upstream url '{}': only http:// is built in (terminate TLS in a sidecar or egress proxy)",
+                t.url
+            );
+            let api_key = match &t.api_key_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    anyhow::anyhow!(
+                        "model {name}: environment variable {var} (api_key_env) is not set"
+                    )
+                })?),
+                None => None,
+            };
+            out.push(Target {
+                base,
+                model: t.model.clone().unwrap_or_else(|| name.to_owned()),
+                api_key,
+            });
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| anyhow::anyhow!("model {name}: HTTP client: {e}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            targets: out,
+            client,
+            timeout,
+            retries,
+        })
+    }
+}
