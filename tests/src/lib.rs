@@ -46,6 +46,16 @@ impl Service {
     /// Starts `bin` with `args` and waits (up to `timeout`) for its
     /// `<bin> listening k=v ...` line on stdout.
     pub fn start(bin: &str, args: &[&str], timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_env(bin, args, &[], timeout)
+    }
+
+    /// As [`Service::start`], with extra environment variables.
+    pub fn start_env(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let path = bin_dir().join(bin);
         anyhow::ensure!(
             path.exists(),
@@ -55,6 +65,7 @@ impl Service {
         let mut child = Command::new(&path)
             .args(args)
             .env("RAGMESH_MODEL_DIR", model_dir())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;

@@ -1,5 +1,6 @@
 //! One proxied call: attempts over the targets, then the pass-through.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::{Target, Upstream};
+use super::{COOLDOWN, Target, Upstream, now_ms};
 use crate::error::{ApiResult, timeout, unavailable};
 use crate::metrics as m;
 
@@ -55,7 +56,11 @@ pub async fn forward(
     let started = Instant::now();
     let mut failures: Vec<String> = Vec::new();
     let mut last: Option<Failure> = None;
-    for (ti, t) in up.targets.iter().enumerate() {
+    // healthy targets in configured order, then those cooling down
+    let now = now_ms();
+    let mut order: Vec<(usize, &Target)> = up.targets.iter().enumerate().collect();
+    order.sort_by_key(|(i, t)| (t.cooling_until.load(Relaxed) > now, *i));
+    for (ti, t) in order {
         body.insert("model".into(), Value::String(t.model.clone()));
         let payload = Bytes::from(serde_json::to_vec(&body).map_err(|e| {
             crate::error::internal(format!("cannot encode the upstream request: {e}"))
@@ -66,7 +71,8 @@ pub async fn forward(
             }
             match attempt_once(up, t, path, payload.clone(), stream, request_id).await {
                 Ok(resp) => {
-                    let outcome = if ti == 0 && attempt == 0 {
+                    t.cooling_until.store(0, Relaxed);
+                    let outcome = if failures.is_empty() {
                         "ok"
                     } else {
                         "ok_after_retry"
@@ -74,7 +80,7 @@ pub async fn forward(
                     metrics::counter!(m::UPSTREAM, "model" => up.name.clone(), "outcome" => outcome)
                         .increment(1);
                     if ti > 0 {
-                        tracing::info!(model = %up.name, target = %t.base, "served by a fallback upstream");
+                        tracing::debug!(model = %up.name, target = %t.base, "served by a fallback upstream");
                     }
                     return Ok(resp);
                 }
@@ -89,6 +95,8 @@ pub async fn forward(
                 }
             }
         }
+        t.cooling_until
+            .store(now_ms() + COOLDOWN.as_millis() as u64, Relaxed);
     }
     metrics::counter!(m::UPSTREAM, "model" => up.name.clone(), "outcome" => "failed").increment(1);
     let summary = format!(

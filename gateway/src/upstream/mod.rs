@@ -18,10 +18,15 @@
 //!   client's error: returned as is, never retried elsewhere. When every
 //!   target fails, the last HTTP answer is returned (with its
 //!   `Retry-After`), or 503/504 naming each failure.
+//! - **Cool-down**: a target that failed all its attempts goes to the end
+//!   of the order for [`COOLDOWN`], so later calls do not pay for its
+//!   retries first; it is still tried when nothing else answers.
 
 mod forward;
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -43,6 +48,18 @@ pub struct Target {
     pub base: String,
     pub model: String,
     pub api_key: Option<String>,
+    /// Milliseconds since the process epoch until which the target is
+    /// tried last (0: not cooling down).
+    pub cooling_until: AtomicU64,
+}
+
+/// How long a failed target is tried last.
+pub const COOLDOWN: Duration = Duration::from_secs(5);
+
+/// Milliseconds since the first call (a monotonic clock for atomics).
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 pub struct Upstream {
@@ -88,6 +105,7 @@ impl Upstream {
                 base,
                 model: t.model.clone().unwrap_or_else(|| name.to_owned()),
                 api_key,
+                cooling_until: AtomicU64::new(0),
             });
         }
         let client = reqwest::Client::builder()
