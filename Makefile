@@ -15,7 +15,7 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-gateway fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-gateway bench-overhead fmt
 
 run: system-deps models
 	$(CARGO) build --release -p ragmesh-gateway
@@ -58,3 +58,7 @@ bench-runner: system-deps models
 # end-to-end RAG through the all-in-one gateway vs the plain model
 bench-gateway: system-deps models build
 	bench/gateway_rag.sh
+
+# Gateway overhead vs a zero-work upstream (release build, oha)
+bench-overhead:
+	bench/gateway_overhead.sh

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use ragmesh_embedder::{Embedder, EmbedderConfig};
 use ragmesh_llm_runner::Generator;
 use ragmesh_retriever::Retriever;
@@ -235,6 +236,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.demo_collection
         );
     }
+    // no Nagle delay: SSE chunks and small JSON answers go out at once
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(st))
         .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
         .await

@@ -46,8 +46,8 @@ async fn main() -> anyhow::Result<()> {
     let decode: usize = args.next().map_or(Ok(128), |s| s.parse())?;
     let mut cfg = GeneratorConfig::new(&model);
     cfg.max_model_len = 2048;
-    if let Ok(q) = std::env::var("RAGMESH_QUANTIZED_MAX_ROWS") {
-        cfg.quantized_max_rows = q.parse()?;
+    if std::env::var("RAGMESH_KERNEL").as_deref() == Ok("gemm") {
+        cfg.kernel = ragmesh_llm_runner::linear::Kernel::Gemm;
     }
     let g = Generator::load(cfg)?;
     // warm-up

@@ -29,7 +29,8 @@ pub struct GeneratorConfig {
     /// Caps the model's context window (0: the model's own).
     pub max_model_len: usize,
     /// Linear layers use the quantized kernel up to this many rows.
-    pub quantized_max_rows: usize,
+    /// Matmul kernel (see `linear.rs`).
+    pub kernel: crate::linear::Kernel,
 }
 
 impl GeneratorConfig {
@@ -41,7 +42,7 @@ impl GeneratorConfig {
             max_waiting: 256,
             kv_cache_tokens: 65_536,
             max_model_len: 0,
-            quantized_max_rows: 0,
+            kernel: crate::linear::Kernel::default(),
         }
     }
 }
@@ -120,8 +121,7 @@ pub struct Generator {
 impl Generator {
     /// Loads the model (seconds) and starts the engine thread.
     pub fn load(cfg: GeneratorConfig) -> Result<Self> {
-        let (mut model, gguf) = Llama::load(&cfg.model)?;
-        model.quantized_max_rows = cfg.quantized_max_rows;
+        let (model, gguf) = Llama::load(&cfg.model, cfg.kernel)?;
         let tokenizer = GgufTokenizer::from_gguf(&gguf)?;
         let text = |id: Option<u32>| {
             id.map(|i| tokenizer.tokens[i as usize].clone())

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::error::{GenError, Result};
 use crate::gguf::{Gguf, LlamaConfig};
 use crate::kv::KvCache;
-use crate::linear::QLinear;
+use crate::linear::{Kernel, QLinear, RowGroup};
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -42,8 +42,6 @@ pub struct Llama {
     /// `[context, head_dim / 2]` cos and sin tables.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
-    /// Row count at or below which linear layers use the quantized kernel.
-    pub quantized_max_rows: usize,
 }
 
 /// One sequence's part of a batched forward.
@@ -53,6 +51,8 @@ pub struct SeqBatch<'a> {
     /// Return logits for the last token (prefill chunks before the last
     /// one don't need them).
     pub logits: bool,
+    /// One generated token (the decode kernel), not a prompt chunk.
+    pub decode: bool,
 }
 
 fn rms_norm(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
@@ -94,7 +94,7 @@ fn vec1(g: &mut Gguf, path: &Path, name: &str) -> Result<Vec<f32>> {
 }
 
 impl Llama {
-    pub fn load(path: &Path) -> Result<(Self, Gguf)> {
+    pub fn load(path: &Path, kernel: Kernel) -> Result<(Self, Gguf)> {
         let mut g = Gguf::open(path)?;
         let cfg = g.config(path)?;
         let out_norm = vec1(&mut g, path, "output_norm.weight")?;
@@ -110,10 +110,10 @@ impl Llama {
                 .dequantize(&Device::Cpu)?
                 .flatten_all()?
                 .to_vec1()?;
-            let qkv = QLinear::new(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?])?;
-            let wo = QLinear::new(vec![t("attn_output")?])?;
-            let gate_up = QLinear::new(vec![t("ffn_gate")?, t("ffn_up")?])?;
-            let down = QLinear::new(vec![t("ffn_down")?])?;
+            let qkv = QLinear::new(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?], kernel)?;
+            let wo = QLinear::new(vec![t("attn_output")?], kernel)?;
+            let gate_up = QLinear::new(vec![t("ffn_gate")?, t("ffn_up")?], kernel)?;
+            let down = QLinear::new(vec![t("ffn_down")?], kernel)?;
             layers.push(Layer {
                 attn_norm,
                 qkv,
@@ -123,9 +123,12 @@ impl Llama {
                 down,
             });
         }
-        let embed = QLinear::new(vec![tensor(&mut g, path, "token_embd.weight")?])?;
+        let embed = QLinear::new(vec![tensor(&mut g, path, "token_embd.weight")?], kernel)?;
         let output = match g.content.tensor_infos.contains_key("output.weight") {
-            true => Some(QLinear::new(vec![tensor(&mut g, path, "output.weight")?])?),
+            true => Some(QLinear::new(
+                vec![tensor(&mut g, path, "output.weight")?],
+                kernel,
+            )?),
             false => None,
         };
         let half = cfg.head_dim / 2;
@@ -150,7 +153,6 @@ impl Llama {
                 layers,
                 rope_cos,
                 rope_sin,
-                quantized_max_rows: 0,
             },
             g,
         ))
@@ -183,7 +185,13 @@ impl Llama {
         if total == 0 {
             return Ok(vec![None; batch.len()]);
         }
-        let qrows = self.quantized_max_rows;
+        let groups: Vec<RowGroup> = batch
+            .iter()
+            .map(|s| RowGroup {
+                len: s.tokens.len(),
+                decode: s.decode,
+            })
+            .collect();
         // positions and token embeddings, stacked
         let mut x = Vec::with_capacity(total * h);
         let mut pos = Vec::with_capacity(total);
@@ -200,7 +208,7 @@ impl Llama {
         for (li, layer) in self.layers.iter().enumerate() {
             let mut hbuf = x.clone();
             rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps, h);
-            let qkv = layer.qkv.forward(&hbuf, total, qrows)?;
+            let qkv = layer.qkv.forward(&hbuf, &groups)?;
             let stride = q_dim + 2 * kv_dim;
             let mut q = vec![0f32; total * q_dim];
             // rope on q and k; k, v appended to each sequence's cache
@@ -281,12 +289,12 @@ impl Llama {
                         .copy_from_slice(&out[j * hd..(j + 1) * hd]);
                 }
             }
-            let o = layer.wo.forward(&attn, total, qrows)?;
+            let o = layer.wo.forward(&attn, &groups)?;
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             // feed-forward
             let mut hbuf = x.clone();
             rms_norm(&mut hbuf, &layer.ffn_norm, c.rms_eps, h);
-            let gu = layer.gate_up.forward(&hbuf, total, qrows)?;
+            let gu = layer.gate_up.forward(&hbuf, &groups)?;
             let ffn = c.ffn;
             let mut act = vec![0f32; total * ffn];
             for r in 0..total {
@@ -296,11 +304,12 @@ impl Llama {
                     *a = g / (1.0 + (-g).exp()) * u;
                 }
             }
-            let d = layer.down.forward(&act, total, qrows)?;
+            let d = layer.down.forward(&act, &groups)?;
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
         // logits for the last token of the sequences that want them
         let mut last_rows = Vec::new();
+        let mut last_groups = Vec::new();
         let mut row = 0;
         for s in batch.iter_mut() {
             let n = s.tokens.len();
@@ -308,6 +317,10 @@ impl Llama {
             row += n;
             if s.logits && n > 0 {
                 last_rows.extend_from_slice(&x[(row - 1) * h..row * h]);
+                last_groups.push(RowGroup {
+                    len: 1,
+                    decode: s.decode,
+                });
             }
         }
         let want = last_rows.len() / h;
@@ -315,7 +328,7 @@ impl Llama {
         if want > 0 {
             rms_norm(&mut last_rows, &self.out_norm, c.rms_eps, h);
             let head = self.output.as_ref().unwrap_or(&self.embed);
-            logits = head.forward(&last_rows, want, qrows)?;
+            logits = head.forward(&last_rows, &last_groups)?;
         }
         let vocab = c.vocab_size;
         let mut out = Vec::with_capacity(batch.len());

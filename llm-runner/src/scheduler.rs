@@ -124,6 +124,9 @@ pub struct Engine {
     running: Vec<Seq>,
     max_sequences: usize,
     max_batched_tokens: usize,
+    /// Prompt chunk length: what is left of the step budget when every
+    /// other sequence decodes, so a chunk always fits eventually.
+    prefill_chunk: usize,
     reserved: usize,
     kv_capacity: usize,
 }
@@ -136,6 +139,9 @@ impl Engine {
         cfg: &GeneratorConfig,
         rx: std::sync::mpsc::Receiver<Job>,
     ) -> Self {
+        let max_sequences = cfg.max_sequences.max(1);
+        // room for a decode token of every sequence plus prompt work
+        let max_batched_tokens = cfg.max_batched_tokens.max(max_sequences + 1);
         Self {
             model,
             tokenizer,
@@ -143,8 +149,9 @@ impl Engine {
             rx,
             waiting: VecDeque::new(),
             running: Vec::new(),
-            max_sequences: cfg.max_sequences.max(1),
-            max_batched_tokens: cfg.max_batched_tokens.max(1),
+            max_sequences,
+            max_batched_tokens,
+            prefill_chunk: max_batched_tokens - max_sequences,
             reserved: 0,
             kv_capacity: cfg.kv_cache_tokens,
         }
@@ -242,11 +249,18 @@ impl Engine {
                 budget -= 1;
             }
         }
+        // prompts advance one chunk per step, cut at fixed multiples of
+        // `prefill_chunk` (a prompt's chunks are the same alone or batched,
+        // which keeps its GEMM calls, and so its bits, the same); a chunk
+        // that does not fit this step's budget waits for the next
         for (i, s) in self.running.iter().enumerate() {
-            if s.next.is_none() && budget > 0 {
-                let to = (s.prefilled + budget).min(s.job.prompt.len());
-                budget -= to - s.prefilled;
-                plan.push((i, s.prefilled, to));
+            if s.next.is_none() {
+                let to = ((s.prefilled / self.prefill_chunk + 1) * self.prefill_chunk)
+                    .min(s.job.prompt.len());
+                if to - s.prefilled <= budget {
+                    budget -= to - s.prefilled;
+                    plan.push((i, s.prefilled, to));
+                }
             }
         }
         plan.sort_by_key(|p| p.0);
@@ -269,6 +283,7 @@ impl Engine {
                             tokens: std::slice::from_ref(t),
                             cache,
                             logits: true,
+                            decode: true,
                         });
                     }
                 } else {
@@ -276,6 +291,7 @@ impl Engine {
                         tokens: &job.prompt[from..to],
                         cache,
                         logits: to == job.prompt.len(),
+                        decode: false,
                     });
                 }
             }

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::generator::{Generator, GeneratorConfig};
 use crate::grpc::RunnerGrpc;
+use crate::linear::Kernel;
 
 /// The engine's limits, shared with the all-in-one gateway (which embeds
 /// the runner and flattens these flags into its own).
@@ -30,11 +31,11 @@ pub struct EngineArgs {
     /// Caps the context window (0: the model's own).
     #[arg(long, env = "RAGMESH_MAX_MODEL_LEN", default_value_t = 0)]
     pub max_model_len: usize,
-    /// Linear layers use the quantized kernel up to this many rows, a GEMM
-    /// on dequantised weights above. 0 (default): always the GEMM, which
-    /// keeps greedy output independent of batching (see linear.rs).
-    #[arg(long, env = "RAGMESH_QUANTIZED_MAX_ROWS", default_value_t = 0)]
-    pub quantized_max_rows: usize,
+    /// Matmul kernel: `quantized` (GGUF blocks × 8-bit activations; output
+    /// independent of batching) or `gemm` (OpenBLAS on dequantised f32
+    /// weights, +0.5 GB). See linear.rs.
+    #[arg(long, env = "RAGMESH_KERNEL", value_enum, default_value_t = Kernel::Quantized)]
+    pub kernel: Kernel,
 }
 
 impl EngineArgs {
@@ -46,7 +47,7 @@ impl EngineArgs {
             max_waiting: self.max_waiting,
             kv_cache_tokens: self.kv_cache_tokens,
             max_model_len: self.max_model_len,
-            quantized_max_rows: self.quantized_max_rows,
+            kernel: self.kernel,
         }
     }
 }

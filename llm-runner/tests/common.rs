@@ -20,11 +20,8 @@ pub fn model_path() -> PathBuf {
 pub fn config() -> GeneratorConfig {
     let mut c = GeneratorConfig::new(model_path());
     c.max_waiting = 64;
-    if let Some(q) = std::env::var("RAGMESH_QUANTIZED_MAX_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        c.quantized_max_rows = q;
+    if std::env::var("RAGMESH_KERNEL").as_deref() == Ok("gemm") {
+        c.kernel = ragmesh_llm_runner::linear::Kernel::Gemm;
     }
     c
 }

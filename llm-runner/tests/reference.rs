@@ -125,7 +125,8 @@ async fn greedy_decode_matches_llama_cpp() {
 fn teacher_forced_argmax_agrees_where_llama_cpp_is_decisive() {
     use ragmesh_llm_runner::kv::KvCache;
     use ragmesh_llm_runner::model::{Llama, SeqBatch};
-    let (model, _) = Llama::load(&common::model_path()).unwrap_or_else(|e| panic!("{e}"));
+    let (model, _) = Llama::load(&common::model_path(), common::config().kernel)
+        .unwrap_or_else(|e| panic!("{e}"));
     let (mut checked, mut near_ties) = (0, 0);
     for case in fixture()["greedy"].as_array().cloned().unwrap_or_default() {
         let prompt = ids(&case["prompt_ids"]);
@@ -142,6 +143,7 @@ fn teacher_forced_argmax_agrees_where_llama_cpp_is_decisive() {
                     tokens: &feed,
                     cache: &mut cache,
                     logits: true,
+                    decode: i > 0,
                 }])
                 .unwrap_or_else(|e| panic!("{e}"))
                 .pop()

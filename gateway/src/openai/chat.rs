@@ -25,7 +25,7 @@ use crate::rag::profile::override_spec;
 use crate::rag::prompt;
 use crate::rag::retrieve::{citations, retrieve};
 use crate::state::{AppState, DEFAULT_TENANT, Target, unix_now};
-use crate::upstream::forward;
+use crate::upstream::{Endpoint, forward};
 
 /// Messages one request may carry.
 const MAX_MESSAGES: usize = 1024;
@@ -181,7 +181,7 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
                 ));
             }
             let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
-            return forward(&up, "chat/completions", body, stream, &request_id).await;
+            return forward(&up, Endpoint::Chat, body, stream, &request_id).await;
         }
         Target::Runner(llm) => (llm, None),
         Target::Profile(p) => (p.llm.clone(), Some(p)),

@@ -15,7 +15,7 @@ use crate::error::{ApiResult, bad_request, read_json_body};
 use crate::fields;
 use crate::metrics as m;
 use crate::state::{AppState, Target, unix_now};
-use crate::upstream::forward;
+use crate::upstream::{Endpoint, forward};
 
 pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
     m::reply("completions", inner(&st, req).await)
@@ -48,7 +48,7 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
         Target::Runner(llm) => llm,
         Target::Upstream(up) => {
             let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
-            return forward(&up, "completions", body, stream, &request_id).await;
+            return forward(&up, Endpoint::Completions, body, stream, &request_id).await;
         }
         Target::Profile(p) => {
             return Err(bad_request(

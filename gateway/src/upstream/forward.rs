@@ -44,11 +44,17 @@ fn copy_headers(from: &reqwest::header::HeaderMap, to: &mut axum::http::HeaderMa
     }
 }
 
-/// Proxies `body` to `path` (`chat/completions` or `completions`) of the
-/// upstream's targets.
+/// Which OpenAI endpoint a proxied call goes to.
+#[derive(Clone, Copy)]
+pub enum Endpoint {
+    Chat,
+    Completions,
+}
+
+/// Proxies `body` to the endpoint of the upstream's targets.
 pub async fn forward(
     up: &Upstream,
-    path: &str,
+    path: Endpoint,
     mut body: Map<String, Value>,
     stream: bool,
     request_id: &str,
@@ -119,7 +125,7 @@ pub async fn forward(
 async fn attempt_once(
     up: &Upstream,
     t: &Target,
-    path: &str,
+    path: Endpoint,
     payload: Bytes,
     stream: bool,
     request_id: &str,
@@ -127,7 +133,10 @@ async fn attempt_once(
     let deadline = Instant::now() + up.timeout;
     let mut req = up
         .client
-        .post(format!("{}/{path}", t.base))
+        .post(match path {
+            Endpoint::Chat => t.chat_url.clone(),
+            Endpoint::Completions => t.completions_url.clone(),
+        })
         .header(header::CONTENT_TYPE, "application/json")
         .header("x-request-id", request_id)
         .body(payload);

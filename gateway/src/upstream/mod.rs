@@ -30,13 +30,14 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-pub use forward::forward;
+pub use forward::{Endpoint, forward};
 
 /// One `[[model.upstream]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
-    /// Base URL of the OpenAI API, e.g. `http://127.0.0.1:11434/v1`.
+    /// Base URL of the OpenAI API, e.g. `http://127.0.0.1:11434/v1`;
+    /// `https://` verifies the server against the system's CA roots.
     pub url: String,
     /// The model name the upstream knows (default: the public name).
     pub model: Option<String>,
@@ -46,6 +47,9 @@ pub struct TargetConfig {
 
 pub struct Target {
     pub base: String,
+    /// `<base>/chat/completions` and `<base>/completions`, parsed once.
+    pub chat_url: reqwest::Url,
+    pub completions_url: reqwest::Url,
     pub model: String,
     pub api_key: Option<String>,
     /// Milliseconds since the process epoch until which the target is
@@ -89,8 +93,8 @@ impl Upstream {
             let parsed = reqwest::Url::parse(&base)
                 .map_err(|e| anyhow::anyhow!("model {name}: upstream url '{}': {e}", t.url))?;
             anyhow::ensure!(
-                parsed.scheme() == "http",
-                "model {name}: upstream url '{}': only http:// is built in (terminate TLS in a sidecar or egress proxy)",
+                matches!(parsed.scheme(), "http" | "https"),
+                "model {name}: upstream url '{}' must be http:// or https://",
                 t.url
             );
             let api_key = match &t.api_key_env {
@@ -101,7 +105,13 @@ impl Upstream {
                 })?),
                 None => None,
             };
+            let url = |path: &str| {
+                reqwest::Url::parse(&format!("{base}/{path}"))
+                    .map_err(|e| anyhow::anyhow!("model {name}: upstream url '{}': {e}", t.url))
+            };
             out.push(Target {
+                chat_url: url("chat/completions")?,
+                completions_url: url("completions")?,
                 base,
                 model: t.model.clone().unwrap_or_else(|| name.to_owned()),
                 api_key,

@@ -206,6 +206,9 @@ async fn main() {
         .map(|a| a.to_string())
         .unwrap_or_default();
     println!("ragmesh-stub-upstream listening http={addr}");
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, app).await {
         eprintln!("ragmesh-stub-upstream: error: {e}");
         std::process::exit(1);

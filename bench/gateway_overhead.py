@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Gateway overhead: /v1/chat/completions through the gateway to a
+zero-work upstream (ragmesh-stub-upstream, a fixed completion) versus the
+same upstream called directly, in one run, with oha (open loop at a fixed
+rate, latency corrected for coordinated omission; then closed loop for the
+maximum throughput).
+
+Direct and gateway runs alternate for `rounds` rounds and the medians are
+reported. RAGMESH_BENCH_PIN=1 gives the load generator core 0 and the
+servers core 1 (taskset) instead of letting all three share both cores.
+
+Usage: gateway_overhead.py GATEWAY_BIN STUB_BIN OHA_BIN [rate] [seconds] [rounds]
+"""
+
+import json
+import shutil
+import statistics
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+BODY = json.dumps(
+    {
+        "model": "zero",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 16,
+    }
+)
+
+
+PIN = (os.environ.get("RAGMESH_BENCH_PIN", "0") == "1" and shutil.which("taskset")
+       and (os.cpu_count() or 1) >= 2)
+
+
+def pinned(cpu, argv):
+    return ["taskset", "-c", str(cpu), *argv] if PIN else argv
+
+
+def start(argv, env=None):
+    p = subprocess.Popen(pinned(1, argv), stdout=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        if " listening " in line:
+            addr = dict(kv.split("=", 1) for kv in line.split()[2:] if "=" in kv)
+            return p, addr["http"]
+    p.kill()
+    sys.exit(f"{argv[0]} did not start")
+
+
+def oha(oha_bin, url, args):
+    out = subprocess.run(
+        pinned(0, [oha_bin, "--no-tui", "--output-format", "json", "-m", "POST",
+         "-T", "application/json", "-d", BODY, *args, url]),
+        check=True, capture_output=True, text=True,
+    ).stdout
+    r = json.loads(out)
+    pct = r["latencyPercentiles"]
+    codes = r.get("statusCodeDistribution", {})
+    return {
+        "rps": r["summary"]["requestsPerSec"],
+        "p50_ms": pct["p50"] * 1e3,
+        "p99_ms": pct["p99"] * 1e3,
+        "ok": codes.get("200", 0),
+        "total": sum(codes.values()),
+    }
+
+
+def main():
+    gw_bin, stub_bin, oha_bin = sys.argv[1:4]
+    rate = int(sys.argv[4]) if len(sys.argv) > 4 else 2000
+    secs = int(sys.argv[5]) if len(sys.argv) > 5 else 10
+    rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 3
+    tmp = tempfile.mkdtemp(prefix="ragmesh-overhead-")
+    stub, stub_addr = start([stub_bin, "--port", "0", "--name", "zero"])
+    cfg = os.path.join(tmp, "gateway.toml")
+    with open(cfg, "w") as f:
+        f.write(
+            '[[model]]\nname = "zero"\nretries = 0\n'
+            f'[[model.upstream]]\nurl = "http://{stub_addr}/v1"\n'
+        )
+    env = dict(os.environ, RUST_LOG="warn")
+    gw, gw_addr = start(
+        [gw_bin, "--port", "0", "--config", cfg, "--llm-model", "none",
+         "--data-dir", os.path.join(tmp, "data")],
+        env,
+    )
+    direct = f"http://{stub_addr}/v1/chat/completions"
+    via = f"http://{gw_addr}/v1/chat/completions"
+    try:
+        for url in (direct, via):  # warm connections and caches
+            oha(oha_bin, url, ["-z", "2s", "-q", str(rate), "-c", "32"])
+        runs = {"direct": [], "gateway": []}
+        for _ in range(rounds):
+            for name, url in (("direct", direct), ("gateway", via)):
+                runs[name].append(oha(oha_bin, url, ["-z", f"{secs}s", "-q", str(rate), "-c", "32",
+                                                     "--latency-correction"]))
+        res = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
+        res["rounds"] = runs
+        for name, url in (("direct", direct), ("gateway", via)):
+            res[name + "_max"] = oha(oha_bin, url, ["-z", f"{max(secs // 2, 5)}s", "-c", "32"])
+    finally:
+        gw.kill()
+        stub.kill()
+    d, g = res["direct"], res["gateway"]
+    print(f"\nopen loop at {rate} req/s, {rounds} rounds of {secs} s each, medians "
+          f"(32 connections, latency corrected; load generator {'on its own core' if PIN else 'unpinned'}):")
+    for name in ("direct", "gateway"):
+        print(f"  {name} p99 per round: " + ", ".join(f"{r['p99_ms']:.3f}" for r in runs[name]) + " ms")
+    print(f"{'':>10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'200s':>12}")
+    for name in ("direct", "gateway"):
+        r = res[name]
+        print(f"{name:>10} {r['rps']:8.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['ok']:>8.0f}/{r['total']:<8.0f}")
+    print(f"added by the gateway: p50 {g['p50_ms'] - d['p50_ms']:+.3f} ms, "
+          f"p99 {g['p99_ms'] - d['p99_ms']:+.3f} ms (target: p99 <= +0.5 ms)")
+    dm, gm = res["direct_max"], res["gateway_max"]
+    print(f"max throughput (closed loop, 32 connections): direct {dm['rps']:.0f} req/s, "
+          f"gateway {gm['rps']:.0f} req/s ({gm['rps'] / dm['rps']:.2f}x), "
+          f"gateway p99 {gm['p99_ms']:.2f} ms")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

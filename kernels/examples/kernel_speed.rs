@@ -1,0 +1,48 @@
+//! Throughput of the quantized matmul at decode and prefill row counts,
+//! on SmolLM2-135M's shapes (all layers' weights: 30 × 3.5M values).
+//! `cargo run --release -p ragmesh-kernels --example kernel_speed`
+
+use std::time::Instant;
+
+use ragmesh_kernels::{Format, QMatrix, QuantizedActs};
+
+fn main() {
+    let (rows, cols) = (30 * 3_538_944 / 576, 576);
+    let mut seed = 1u64;
+    let mut rnd = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut data = Vec::with_capacity(rows * cols / 32 * 20);
+    for _ in 0..rows * cols / 32 {
+        data.extend(half::f16::from_f32(0.01).to_le_bytes());
+        data.extend(half::f16::from_f32(-0.05).to_le_bytes());
+        data.extend((0..16).map(|_| rnd() as u8));
+    }
+    let Some(m) = QMatrix::new(Format::Q4_1, rows, cols, data) else {
+        return;
+    };
+    for n in [1usize, 4, 16, 64, 512] {
+        let x: Vec<f32> = (0..n * cols)
+            .map(|_| (rnd() % 2000) as f32 / 1000.0 - 1.0)
+            .collect();
+        let Some(acts) = QuantizedActs::quantize(&x, n, cols) else {
+            return;
+        };
+        let mut out = vec![0f32; n * rows];
+        let iters = (2048 / n).clamp(2, 40);
+        let t = Instant::now();
+        for _ in 0..iters {
+            m.matmul(&acts, &mut out);
+        }
+        let s = t.elapsed().as_secs_f64() / iters as f64;
+        let gbs = (rows * cols / 32 * 20) as f64 / s / 1e9;
+        println!(
+            "rows {n:>4}: {:8.2} ms per call, {:7.1} row-tokens/s, weights streamed at {gbs:.2} GB/s",
+            s * 1e3,
+            n as f64 / s
+        );
+    }
+}
