@@ -317,16 +317,21 @@ url = "{broken}/v1"
     }
 }
 
-async fn generation_tokens(http: &reqwest::Client, runner: &Service) -> f64 {
-    let text = http
-        .get(format!("{}/metrics", runner.http_url()))
+/// A service's Prometheus text.
+async fn metrics_of(http: &reqwest::Client, svc: &Service) -> String {
+    http.get(format!("{}/metrics", svc.http_url()))
         .send()
         .await
         .unwrap_or_else(|e| panic!("metrics: {e}"))
         .text()
         .await
-        .unwrap_or_default();
-    text.lines()
+        .unwrap_or_default()
+}
+
+async fn generation_tokens(http: &reqwest::Client, runner: &Service) -> f64 {
+    metrics_of(http, runner)
+        .await
+        .lines()
         .find(|l| l.starts_with("ragmesh_llm_generation_tokens_total"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
@@ -520,14 +525,7 @@ async fn mesh_gateway_runs_rag_over_remote_stages() {
         .unwrap_or_default();
     assert!(text.contains("742"), "{text}");
     // the retriever process holds the data
-    let count = http
-        .get(format!("{}/metrics", retriever.http_url()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let count = metrics_of(&http, &retriever).await;
     assert!(
         count.contains("ragmesh_retriever_upserted_points_total"),
         "upserts reached the retriever"
