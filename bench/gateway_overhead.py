@@ -84,6 +84,9 @@ def main():
             f'[[model.upstream]]\nurl = "http://{stub_addr}/v1"\n'
         )
     env = dict(os.environ, RUST_LOG="warn")
+    if os.environ.get("RAGMESH_BENCH_GATEWAY_WORKERS"):
+        # the gateway's runtime threads only (oha and the stub keep theirs)
+        env["TOKIO_WORKER_THREADS"] = os.environ["RAGMESH_BENCH_GATEWAY_WORKERS"]
     gw, gw_addr = start(
         [gw_bin, "--port", "0", "--config", cfg, "--llm-model", "none",
          "--data-dir", os.path.join(tmp, "data")],
