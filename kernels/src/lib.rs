@@ -93,10 +93,26 @@ impl QMatrix {
         if acts.cols != self.cols || out.len() != n * self.rows {
             return false;
         }
-        // one task per slab of weight rows; each writes its own columns of
-        // every activation row, gathered after
         const SLAB: usize = 64;
         let rb = self.row_bytes();
+        if n == 1 {
+            // single-stream decode: slabs write straight into `out`
+            let a = acts.row(0);
+            self.data
+                .par_chunks(rb * SLAB)
+                .zip(out.par_chunks_mut(SLAB))
+                .for_each(|(w, o)| {
+                    for (y, wrow) in o.iter_mut().zip(w.chunks_exact(rb)) {
+                        *y = match self.format {
+                            Format::Q4_1 => dot::q4_1_row(wrow, a),
+                            Format::Q8_0 => dot::q8_0_row(wrow, a),
+                        };
+                    }
+                });
+            return true;
+        }
+        // one task per slab of weight rows; each writes its own columns of
+        // every activation row, gathered after
         let slabs: Vec<Vec<f32>> = self
             .data
             .par_chunks(rb * SLAB)
