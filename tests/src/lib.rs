@@ -1,6 +1,8 @@
 //! Harness for the end-to-end tests: start the real binaries on loopback
 //! (port 0), read the addresses they bound, stop them on drop.
 
+pub mod routing;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

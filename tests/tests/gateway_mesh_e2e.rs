@@ -1,0 +1,217 @@
+//! The mesh end to end, real processes on loopback:
+//! - two `ragmesh-llm-runner` replicas behind one model name: calls spread
+//!   over both; one is killed (kill -9) and calls keep succeeding (those
+//!   not yet started go to the survivor); restarted on its port, it takes
+//!   calls again;
+//! - the gateway as the mesh's front pod: embedder, retriever and runner
+//!   as separate processes over gRPC, no model loaded in the gateway.
+
+use std::time::{Duration, Instant};
+
+use ragmesh_tests::Service;
+use ragmesh_tests::routing::{STARTUP, gateway, metrics_of, post, runner, sse_content};
+use serde_json::{Value, json};
+
+async fn generation_tokens(http: &reqwest::Client, runner: &Service) -> f64 {
+    metrics_of(http, runner)
+        .await
+        .lines()
+        .find(|l| l.starts_with("ragmesh_llm_generation_tokens_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_replicas_balance_and_survive_a_kill() {
+    let mut r1 = runner("0");
+    let r2 = runner("0");
+    let r1_port = r1
+        .addr("grpc")
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let endpoints = format!("{},{}", r1.grpc_url(), r2.grpc_url());
+    let gw = gateway(
+        &dir,
+        "",
+        &[
+            "--runner-endpoints",
+            &endpoints,
+            "--mesh-probe-interval-ms",
+            "200",
+        ],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", gw.http_url());
+    let ask = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "temperature": 0, "max_tokens": 6,
+                     "messages": [{"role": "user", "content": "Name a colour."}]});
+    let (status, _, first) = post(&http, url.clone(), ask.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let answer = first["choices"][0]["message"]["content"].clone();
+
+    // four at once: least-outstanding puts two on each replica
+    let calls = (0..4).map(|_| post(&http, url.clone(), ask.clone()));
+    for (status, _, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["choices"][0]["message"]["content"], answer,
+            "same greedy answer on both"
+        );
+    }
+    let (t1, t2) = (
+        generation_tokens(&http, &r1).await,
+        generation_tokens(&http, &r2).await,
+    );
+    assert!(t1 > 0.0 && t2 > 0.0, "both replicas served: {t1} / {t2}");
+
+    // kill -9 one replica: every call still succeeds, on the survivor
+    let _ = r1.child.kill();
+    let _ = r1.child.wait();
+    for i in 0..4 {
+        let (status, _, body) = post(&http, url.clone(), ask.clone()).await;
+        assert_eq!(status, 200, "call {i} after the kill: {body}");
+        assert_eq!(body["choices"][0]["message"]["content"], answer);
+    }
+    let streamed = http
+        .post(url.clone())
+        .json(&json!({"model": "SmolLM2-135M-Instruct.Q4_1", "temperature": 0, "max_tokens": 6, "stream": true,
+                      "messages": [{"role": "user", "content": "Name a colour."}]}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(streamed.status().as_u16(), 200);
+    let (text, done, error) = sse_content(&streamed.text().await.unwrap_or_default());
+    assert_eq!((json!(text), done, error), (answer.clone(), true, None));
+
+    // restarted on its port, the replica takes calls again
+    let r1 = runner(&r1_port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while generation_tokens(&http, &r1).await == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted replica never got a call"
+        );
+        let calls = (0..2).map(|_| post(&http, url.clone(), ask.clone()));
+        for (status, _, body) in futures::future::join_all(calls).await {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+}
+
+/// The gateway as the mesh's front pod: embedder, retriever and runner are
+/// separate processes reached over gRPC; the gateway loads no model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_gateway_runs_rag_over_remote_stages() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let embedder = Service::start(
+        "ragmesh-embedder",
+        &[
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ],
+        STARTUP,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let store = dir.path().join("retriever");
+    let store = store.display().to_string();
+    let retriever = Service::start(
+        "ragmesh-retriever",
+        &[
+            "--data-dir",
+            &store,
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ],
+        STARTUP,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let runner = runner("0");
+    let gw = gateway(
+        &dir,
+        "[[profile]]\nname = \"facts\"\ncollection = \"facts\"\ntop_k = 2\ntemperature = 0.0\n",
+        &[
+            "--embedder-endpoints",
+            &embedder.grpc_url(),
+            "--retriever-endpoints",
+            &retriever.grpc_url(),
+            "--runner-endpoints",
+            &runner.grpc_url(),
+            // nothing is loaded in-process: these paths do not exist
+            "--llm-model",
+            "none",
+            "--embed-model",
+            "/nonexistent/embedder",
+        ],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", gw.http_url());
+
+    // embeddings through the gateway equal the embedder's own
+    let (status, _, ours) = post(
+        &http,
+        url("/v1/embeddings"),
+        json!({"input": "Kepler station", "model": "all-MiniLM-L6-v2"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{ours}");
+    let theirs: Value = http
+        .post(format!("{}/v1/embeddings", embedder.http_url()))
+        .json(&json!({"input": "Kepler station"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    assert_eq!(ours["data"][0]["embedding"], theirs["data"][0]["embedding"]);
+
+    // ingest (chunked with the embedder's tokenizer fetched over gRPC),
+    // stored in the retriever process, answered by the runner process
+    let (status, _, _) = post(&http, url("/v1/collections"), json!({"name": "facts"})).await;
+    assert_eq!(status, 200);
+    let (status, _, out) = post(
+        &http,
+        url("/v1/collections/facts/documents"),
+        json!({"documents": [
+            {"id": "zorblax.md", "text": "# Zorblax reactor\n\nThe Zorblax reactor on Kepler station runs at exactly 742 kelvin."},
+            {"id": "quillon.txt", "text": "The Quillon library in Dunmore opens at nine in the morning on Tuesdays."}
+        ]}),
+    )
+    .await;
+    assert_eq!((status, out["documents"].clone()), (200, json!(2)), "{out}");
+    let (status, _, answer) = post(
+        &http,
+        url("/v1/chat/completions"),
+        json!({"model": "facts", "max_tokens": 24,
+               "messages": [{"role": "user", "content": "At what temperature does the Zorblax reactor run?"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["choices"][0]["message"]["citations"][0]["doc_id"], "zorblax.md",
+        "{answer}"
+    );
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("742"), "{text}");
+    // the retriever process holds the data
+    let count = metrics_of(&http, &retriever).await;
+    assert!(
+        count.contains("ragmesh_retriever_upserted_points_total"),
+        "upserts reached the retriever"
+    );
+}
