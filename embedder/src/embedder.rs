@@ -162,11 +162,7 @@ impl Embedder {
     /// Accepts the served id, the id with an organisation prefix
     /// (`sentence-transformers/all-MiniLM-L6-v2`), or an empty string.
     pub fn check_model(&self, model: &str) -> Result<()> {
-        let id = &self.inner.info.id;
-        let ok = model.is_empty()
-            || model == id
-            || model.rsplit_once('/').is_some_and(|(_, name)| name == id);
-        if ok {
+        if model_matches(&self.inner.info.id, model) {
             Ok(())
         } else {
             Err(EmbedError::UnknownModel(model.to_owned()))
@@ -242,4 +238,11 @@ fn tokenize(model: &LoadedModel, texts: Vec<String>, truncate: bool) -> Result<V
         out.push(enc.get_ids().to_vec());
     }
     Ok(out)
+}
+
+/// Whether a request's `model` names the served model `id`: the id itself,
+/// `org/id` (a hub-style name), or "" (the served one). Shared with the
+/// gateway's remote embedder so both answer alike.
+pub fn model_matches(id: &str, model: &str) -> bool {
+    model.is_empty() || model == id || model.rsplit_once('/').is_some_and(|(_, name)| name == id)
 }

@@ -26,6 +26,6 @@ pub mod server;
 
 pub use batch::BatchPolicy;
 pub use counter::TokenCounter;
-pub use embedder::{EmbedOptions, EmbedOutput, Embedder, EmbedderConfig, ModelInfo};
+pub use embedder::{EmbedOptions, EmbedOutput, Embedder, EmbedderConfig, ModelInfo, model_matches};
 pub use error::EmbedError;
 pub use pooling::Pooling;

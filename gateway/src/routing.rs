@@ -200,6 +200,121 @@ mod tests {
         assert!(aliases(&t(&[("b", "a")]), served).is_err());
     }
 
+    fn mesh() -> MeshSettings {
+        MeshSettings {
+            connect_timeout: Duration::from_millis(100),
+            resolve_every: Duration::from_secs(10),
+            probe_every: Duration::from_secs(1),
+            wait: Duration::from_millis(100),
+        }
+    }
+
+    fn model(toml_text: &str) -> ModelConfig {
+        toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Bad `[[model]]` tables stop start-up with a line naming the problem.
+    #[tokio::test]
+    async fn bad_model_tables_are_refused_at_start() {
+        let up = "[[upstream]]\nurl = \"http://127.0.0.1:9/v1\"\n";
+        for (text, needle) in [
+            (
+                format!("name = \"a\"\nrunners = [\"h:1\"]\n{up}"),
+                "not both",
+            ),
+            ("name = \"a\"\n".to_owned(), "set runners or upstream"),
+            (up.to_owned(), "needs a name"),
+            (
+                "name = \"a\"\n[[upstream]]\nurl = \"ftp://h/v1\"\n".to_owned(),
+                "http:// or https://",
+            ),
+            (
+                "name = \"a\"\n[[upstream]]\nurl = \"not a url\"\n".to_owned(),
+                "upstream url",
+            ),
+            (
+                format!("name = \"a\"\n{up}api_key_env = \"RAGMESH_TEST_UNSET_KEY_VAR\"\n"),
+                "RAGMESH_TEST_UNSET_KEY_VAR",
+            ),
+            (
+                "name = \"a\"\nruners = [\"h:1\"]\n".to_owned(),
+                "unknown field",
+            ),
+            (
+                "name = \"a\"\nruntimes = 1\nrunners = [\"h\"]\n".to_owned(),
+                "unknown field",
+            ),
+            (
+                "name = \"a\"\nrunners = [\"localhost\"]\n".to_owned(),
+                "needs a port",
+            ),
+        ] {
+            let err = match toml::from_str::<ModelConfig>(&text) {
+                Err(e) => e.to_string(),
+                Ok(c) => match Models::default().load(&[c], &mesh()).await {
+                    Err(e) => e.to_string(),
+                    Ok(()) => panic!("accepted: {text}"),
+                },
+            };
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // the same name twice
+        let c = model(&format!("name = \"a\"\n{up}"));
+        let err = Models::default().load(&[c.clone(), c], &mesh()).await;
+        assert!(err.is_err_and(|e| e.to_string().contains("defined twice")));
+    }
+
+    /// A RAG profile cannot sit on an upstream: its prompt budget needs the
+    /// model's tokenizer.
+    #[tokio::test]
+    async fn profiles_need_a_runner_model() {
+        use crate::rag::profile::{Profile, ProfileConfig};
+        use crate::rag::prompt::PromptTemplate;
+        let mut models = Models::default();
+        let ok = models
+            .load(
+                &[model(
+                    "name = \"ext\"\n[[upstream]]\nurl = \"http://127.0.0.1:9/v1\"\n",
+                )],
+                &mesh(),
+            )
+            .await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let builtin = Arc::new(PromptTemplate::builtin());
+        let on = |base: &str| -> ProfileConfig {
+            toml::from_str(&format!(
+                "name = \"p\"\ncollection = \"c\"\nmodel = \"{base}\"\n"
+            ))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let err = Profile::load(&on("ext"), &models, &builtin)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("external upstream")),
+            "{err:?}"
+        );
+        let err = Profile::load(&on("nope"), &models, &builtin)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("not served")),
+            "{err:?}"
+        );
+        // and with no runner at all, a profile without a base has nothing to use
+        let bare: ProfileConfig =
+            toml::from_str("name = \"p\"\ncollection = \"c\"\n").unwrap_or_else(|e| panic!("{e}"));
+        let err = Profile::load(&bare, &models, &builtin)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("no runner model")),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn model_tables_parse_and_typos_are_refused() {
         #[derive(Deserialize)]

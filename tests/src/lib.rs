@@ -32,6 +32,21 @@ pub fn model_dir() -> String {
         })
 }
 
+/// `v` is an OpenAI error body: `{"error": {"message", "type", "param",
+/// "code"}}` with a non-empty message (`ctx` names the case on failure).
+pub fn assert_openai_error(v: &serde_json::Value, ctx: &str) {
+    let e = &v["error"];
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{ctx}: message in {v}"
+    );
+    assert!(e["type"].is_string(), "{ctx}: type in {v}");
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "{ctx}: param/code in {v}"
+    );
+}
+
 /// The Python with the test tools (the OpenAI SDK) installed.
 pub fn python() -> String {
     std::env::var("RAGMESH_TEST_PYTHON").unwrap_or_else(|_| "python3".into())

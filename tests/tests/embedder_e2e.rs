@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ragmesh_proto::v1::EmbedRequest;
 use ragmesh_proto::v1::embedder_client::EmbedderClient;
-use ragmesh_tests::{Service, python};
+use ragmesh_tests::{Service, assert_openai_error, python};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -23,19 +23,6 @@ fn start(extra: &[&str]) -> Service {
     ];
     args.extend_from_slice(extra);
     Service::start("ragmesh-embedder", &args, STARTUP).unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn assert_openai_error(v: &Value) {
-    let e = &v["error"];
-    assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "message in {v}"
-    );
-    assert!(e["type"].is_string(), "type in {v}");
-    assert!(
-        e.get("param").is_some() && e.get("code").is_some(),
-        "param/code in {v}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +195,7 @@ async fn http_embeddings_and_bad_input() {
             .json()
             .await
             .unwrap_or_else(|e| panic!("{name}: body not JSON: {e}"));
-        assert_openai_error(&v);
+        assert_openai_error(&v, "embedder");
     }
 
     let health = http
@@ -281,7 +268,7 @@ async fn overload_gets_429_and_resource_exhausted_then_recovers() {
                     Some("1")
                 );
                 let v: Value = resp.json().await.unwrap_or_default();
-                assert_openai_error(&v);
+                assert_openai_error(&v, "embedder");
                 rejected += 1;
             }
             s => panic!("unexpected status {s}"),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ragmesh_tests::{Service, python};
+use ragmesh_tests::{Service, assert_openai_error, python};
 use serde_json::{Value, json};
 
 const STARTUP: Duration = Duration::from_secs(180);
@@ -111,19 +111,6 @@ impl Gateway {
         assert_eq!(out["documents"], 3, "{out}");
         assert!(out["chunks"].as_u64().unwrap_or(0) >= 3, "{out}");
     }
-}
-
-fn assert_error_shape(v: &Value, ctx: &str) {
-    let e = &v["error"];
-    assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{ctx}: {v}"
-    );
-    assert!(e["type"].is_string(), "{ctx}: {v}");
-    assert!(
-        e.get("param").is_some() && e.get("code").is_some(),
-        "{ctx}: {v}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,7 +590,7 @@ async fn bad_input_gets_openai_errors_and_never_5xx() {
         let (status, v) = gw.call(method, path, b).await;
         assert_eq!(status, want, "{ctx}: {v}");
         if want >= 400 {
-            assert_error_shape(&v, &ctx);
+            assert_openai_error(&v, &ctx);
         }
     }
     // malformed JSON, and a body past the limit
@@ -621,7 +608,7 @@ async fn bad_input_gets_openai_errors_and_never_5xx() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status().as_u16(), want);
         let v: Value = resp.json().await.unwrap_or_default();
-        assert_error_shape(&v, "raw body");
+        assert_openai_error(&v, "raw body");
     }
     // a caller's request id is echoed
     let resp = gw

@@ -81,12 +81,7 @@ impl EmbedStage for RemoteEmbedder {
         self.counter.count(text)
     }
     fn accepts(&self, model: &str) -> bool {
-        // as the in-process embedder: the id, `org/id`, or ""
-        model.is_empty()
-            || model == self.model_id
-            || model
-                .rsplit_once('/')
-                .is_some_and(|(_, id)| id == self.model_id)
+        ragmesh_embedder::model_matches(&self.model_id, model)
     }
     async fn embed(&self, texts: Vec<String>) -> ApiResult<(Vec<Vec<f32>>, usize)> {
         let r = self

@@ -291,7 +291,19 @@ impl Pool {
 
     /// A unary call, retried on other replicas while it fails without
     /// having been served (see the module docs).
-    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, Status>
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_held(f).await.map(|(v, _)| v)
+    }
+
+    /// As [`Pool::call`], and also hands back the replica's in-flight slot,
+    /// for a call whose stream goes on after `f` returns (a generation:
+    /// `f` waits for the first delta, and the slot counts until the stream
+    /// ends).
+    pub async fn call_held<T, F, Fut>(&self, mut f: F) -> Result<(T, InFlight), Status>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -304,7 +316,12 @@ impl Pool {
             match f(r.channel.clone()).await {
                 Ok(v) => {
                     self.mark_ok(&r);
-                    return Ok(v);
+                    if !tried.is_empty() {
+                        tracing::info!(service = self.service, addr = %r.addr, retries = tried.len(), "call moved to another replica");
+                        metrics::counter!(crate::metrics::RETRIES, "stage" => self.service)
+                            .increment(tried.len() as u64);
+                    }
+                    return Ok((v, slot));
                 }
                 Err(s) if retry_elsewhere(&s) => {
                     if s.code() == Code::Unavailable {
@@ -322,7 +339,7 @@ impl Pool {
 
 /// Failures that prove the call was not served, so another replica may
 /// take it.
-pub fn retry_elsewhere(s: &Status) -> bool {
+fn retry_elsewhere(s: &Status) -> bool {
     matches!(s.code(), Code::Unavailable | Code::ResourceExhausted)
 }
 

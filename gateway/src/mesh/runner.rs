@@ -7,7 +7,7 @@
 //! and a silent restart elsewhere would repeat them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -18,7 +18,7 @@ use ragmesh_proto::v1 as pb;
 use ragmesh_proto::v1::llm_runner_client::LlmRunnerClient;
 use tonic::{Code, Status};
 
-use super::pool::{InFlight, Pool, PoolConfig, Probe, retry_elsewhere};
+use super::pool::{InFlight, Pool, PoolConfig, Probe};
 use crate::error::{ApiResult, from_status};
 use crate::stages::LlmStage;
 
@@ -225,44 +225,21 @@ impl LlmStage for RemoteRunner {
 
     async fn generate(&self, req: GenerateRequest) -> ApiResult<BoxStream<'static, Event>> {
         let msg = request_pb(req);
-        let started = Instant::now();
-        let mut tried = Vec::new();
-        let mut last = None;
-        while tried.len() < 3 {
-            let Some(slot) = self.pool.pick(&tried) else {
-                break;
-            };
-            let r = slot.replica().clone();
-            let attempt = async {
-                let mut stream = LlmRunnerClient::new(r.channel.clone())
-                    .generate(msg.clone())
-                    .await?
-                    .into_inner();
-                let first = stream.message().await?;
-                Ok::<_, Status>((stream, first))
-            }
-            .await;
-            match attempt {
-                Ok((stream, first)) => {
-                    self.pool.mark_ok(&r);
-                    if !tried.is_empty() {
-                        tracing::info!(addr = %r.addr, retries = tried.len(), ms = started.elapsed().as_millis() as u64, "generation moved to another replica");
-                        metrics::counter!(crate::metrics::RETRIES, "stage" => "llm-runner")
-                            .increment(tried.len() as u64);
-                    }
-                    return Ok(relay(slot, first, stream));
+        // bound to a replica once its first delta arrives; before that the
+        // pool may move the call
+        let ((stream, first), slot) = self
+            .pool
+            .call_held(|ch| {
+                let msg = msg.clone();
+                async move {
+                    let mut stream = LlmRunnerClient::new(ch).generate(msg).await?.into_inner();
+                    let first = stream.message().await?;
+                    Ok((stream, first))
                 }
-                Err(s) if retry_elsewhere(&s) => {
-                    if s.code() == Code::Unavailable {
-                        self.pool.mark_failed(&r, &s);
-                    }
-                    tried.push(r.addr.clone());
-                    last = Some(s);
-                }
-                Err(s) => return Err(from_status(s)),
-            }
-        }
-        Err(from_status(self.pool.exhausted(&tried, last)))
+            })
+            .await
+            .map_err(from_status)?;
+        Ok(relay(slot, first, stream))
     }
 }
 
