@@ -1,6 +1,6 @@
 //! Throughput of the quantized matmul at decode and prefill row counts,
 //! on SmolLM2-135M's shapes (all layers' weights: 30 × 3.5M values).
-//! `cargo run --release -p ragmesh-kernels --example kernel_speed`
+//! `cargo run --release -p ragmesh-kernels --example kernel_speed [ROWS...]`
 
 use std::time::Instant;
 
@@ -24,7 +24,15 @@ fn main() {
     let Some(m) = QMatrix::new(Format::Q4_1, rows, cols, data) else {
         return;
     };
-    for n in [1usize, 4, 16, 64, 512] {
+    let counts: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let counts = match counts.is_empty() {
+        true => vec![1, 2, 4, 8, 16, 64, 512],
+        false => counts,
+    };
+    for n in counts {
         let x: Vec<f32> = (0..n * cols)
             .map(|_| (rnd() % 2000) as f32 / 1000.0 - 1.0)
             .collect();

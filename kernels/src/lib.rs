@@ -1,35 +1,54 @@
-//! Quantized matrix × vector products for decode steps, straight on the
-//! GGUF blocks: a decode step reads every weight once per token, so it is
-//! bound by memory traffic, and 4.5-bit weights move 7× fewer bytes than
-//! dequantised f32 ones. The activations are quantized to 8 bits per
-//! 32-value block first (as llama.cpp does), so each block's dot product
-//! is an integer one.
+//! Quantized matrix products straight on GGUF blocks, for decode steps:
+//! a decode step reads every weight once per token, so it is bound by
+//! memory traffic, and 4.5-bit weights move 7× fewer bytes than
+//! dequantised f32 ones. Activations are quantized to 8 bits per 32-value
+//! block first (as llama.cpp does), so each block's dot is an integer one.
 //!
-//! - [`QuantizedActs`]: activation rows quantized to Q8 (scale, sum, i8s).
-//! - [`QMatrix`]: a weight matrix as its raw GGUF blocks (Q4_1 or Q8_0)
-//!   and [`QMatrix::matmul`]: `out[r][o] = Σ w[o] · x[r]`, rows of the
-//!   weight split over the rayon pool; all activation rows are served
-//!   while a weight row is in cache, so a batch of decode rows reads the
-//!   weights once.
+//! - [`QuantizedActs`] (`acts.rs`): activation rows as Q8 blocks.
+//! - [`QMatrix`]: a Q4_1 or Q8_0 weight matrix, repacked at load into
+//!   quants, scales and mins held apart (so eight blocks' scales are one
+//!   load), and [`QMatrix::matmul`]: `out[r][o] = w[o] · x[r]`, weight rows
+//!   split over the rayon pool.
+//! - Kernels: one activation row against a weight row (eight blocks per
+//!   vector), or a tile of [`TILE`] rows, one per lane, so a batch of
+//!   decode rows costs far less than that many single rows once the
+//!   weights are in cache (`avx2.rs`). Both compute exactly the arithmetic
+//!   written out in `scalar.rs`, the fallback without AVX2: a row's result
+//!   is bit-identical whatever else is in the call, so batching never
+//!   changes greedy output.
 //!
-//! With AVX2 (the workspace's x86-64-v3 baseline) the block dots run on
-//! `maddubs`/`madd` intrinsics; elsewhere on a scalar path with the same
-//! integer arithmetic. Both are exact in the integer part, so a row's
-//! result never depends on the other rows of the call.
-//!
-//! This crate is the workspace's only `unsafe`: unaligned SIMD loads from
-//! slices whose lengths are checked by the safe callers, inside functions
-//! compiled only when the target has AVX2.
+//! This crate is the workspace's only `unsafe`: SIMD loads from slices
+//! whose lengths are checked first, in a module compiled only when the
+//! target has AVX2 (the workspace's x86-64-v3 baseline).
 
 #![cfg_attr(not(target_feature = "avx2"), forbid(unsafe_code))]
 
-mod dot;
+mod acts;
+#[cfg(target_feature = "avx2")]
+#[allow(unsafe_code)]
+mod avx2;
+mod scalar;
 
 use half::f16;
 use rayon::prelude::*;
 
+pub use acts::QuantizedActs;
+use acts::{RowActs, TileActs};
+use scalar::WRow;
+
 /// Values per block (both formats).
 pub const BLOCK: usize = 32;
+
+/// Activation rows per tile (one per 32-bit lane of a 256-bit vector).
+pub const TILE: usize = 8;
+
+/// A last partial tile of at least this many rows is padded to a full
+/// tile; fewer rows take the single-row kernel one by one (a tile costs
+/// about as much as this many single rows; see `examples/kernel_speed`).
+const PAD_FROM: usize = 4;
+
+/// Weight rows per parallel task.
+const SLAB: usize = 64;
 
 /// GGUF block formats this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,35 +60,71 @@ pub enum Format {
 }
 
 impl Format {
+    /// Bytes per block in a GGUF file.
     pub fn block_bytes(self) -> usize {
         match self {
             Format::Q4_1 => 20,
             Format::Q8_0 => 34,
         }
     }
+
+    /// Quant bytes per block once repacked.
+    fn quant_bytes(self) -> usize {
+        match self {
+            Format::Q4_1 => 16,
+            Format::Q8_0 => BLOCK,
+        }
+    }
 }
 
-/// A `rows × cols` weight matrix in GGUF block layout (row-major, each
-/// row `cols / 32` blocks).
+/// A `rows × cols` weight matrix of Q4_1 or Q8_0 blocks.
 pub struct QMatrix {
     format: Format,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    /// Per row, per block: the quant bytes (nibbles or signed bytes).
+    qs: Vec<u8>,
+    /// Per row, per block: the scale.
+    d: Vec<f16>,
+    /// Per row, per block: the min (Q4_1; empty for Q8_0).
+    m: Vec<f16>,
+}
+
+fn f16_at(b: &[u8], i: usize) -> f16 {
+    f16::from_le_bytes([b[i], b[i + 1]])
 }
 
 impl QMatrix {
-    /// `None` unless `data` holds exactly `rows × cols` values of `format`
-    /// and `cols` is a multiple of 32.
+    /// `data`: GGUF blocks, row-major. `None` unless it holds exactly
+    /// `rows × cols` values of `format` and `cols` is a multiple of 32.
     pub fn new(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Option<Self> {
         let ok = cols > 0
             && cols.is_multiple_of(BLOCK)
             && data.len() == rows * (cols / BLOCK) * format.block_bytes();
-        ok.then_some(Self {
+        if !ok {
+            return None;
+        }
+        let blocks = rows * cols / BLOCK;
+        let mut qs = Vec::with_capacity(blocks * format.quant_bytes());
+        let mut d = Vec::with_capacity(blocks);
+        let mut m = Vec::new();
+        for blk in data.chunks_exact(format.block_bytes()) {
+            d.push(f16_at(blk, 0));
+            match format {
+                Format::Q4_1 => {
+                    m.push(f16_at(blk, 2));
+                    qs.extend_from_slice(&blk[4..]);
+                }
+                Format::Q8_0 => qs.extend_from_slice(&blk[2..]),
+            }
+        }
+        Some(Self {
             format,
             rows,
             cols,
-            data,
+            qs,
+            d,
+            m,
         })
     }
 
@@ -81,8 +136,18 @@ impl QMatrix {
         self.cols
     }
 
-    fn row_bytes(&self) -> usize {
-        self.cols / BLOCK * self.format.block_bytes()
+    fn wrow(&self, o: usize) -> WRow<'_> {
+        let nb = self.cols / BLOCK;
+        let qb = nb * self.format.quant_bytes();
+        WRow {
+            format: self.format,
+            qs: &self.qs[o * qb..(o + 1) * qb],
+            d: &self.d[o * nb..(o + 1) * nb],
+            m: match self.format {
+                Format::Q4_1 => &self.m[o * nb..(o + 1) * nb],
+                Format::Q8_0 => &[],
+            },
+        }
     }
 
     /// `out` (`acts.rows() × self.rows()`, row-major) = `acts · selfᵀ`.
@@ -93,52 +158,49 @@ impl QMatrix {
         if acts.cols != self.cols || out.len() != n * self.rows {
             return false;
         }
-        const SLAB: usize = 64;
-        let rb = self.row_bytes();
-        if n == 1 {
+        // whole tiles, a padded last tile if it is full enough, the rest
+        // row by row
+        let ntiles = n / TILE + usize::from(n % TILE >= PAD_FROM);
+        let tiled = (ntiles * TILE).min(n);
+        let tiles = acts.tiles(0, ntiles);
+        let pairs: Vec<Vec<i8>> = (tiled..n)
+            .map(|r| match self.format {
+                Format::Q4_1 => acts.pairs(r),
+                Format::Q8_0 => Vec::new(),
+            })
+            .collect();
+        if n == 1 && tiled == 0 {
             // single-stream decode: slabs write straight into `out`
-            let a = acts.row(0);
-            self.data
-                .par_chunks(rb * SLAB)
-                .zip(out.par_chunks_mut(SLAB))
-                .for_each(|(w, o)| {
-                    for (y, wrow) in o.iter_mut().zip(w.chunks_exact(rb)) {
-                        *y = match self.format {
-                            Format::Q4_1 => dot::q4_1_row(wrow, a),
-                            Format::Q8_0 => dot::q8_0_row(wrow, a),
-                        };
-                    }
-                });
+            let a = acts.row(0, &pairs[0]);
+            out.par_chunks_mut(SLAB).enumerate().for_each(|(s, o)| {
+                for (i, y) in o.iter_mut().enumerate() {
+                    *y = row_dot(self.wrow(s * SLAB + i), a);
+                }
+            });
             return true;
         }
-        // one task per slab of weight rows; each writes its own columns of
-        // every activation row, gathered after
-        let slabs: Vec<Vec<f32>> = self
-            .data
-            .par_chunks(rb * SLAB)
-            .map(|w| {
-                let rows = w.len() / rb;
+        let slabs: Vec<Vec<f32>> = (0..self.rows.div_ceil(SLAB))
+            .into_par_iter()
+            .map(|s| {
+                let rows = (s * SLAB..((s + 1) * SLAB).min(self.rows)).len();
                 let mut part = vec![0f32; rows * n];
-                let act_rows: Vec<ActRow<'_>> = (0..n).map(|r| acts.row(r)).collect();
-                for (o, wrow) in w.chunks_exact(rb).enumerate() {
-                    // tiles of activation rows share each unpacked weight
-                    // block; a row's arithmetic is the same in any tile
-                    let dst = &mut part[o * n..(o + 1) * n];
-                    for (a, d) in act_rows.chunks(dot::TILE).zip(dst.chunks_mut(dot::TILE)) {
-                        match self.format {
-                            Format::Q4_1 => dot::q4_1_tile(wrow, a, d),
-                            Format::Q8_0 => dot::q8_0_tile(wrow, a, d),
-                        }
+                for (i, dst) in part.chunks_exact_mut(n).enumerate() {
+                    let w = self.wrow(s * SLAB + i);
+                    for t in 0..tiles.count() {
+                        let rows = &mut dst[t * TILE..((t + 1) * TILE).min(tiled)];
+                        tile_dot(w, tiles.tile(t), acts, t * TILE, rows);
+                    }
+                    for (r, y) in (tiled..n).zip(&mut dst[tiled..]) {
+                        *y = row_dot(w, acts.row(r, &pairs[r - tiled]));
                     }
                 }
                 part
             })
             .collect();
-        for (si, part) in slabs.iter().enumerate() {
-            let base = si * SLAB;
-            for (o, vals) in part.chunks_exact(n).enumerate() {
+        for (s, part) in slabs.iter().enumerate() {
+            for (i, vals) in part.chunks_exact(n).enumerate() {
                 for (r, v) in vals.iter().enumerate() {
-                    out[r * self.rows + base + o] = *v;
+                    out[r * self.rows + s * SLAB + i] = *v;
                 }
             }
         }
@@ -150,93 +212,50 @@ impl QMatrix {
         if r >= self.rows {
             return None;
         }
-        let rb = self.row_bytes();
-        let row = self.data.get(r * rb..(r + 1) * rb)?;
+        let w = self.wrow(r);
         let mut out = Vec::with_capacity(self.cols);
-        for b in row.chunks_exact(self.format.block_bytes()) {
-            let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        for (b, d) in w.d.iter().enumerate() {
+            let d = d.to_f32();
             match self.format {
                 Format::Q4_1 => {
-                    let m = f16::from_le_bytes([b[2], b[3]]).to_f32();
-                    let qs = &b[4..20];
+                    let m = w.m[b].to_f32();
+                    let qs = &w.qs[b * 16..(b + 1) * 16];
                     out.extend(qs.iter().map(|q| d * f32::from(q & 15) + m));
                     out.extend(qs.iter().map(|q| d * f32::from(q >> 4) + m));
                 }
-                Format::Q8_0 => out.extend(b[2..34].iter().map(|&q| d * f32::from(q as i8))),
+                Format::Q8_0 => out.extend(
+                    w.qs[b * BLOCK..(b + 1) * BLOCK]
+                        .iter()
+                        .map(|&q| d * f32::from(q as i8)),
+                ),
             }
         }
         Some(out)
     }
 }
 
-/// Activation rows quantized to 8 bits per 32-value block.
-pub struct QuantizedActs {
-    rows: usize,
-    cols: usize,
-    /// Per block: scale `d`, and `d · Σq` (the Q4_1 min term needs it).
-    scale: Vec<f32>,
-    sum: Vec<f32>,
-    q: Vec<i8>,
-}
-
-/// One quantized activation row.
-#[derive(Clone, Copy)]
-pub struct ActRow<'a> {
-    pub scale: &'a [f32],
-    pub sum: &'a [f32],
-    pub q: &'a [i8],
-}
-
-impl ActRow<'_> {
-    fn reborrow(&self) -> ActRow<'_> {
-        *self
+/// One tile's results into `dst` (its real rows, from `first`).
+fn tile_dot(w: WRow<'_>, tile: TileActs<'_>, acts: &QuantizedActs, first: usize, dst: &mut [f32]) {
+    #[cfg(target_feature = "avx2")]
+    if let Some(res) = avx2::tile(w, tile) {
+        dst.copy_from_slice(&res[..dst.len()]);
+        return;
+    }
+    let _ = tile;
+    for (i, y) in dst.iter_mut().enumerate() {
+        *y = scalar::row_dot(w, acts.row(first + i, &[]));
     }
 }
 
-impl QuantizedActs {
-    /// `x`: `rows × cols` row-major; `None` unless `cols` is a multiple of
-    /// 32 and `x` has `rows × cols` values.
-    pub fn quantize(x: &[f32], rows: usize, cols: usize) -> Option<Self> {
-        if !cols.is_multiple_of(BLOCK) || x.len() != rows * cols {
-            return None;
-        }
-        let blocks = x.len() / BLOCK;
-        let mut scale = Vec::with_capacity(blocks);
-        let mut sum = Vec::with_capacity(blocks);
-        let mut q = Vec::with_capacity(x.len());
-        for b in x.chunks_exact(BLOCK) {
-            let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut s = 0i32;
-            for v in b {
-                let qi = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                s += i32::from(qi);
-                q.push(qi);
-            }
-            scale.push(d);
-            sum.push(d * s as f32);
-        }
-        Some(Self {
-            rows,
-            cols,
-            scale,
-            sum,
-            q,
-        })
+/// One weight row · one activation row, on the best kernel compiled in.
+fn row_dot(w: WRow<'_>, a: RowActs<'_>) -> f32 {
+    #[cfg(target_feature = "avx2")]
+    {
+        avx2::row(w, a)
     }
-
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn row(&self, r: usize) -> ActRow<'_> {
-        let nb = self.cols / BLOCK;
-        ActRow {
-            scale: &self.scale[r * nb..(r + 1) * nb],
-            sum: &self.sum[r * nb..(r + 1) * nb],
-            q: &self.q[r * self.cols..(r + 1) * self.cols],
-        }
+    #[cfg(not(target_feature = "avx2"))]
+    {
+        scalar::row_dot(w, a)
     }
 }
 
@@ -285,7 +304,7 @@ mod tests {
             assert!(m.matmul(&acts, &mut out));
             for r in 0..n {
                 // dequantised activations, as the kernel sees them
-                let a = acts.row(r);
+                let a = acts.row(r, &[]);
                 let xa: Vec<f32> = (0..cols)
                     .map(|i| a.scale[i / BLOCK] * f32::from(a.q[i]))
                     .collect();
@@ -307,6 +326,90 @@ mod tests {
                 "{} vs {exact}",
                 out[0]
             );
+        }
+    }
+
+    fn random_matrix(format: Format, rows: usize, cols: usize, seed: &mut u64) -> QMatrix {
+        let mut data = Vec::new();
+        for _ in 0..rows * cols / BLOCK {
+            data.extend(f16b((rng(seed) % 100) as f32 / 1000.0 + 0.001));
+            match format {
+                Format::Q4_1 => {
+                    data.extend(f16b(-((rng(seed) % 100) as f32) / 500.0));
+                    data.extend((0..16).map(|_| rng(seed) as u8));
+                }
+                Format::Q8_0 => data.extend((0..32).map(|_| rng(seed) as u8)),
+            }
+        }
+        match QMatrix::new(format, rows, cols, data) {
+            Some(m) => m,
+            None => panic!("shape"),
+        }
+    }
+
+    /// Every path (single row, whole tiles, padded tiles, leftover rows)
+    /// gives each row exactly the reference arithmetic's bits, so a row's
+    /// result never depends on its batch. Widths cover whole 8-block
+    /// chunks, a tail, and no whole chunk.
+    #[test]
+    fn every_batch_size_gives_the_reference_bits() {
+        let mut seed = 11u64;
+        for format in [Format::Q4_1, Format::Q8_0] {
+            for cols in [96, 256, 608] {
+                let m = random_matrix(format, 70, cols, &mut seed);
+                let x: Vec<f32> = (0..21 * cols)
+                    .map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0)
+                    .collect();
+                for n in [1, 2, 3, 4, 5, 8, 9, 13, 16, 21] {
+                    let acts = QuantizedActs::quantize(&x[..n * cols], n, cols);
+                    let Some(acts) = acts else { panic!("acts") };
+                    let mut out = vec![0f32; n * 70];
+                    assert!(m.matmul(&acts, &mut out));
+                    for r in 0..n {
+                        for o in 0..70 {
+                            let want = scalar::row_dot(m.wrow(o), acts.row(r, &[]));
+                            assert_eq!(
+                                out[r * 70 + o].to_bits(),
+                                want.to_bits(),
+                                "{format:?} cols {cols} n {n} row {r} out {o}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The largest integer dots (nibble 15 or byte -128 against ±127 in
+    /// every position) do not overflow the kernels' 16-bit steps.
+    #[test]
+    fn extreme_values_do_not_overflow() {
+        for (format, quant, sign) in [(Format::Q4_1, 0xffu8, 1.0f32), (Format::Q8_0, 0x80, -1.0)] {
+            let cols = 608;
+            let mut data = Vec::new();
+            for _ in 0..cols / BLOCK {
+                data.extend(f16b(1.0));
+                if format == Format::Q4_1 {
+                    data.extend(f16b(0.0));
+                }
+                data.extend(std::iter::repeat_n(quant, format.quant_bytes()));
+            }
+            let Some(m) = QMatrix::new(format, 1, cols, data) else {
+                panic!("shape")
+            };
+            for n in [1, 8] {
+                let x = vec![sign; n * cols];
+                let Some(acts) = QuantizedActs::quantize(&x, n, cols) else {
+                    panic!("acts")
+                };
+                let mut out = vec![0f32; n];
+                assert!(m.matmul(&acts, &mut out));
+                // 15·127 or 128·127 per value, times d_a = 1/127
+                let per = if format == Format::Q4_1 { 15.0 } else { 128.0 };
+                for y in out {
+                    assert!((y - per * cols as f32).abs() < 1.0, "{format:?} n {n}: {y}");
+                }
+            }
         }
     }
 

@@ -1,0 +1,164 @@
+//! Activations quantized to 8 bits per 32-value block, and the two layouts
+//! the kernels read them in:
+//!
+//! - **row layout** (one activation row against one weight row): the
+//!   natural order, plus, for Q4_1, each pair of blocks `(b, b+1)` as
+//!   `[b: 0..16 | b+1: 0..16 | b: 16..32 | b+1: 16..32]` — the order a
+//!   32-byte load of two blocks' nibbles unpacks into.
+//! - **tile layout** ([`TILE`] activation rows against one weight row):
+//!   per block, per group of 4 values, the 4 bytes of every row side by
+//!   side, so one 32-byte load pairs with 4 weight values broadcast to all
+//!   rows. Scales and sums are per block, one lane per row.
+
+use crate::{BLOCK, TILE};
+
+/// Activation rows quantized to 8 bits per 32-value block.
+pub struct QuantizedActs {
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    /// Per row and block: the scale `d`.
+    pub(crate) scale: Vec<f32>,
+    /// Per row and block: `d · Σq` (the Q4_1 min term needs it).
+    pub(crate) sum: Vec<f32>,
+    /// `rows × cols`, natural order.
+    pub(crate) q: Vec<i8>,
+}
+
+/// One activation row in row layout.
+#[derive(Clone, Copy)]
+pub(crate) struct RowActs<'a> {
+    pub q: &'a [i8],
+    /// Q4_1 pair layout of the whole 8-block chunks (empty for Q8_0).
+    pub pairs: &'a [i8],
+    pub scale: &'a [f32],
+    pub sum: &'a [f32],
+}
+
+/// [`TILE`] activation rows in tile layout (rows past the end are zeros).
+#[derive(Clone, Copy)]
+pub(crate) struct TileActs<'a> {
+    /// `blocks × 8 groups × TILE rows × 4` bytes.
+    pub q: &'a [i8],
+    /// `blocks × TILE`.
+    pub scale: &'a [f32],
+    pub sum: &'a [f32],
+}
+
+/// Owned tile-layout activations for several tiles.
+pub(crate) struct Tiles {
+    nb: usize,
+    q: Vec<i8>,
+    scale: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+impl Tiles {
+    pub fn count(&self) -> usize {
+        self.scale.len() / (self.nb * TILE).max(1)
+    }
+
+    pub fn tile(&self, t: usize) -> TileActs<'_> {
+        let (qn, sn) = (self.nb * BLOCK * TILE, self.nb * TILE);
+        TileActs {
+            q: &self.q[t * qn..(t + 1) * qn],
+            scale: &self.scale[t * sn..(t + 1) * sn],
+            sum: &self.sum[t * sn..(t + 1) * sn],
+        }
+    }
+}
+
+impl QuantizedActs {
+    /// `x`: `rows × cols` row-major; `None` unless `cols` is a multiple of
+    /// 32 and `x` has `rows × cols` values.
+    pub fn quantize(x: &[f32], rows: usize, cols: usize) -> Option<Self> {
+        if !cols.is_multiple_of(BLOCK) || x.len() != rows * cols {
+            return None;
+        }
+        let blocks = x.len() / BLOCK;
+        let mut scale = Vec::with_capacity(blocks);
+        let mut sum = Vec::with_capacity(blocks);
+        let mut q = Vec::with_capacity(x.len());
+        for b in x.chunks_exact(BLOCK) {
+            let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut s = 0i32;
+            for v in b {
+                let qi = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                s += i32::from(qi);
+                q.push(qi);
+            }
+            scale.push(d);
+            sum.push(d * s as f32);
+        }
+        Some(Self {
+            rows,
+            cols,
+            scale,
+            sum,
+            q,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.cols / BLOCK
+    }
+
+    /// Row `r` in natural order; `pairs` must come from [`Self::pairs`].
+    pub(crate) fn row<'a>(&'a self, r: usize, pairs: &'a [i8]) -> RowActs<'a> {
+        let nb = self.blocks();
+        RowActs {
+            q: &self.q[r * self.cols..(r + 1) * self.cols],
+            pairs,
+            scale: &self.scale[r * nb..(r + 1) * nb],
+            sum: &self.sum[r * nb..(r + 1) * nb],
+        }
+    }
+
+    /// Row `r`'s whole 8-block chunks in the Q4_1 pair layout.
+    pub(crate) fn pairs(&self, r: usize) -> Vec<i8> {
+        let full = self.blocks() / 8 * 8;
+        let q = &self.q[r * self.cols..r * self.cols + full * BLOCK];
+        let mut out = Vec::with_capacity(q.len());
+        for two in q.chunks_exact(2 * BLOCK) {
+            let (a, b) = two.split_at(BLOCK);
+            out.extend_from_slice(&a[..16]);
+            out.extend_from_slice(&b[..16]);
+            out.extend_from_slice(&a[16..]);
+            out.extend_from_slice(&b[16..]);
+        }
+        out
+    }
+
+    /// `count` tiles of rows `first..first + count·TILE`; rows past the
+    /// last are zeros (their results are dropped).
+    pub(crate) fn tiles(&self, first: usize, count: usize) -> Tiles {
+        let nb = self.blocks();
+        let mut q = vec![0i8; count * nb * BLOCK * TILE];
+        let mut scale = vec![0f32; count * nb * TILE];
+        let mut sum = vec![0f32; count * nb * TILE];
+        for t in 0..count {
+            for i in 0..TILE {
+                let r = first + t * TILE + i;
+                if r >= self.rows {
+                    break;
+                }
+                for b in 0..nb {
+                    let s = (t * nb + b) * TILE + i;
+                    scale[s] = self.scale[r * nb + b];
+                    sum[s] = self.sum[r * nb + b];
+                    let src = &self.q[r * self.cols + b * BLOCK..][..BLOCK];
+                    for (g, four) in src.chunks_exact(4).enumerate() {
+                        let at = (((t * nb + b) * 8 + g) * TILE + i) * 4;
+                        q[at..at + 4].copy_from_slice(four);
+                    }
+                }
+            }
+        }
+        Tiles { nb, q, scale, sum }
+    }
+}
