@@ -7,7 +7,12 @@ use std::time::Instant;
 use ragmesh_kernels::{Format, QMatrix, QuantizedActs};
 
 fn main() {
-    let (rows, cols) = (30 * 3_538_944 / 576, 576);
+    // RAGMESH_KERNEL_ROWS: a smaller matrix (e.g. 512, cache-resident)
+    let rows = std::env::var("RAGMESH_KERNEL_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30 * 3_538_944 / 576);
+    let cols = 576;
     let mut seed = 1u64;
     let mut rnd = || {
         seed ^= seed << 13;
@@ -40,7 +45,7 @@ fn main() {
             return;
         };
         let mut out = vec![0f32; n * rows];
-        let iters = (2048 / n).clamp(2, 40);
+        let iters = ((2048 / n).clamp(2, 40) * 184_320 / rows).max(2);
         let t = Instant::now();
         for _ in 0..iters {
             m.matmul(&acts, &mut out);

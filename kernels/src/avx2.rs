@@ -167,22 +167,53 @@ fn tile_fits(w: WRow<'_>, a: TileActs<'_>) -> bool {
 /// `out[i] = w · a[i]` for the tile's rows, each bit-identical to
 /// [`scalar::row_dot`]. `None` when the slices do not fit (the caller
 /// then takes the row path).
-pub(crate) fn tile(w: WRow<'_>, a: TileActs<'_>) -> Option<[f32; TILE]> {
+///
+/// `unpacked`: for Q4_1, the row's values one per byte ([`unpack`]).
+pub(crate) fn tile(w: WRow<'_>, unpacked: &[u8], a: TileActs<'_>) -> Option<[f32; TILE]> {
     if !tile_fits(w, a) {
         return None;
     }
     match w.format {
-        // SAFETY: `tile_fits` checked the slices against the block count.
-        Format::Q4_1 => Some(unsafe { tile_blocks::<true>(w, a) }),
-        Format::Q8_0 => Some(unsafe { tile_blocks::<false>(w, a) }),
+        Format::Q4_1 if unpacked.len() >= w.d.len() * BLOCK => {
+            // SAFETY: `tile_fits` checked the slices against the block
+            // count, and `unpacked` holds 32 bytes per block.
+            Some(unsafe { tile_blocks::<true>(w, unpacked.as_ptr(), a) })
+        }
+        Format::Q4_1 => None,
+        // SAFETY: as above; Q8_0 reads its bytes from `w.qs`.
+        Format::Q8_0 => Some(unsafe { tile_blocks::<false>(w, std::ptr::null(), a) }),
     }
+}
+
+/// A Q4_1 row's nibbles into `vals`, one value per byte in block order,
+/// so tiles can broadcast four values with one load. False when the
+/// lengths do not match.
+pub(crate) fn unpack(qs: &[u8], vals: &mut [u8]) -> bool {
+    if vals.len() != qs.len() * 2 || !qs.len().is_multiple_of(16) {
+        return false;
+    }
+    // SAFETY: block `i` reads qs[16i..16i+16] and writes vals[32i..32i+32],
+    // inside the slices checked above.
+    unsafe {
+        let mask = _mm_set1_epi8(15);
+        for i in 0..qs.len() / 16 {
+            let v = _mm_loadu_si128(qs.as_ptr().add(i * 16).cast());
+            let dst = vals.as_mut_ptr().add(i * 32);
+            _mm_storeu_si128(dst.cast(), _mm_and_si128(v, mask));
+            _mm_storeu_si128(
+                dst.add(16).cast(),
+                _mm_and_si128(_mm_srli_epi16::<4>(v), mask),
+            );
+        }
+    }
+    true
 }
 
 /// The tile kernel for one format (`Q41`: Q4_1, else Q8_0).
 ///
 /// Safety: the caller checked `tile_fits(w, a)`.
 #[inline(always)]
-unsafe fn tile_blocks<const Q41: bool>(w: WRow<'_>, a: TileActs<'_>) -> [f32; TILE] {
+unsafe fn tile_blocks<const Q41: bool>(w: WRow<'_>, u: *const u8, a: TileActs<'_>) -> [f32; TILE] {
     let nb = w.d.len();
     let chunks = nb / 8;
     let rest = nb % 8;
@@ -196,19 +227,19 @@ unsafe fn tile_blocks<const Q41: bool>(w: WRow<'_>, a: TileActs<'_>) -> [f32; TI
         let (mut a4, mut a5, mut a6, mut a7) = (z, z, z, z);
         for c in 0..chunks {
             let b = c * 8;
-            a0 = tile_block::<Q41>(w, a, b, a0);
-            a1 = tile_block::<Q41>(w, a, b + 1, a1);
-            a2 = tile_block::<Q41>(w, a, b + 2, a2);
-            a3 = tile_block::<Q41>(w, a, b + 3, a3);
-            a4 = tile_block::<Q41>(w, a, b + 4, a4);
-            a5 = tile_block::<Q41>(w, a, b + 5, a5);
-            a6 = tile_block::<Q41>(w, a, b + 6, a6);
-            a7 = tile_block::<Q41>(w, a, b + 7, a7);
+            a0 = tile_block::<Q41>(w, u, a, b, a0);
+            a1 = tile_block::<Q41>(w, u, a, b + 1, a1);
+            a2 = tile_block::<Q41>(w, u, a, b + 2, a2);
+            a3 = tile_block::<Q41>(w, u, a, b + 3, a3);
+            a4 = tile_block::<Q41>(w, u, a, b + 4, a4);
+            a5 = tile_block::<Q41>(w, u, a, b + 5, a5);
+            a6 = tile_block::<Q41>(w, u, a, b + 6, a6);
+            a7 = tile_block::<Q41>(w, u, a, b + 7, a7);
         }
         let b = chunks * 8;
         let mut tail = [a0, a1, a2, a3, a4, a5, a6, a7];
         for (k, ak) in tail.iter_mut().enumerate().take(rest) {
-            *ak = tile_block::<Q41>(w, a, b + k, *ak);
+            *ak = tile_block::<Q41>(w, u, a, b + k, *ak);
         }
         let [a0, a1, a2, a3, a4, a5, a6, a7] = tail;
         // the scalar reduction, lane-wise
@@ -226,6 +257,7 @@ unsafe fn tile_blocks<const Q41: bool>(w: WRow<'_>, a: TileActs<'_>) -> [f32; TI
 #[inline(always)]
 unsafe fn tile_block<const Q41: bool>(
     w: WRow<'_>,
+    u: *const u8,
     a: TileActs<'_>,
     b: usize,
     acc: __m256,
@@ -238,38 +270,20 @@ unsafe fn tile_block<const Q41: bool>(
             _mm256_loadu_ps(a.scale.as_ptr().add(b * TILE)),
         );
         if Q41 {
-            // the block's 32 values, 0..16 and 16..32, each half in both
-            // 128-bit lanes; `shuffle_epi32` then spreads 4 of them to all
-            let v = _mm_loadu_si128(w.qs.as_ptr().add(b * 16).cast());
-            let mask = _mm_set1_epi8(15);
-            let lo = _mm256_broadcastsi128_si256(_mm_and_si128(v, mask));
-            let hi = _mm256_broadcastsi128_si256(_mm_and_si128(_mm_srli_epi16::<4>(v), mask));
-            // 8 groups of 4 products per i16 pair: ≤ 16 products per
-            // i16 lane (≤ 30480), then one madd to i32 per row
-            let p = |wg: __m256i, g: usize| {
+            // the block's 32 values, one per byte (unpacked by the
+            // caller); four of them broadcast to every row's lane
+            let wp = u.add(b * BLOCK);
+            let p = |g: usize| {
+                let wg = _mm256_set1_epi32(wp.add(g * 4).cast::<i32>().read_unaligned());
                 _mm256_maddubs_epi16(wg, _mm256_loadu_si256(q.add(g * 32).cast()))
             };
-            let s0 = _mm256_add_epi16(
-                _mm256_add_epi16(
-                    p(_mm256_shuffle_epi32::<0x00>(lo), 0),
-                    p(_mm256_shuffle_epi32::<0x55>(lo), 1),
-                ),
-                _mm256_add_epi16(
-                    p(_mm256_shuffle_epi32::<0xaa>(lo), 2),
-                    p(_mm256_shuffle_epi32::<0xff>(lo), 3),
-                ),
+            // 8 groups of 4 products per i16 pair: ≤ 16 products per
+            // i16 lane (≤ 30480), then one madd to i32 per row
+            let s = _mm256_add_epi16(
+                _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3))),
+                _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7))),
             );
-            let s1 = _mm256_add_epi16(
-                _mm256_add_epi16(
-                    p(_mm256_shuffle_epi32::<0x00>(hi), 4),
-                    p(_mm256_shuffle_epi32::<0x55>(hi), 5),
-                ),
-                _mm256_add_epi16(
-                    p(_mm256_shuffle_epi32::<0xaa>(hi), 6),
-                    p(_mm256_shuffle_epi32::<0xff>(hi), 7),
-                ),
-            );
-            let isum = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), _mm256_set1_epi16(1));
+            let isum = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
             let acc = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum), acc);
             _mm256_fmadd_ps(
                 _mm256_set1_ps(w.m.get_unchecked(b).to_f32()),

@@ -184,11 +184,15 @@ impl QMatrix {
             .map(|s| {
                 let rows = (s * SLAB..((s + 1) * SLAB).min(self.rows)).len();
                 let mut part = vec![0f32; rows * n];
+                let mut unpacked = Vec::new();
                 for (i, dst) in part.chunks_exact_mut(n).enumerate() {
                     let w = self.wrow(s * SLAB + i);
+                    if ntiles > 0 && self.format == Format::Q4_1 {
+                        unpack(w.qs, &mut unpacked);
+                    }
                     for t in 0..tiles.count() {
                         let rows = &mut dst[t * TILE..((t + 1) * TILE).min(tiled)];
-                        tile_dot(w, tiles.tile(t), acts, t * TILE, rows);
+                        tile_dot(w, &unpacked, tiles.tile(t), acts, t * TILE, rows);
                     }
                     for (r, y) in (tiled..n).zip(&mut dst[tiled..]) {
                         *y = row_dot(w, acts.row(r, &pairs[r - tiled]));
@@ -235,15 +239,38 @@ impl QMatrix {
 }
 
 /// One tile's results into `dst` (its real rows, from `first`).
-fn tile_dot(w: WRow<'_>, tile: TileActs<'_>, acts: &QuantizedActs, first: usize, dst: &mut [f32]) {
+fn tile_dot(
+    w: WRow<'_>,
+    unpacked: &[u8],
+    tile: TileActs<'_>,
+    acts: &QuantizedActs,
+    first: usize,
+    dst: &mut [f32],
+) {
     #[cfg(target_feature = "avx2")]
-    if let Some(res) = avx2::tile(w, tile) {
+    if let Some(res) = avx2::tile(w, unpacked, tile) {
         dst.copy_from_slice(&res[..dst.len()]);
         return;
     }
-    let _ = tile;
+    let _ = (tile, unpacked);
     for (i, y) in dst.iter_mut().enumerate() {
         *y = scalar::row_dot(w, acts.row(first + i, &[]));
+    }
+}
+
+/// A Q4_1 row's nibbles, one value per byte (what the tile kernel reads).
+fn unpack(qs: &[u8], vals: &mut Vec<u8>) {
+    vals.resize(qs.len() * 2, 0);
+    #[cfg(target_feature = "avx2")]
+    if avx2::unpack(qs, vals) {
+        return;
+    }
+    for (dst, src) in vals.chunks_exact_mut(BLOCK).zip(qs.chunks_exact(16)) {
+        let (lo, hi) = dst.split_at_mut(16);
+        for ((l, h), q) in lo.iter_mut().zip(hi.iter_mut()).zip(src) {
+            *l = q & 15;
+            *h = q >> 4;
+        }
     }
 }
 

@@ -21,7 +21,11 @@ fn prompt_of(g: &Generator, n: usize) -> anyhow::Result<String> {
 
 async fn run(g: &Generator, prompt: &str, max: usize) -> anyhow::Result<(usize, f64, f64)> {
     let t = Instant::now();
-    let mut rx = g.generate(GenerateRequest::prompt(prompt, max as i64))?;
+    // fixed output lengths (vLLM's benchmarks do the same): a stream that
+    // met an end token early would leave the batch and shrink it
+    let mut req = GenerateRequest::prompt(prompt, max as i64);
+    req.ignore_eos = true;
+    let mut rx = g.generate(req)?;
     let mut first = None;
     let mut n = 0;
     while let Some(ev) = rx.recv().await {

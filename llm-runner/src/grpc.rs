@@ -162,6 +162,7 @@ impl LlmRunner for RunnerGrpc {
             logprobs: r.logprobs,
             top_logprobs: r.top_logprobs,
             request_id: r.request_id,
+            ignore_eos: r.ignore_eos,
         };
         let mut rx = self.core.generate(g)?;
         let stream = async_stream::stream! {

@@ -27,6 +27,10 @@ pub struct GenerateRequest {
     pub logprobs: bool,
     pub top_logprobs: u32,
     pub request_id: String,
+    /// vLLM's `ignore_eos`: end tokens neither finish the sequence nor add
+    /// text; only `max_tokens` or a stop sequence ends it (fixed-length
+    /// benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl GenerateRequest {
@@ -42,6 +46,7 @@ impl GenerateRequest {
             logprobs: false,
             top_logprobs: 0,
             request_id: String::new(),
+            ignore_eos: false,
         }
     }
 }

@@ -374,11 +374,19 @@ impl Engine {
         s.last_token_at = Some(now);
         s.generated.push(choice.token);
         m::generation_tokens(1);
-        let is_eos = tok.stop_ids.contains(&choice.token);
+        let end_token = tok.stop_ids.contains(&choice.token);
+        let is_eos = end_token && !s.job.req.ignore_eos;
         let mut text = String::new();
         let mut stopped = is_eos;
         if !is_eos {
-            let piece = s.decoder.push(tok.token_bytes(choice.token));
+            // an end token generated under ignore_eos adds no text (as a
+            // special token in vLLM's default detokenisation)
+            let bytes = if end_token {
+                &[][..]
+            } else {
+                tok.token_bytes(choice.token)
+            };
+            let piece = s.decoder.push(bytes);
             let (out, hit) = s.stop.push(&piece);
             text = out;
             stopped = hit;

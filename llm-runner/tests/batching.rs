@@ -131,4 +131,15 @@ async fn stops_seeds_lengths_and_usage() {
     let a = common::run(g, sampled(42)).await;
     let b = common::run(g, sampled(42)).await;
     assert_eq!(a.ids, b.ids);
+    // ignore_eos: a reply that ends early runs on to max_tokens, its
+    // greedy prefix unchanged and no end-token text in the output
+    let short = common::run(g, chat("What is 2 + 2?", 64)).await;
+    assert_eq!(short.finish, FinishReason::Stop, "{:?}", short.text);
+    let mut r = chat("What is 2 + 2?", short.completion_tokens as i64 + 8);
+    r.ignore_eos = true;
+    let long = common::run(g, r).await;
+    assert_eq!(long.finish, FinishReason::Length);
+    assert_eq!(long.completion_tokens, short.completion_tokens + 8);
+    assert!(long.text.starts_with(&short.text), "{:?}", long.text);
+    assert!(!long.text.contains("<|im_end|>"), "{:?}", long.text);
 }

@@ -99,6 +99,7 @@ fn request_pb(r: GenerateRequest) -> pb::GenerateRequest {
         logprobs: r.logprobs,
         top_logprobs: r.top_logprobs,
         request_id: r.request_id,
+        ignore_eos: r.ignore_eos,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct GenParams {
     pub top_logprobs: u32,
     pub stream: bool,
     pub include_usage: bool,
+    /// vLLM's extra parameter: generate through end-of-sequence tokens.
+    pub ignore_eos: bool,
 }
 
 impl GenParams {
@@ -86,6 +88,7 @@ impl GenParams {
             top_logprobs,
             stream,
             include_usage,
+            ignore_eos: fields::opt_bool(b, "ignore_eos")?.unwrap_or(false),
         })
     }
 
@@ -117,6 +120,7 @@ impl GenParams {
             logprobs: self.logprobs,
             top_logprobs: self.top_logprobs,
             request_id: request_id.to_owned(),
+            ignore_eos: self.ignore_eos,
         }
     }
 }
