@@ -78,16 +78,17 @@ impl QuantizedActs {
         let mut scale = Vec::with_capacity(blocks);
         let mut sum = Vec::with_capacity(blocks);
         let mut q = Vec::with_capacity(x.len());
-        for b in x.chunks_exact(BLOCK) {
+        q.resize(x.len(), 0);
+        for (b, qb) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
             let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = amax / 127.0;
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut s = 0i32;
-            for v in b {
-                let qi = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                s += i32::from(qi);
-                q.push(qi);
+            // ties to even (as llama.cpp's AVX2 path rounds), which the
+            // compiler vectorises; |v·inv| ≤ 127 by construction
+            for (o, v) in qb.iter_mut().zip(b) {
+                *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
             }
+            let s: i32 = qb.iter().map(|&v| i32::from(v)).sum();
             scale.push(d);
             sum.push(d * s as f32);
         }

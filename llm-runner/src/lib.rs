@@ -3,7 +3,8 @@
 //!
 //! - core: [`Generator`] (validation, tokenization, admission) feeding one
 //!   engine thread ([`scheduler`]) that batches every running sequence into
-//!   each forward of the llama model ([`model`], [`linear`], [`kv`]);
+//!   each forward of the llama model ([`model`], [`linear`], [`attention`],
+//!   [`kv`]);
 //!   tokenizer and chat template come from the GGUF file ([`tokenizer`],
 //!   [`template`]); [`sampling`] picks tokens and matches stop sequences.
 //! - transports: [`grpc`] (`ragmesh.v1.LlmRunner` + `grpc.health.v1`),
@@ -12,6 +13,7 @@
 // links the static OpenBLAS behind ndarray's sgemm
 use ragmesh_blas as _;
 
+pub mod attention;
 pub mod error;
 pub mod generator;
 pub mod gguf;

@@ -65,6 +65,14 @@ fn format_of(q: &QTensor) -> Option<Format> {
     }
 }
 
+fn qmatrix(f: Format, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
+    QMatrix::new(f, rows, cols, data).ok_or_else(|| {
+        GenError::Model(format!(
+            "weight of {rows}×{cols} has a malformed block layout"
+        ))
+    })
+}
+
 impl QLinear {
     /// `parts`: GGUF tensors of shape `[out_i, in]` sharing `in`.
     pub fn new(parts: Vec<QTensor>, kernel: Kernel) -> Result<Self> {
@@ -76,16 +84,26 @@ impl QLinear {
             out += o;
         }
         let quantize = kernel == Kernel::Quantized && parts.iter().all(|q| format_of(q).is_some());
+        // parts of one format are stacked into a single matrix: one pass
+        // (one parallel region) per call instead of one per part
+        let one_format = parts
+            .windows(2)
+            .all(|p| format_of(&p[0]) == format_of(&p[1]));
         let mut quantized = quantize.then(Vec::new);
+        let mut stacked: Option<(Format, usize, Vec<u8>)> = None;
         let mut w = Aligned::new(out * inp);
         let mut at = 0;
         for q in parts {
             if let (Some(ms), Some(f)) = (quantized.as_mut(), format_of(&q)) {
                 let (o, i) = q.shape().dims2()?;
-                let m = QMatrix::new(f, o, i, q.data()?.into_owned()).ok_or_else(|| {
-                    GenError::Model(format!("weight of {o}×{i} has a malformed block layout"))
-                })?;
-                ms.push(m);
+                let bytes = q.data()?;
+                if one_format {
+                    let (_, rows, data) = stacked.get_or_insert_with(|| (f, 0, Vec::new()));
+                    *rows += o;
+                    data.extend_from_slice(&bytes);
+                } else {
+                    ms.push(qmatrix(f, o, i, bytes.into_owned())?);
+                }
             }
             let v = q
                 .dequantize(&Device::Cpu)?
@@ -93,6 +111,9 @@ impl QLinear {
                 .to_vec1::<f32>()?;
             w.slice_mut()[at..at + v.len()].copy_from_slice(&v);
             at += v.len();
+        }
+        if let (Some(ms), Some((f, rows, data))) = (quantized.as_mut(), stacked) {
+            ms.push(qmatrix(f, rows, inp, data)?);
         }
         // the weight lives in an aligned allocation too (see forward_gemm)
         let dense = Array2::from_shape_vec((out, inp), w.into_vec())

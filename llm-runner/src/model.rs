@@ -17,6 +17,7 @@ use candle_core::Device;
 use candle_core::quantized::QTensor;
 use rayon::prelude::*;
 
+use crate::attention::{Heads, SeqAttn, attend};
 use crate::error::{GenError, Result};
 use crate::gguf::{Gguf, LlamaConfig};
 use crate::kv::KvCache;
@@ -61,23 +62,6 @@ fn rms_norm(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
         let scale = 1.0 / (ms + eps).sqrt();
         row.iter_mut().zip(w).for_each(|(v, g)| *v = *v * scale * g);
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // 8 accumulators so the compiler vectorises without fast-math.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 fn tensor(g: &mut Gguf, path: &Path, name: &str) -> Result<QTensor> {
@@ -227,68 +211,25 @@ impl Llama {
                 }
                 row += n;
             }
-            // attention per (sequence, head), in parallel
-            let mut jobs = Vec::new();
+            // attention, each sequence against its own cache
+            let mut seqs = Vec::with_capacity(batch.len());
             let mut row = 0;
-            for (si, s) in batch.iter().enumerate() {
-                for head in 0..c.n_head {
-                    jobs.push((si, row, s.tokens.len(), head));
-                }
+            for s in batch.iter() {
+                seqs.push(SeqAttn {
+                    row,
+                    n: s.tokens.len(),
+                    past: s.cache.len(),
+                    k: &s.cache.k[li],
+                    v: &s.cache.v[li],
+                });
                 row += s.tokens.len();
             }
-            let group = c.n_head / c.n_kv_head;
-            let scale = 1.0 / (hd as f32).sqrt();
-            let caches: Vec<(&[f32], &[f32], usize)> = batch
-                .iter()
-                .map(|s| {
-                    (
-                        s.cache.k[li].as_slice(),
-                        s.cache.v[li].as_slice(),
-                        s.cache.len(),
-                    )
-                })
-                .collect();
-            let heads: Vec<Vec<f32>> = jobs
-                .par_iter()
-                .map(|&(si, row, n, head)| {
-                    let (kc, vc, past) = caches[si];
-                    let kvh = head / group;
-                    let mut out = vec![0f32; n * hd];
-                    let mut scores = Vec::with_capacity(past + n);
-                    for j in 0..n {
-                        let qv =
-                            &q[(row + j) * q_dim + head * hd..(row + j) * q_dim + (head + 1) * hd];
-                        let upto = past + j + 1; // causal
-                        scores.clear();
-                        let mut max = f32::NEG_INFINITY;
-                        for p in 0..upto {
-                            let kv = &kc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                            let sc = dot(qv, kv) * scale;
-                            max = max.max(sc);
-                            scores.push(sc);
-                        }
-                        let mut sum = 0f32;
-                        for sc in scores.iter_mut() {
-                            *sc = (*sc - max).exp();
-                            sum += *sc;
-                        }
-                        let o = &mut out[j * hd..(j + 1) * hd];
-                        for (p, w) in scores.iter().enumerate() {
-                            let w = w / sum;
-                            let vv = &vc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                            o.iter_mut().zip(vv).for_each(|(a, b)| *a += w * b);
-                        }
-                    }
-                    out
-                })
-                .collect();
-            let mut attn = vec![0f32; total * q_dim];
-            for (&(_, row, n, head), out) in jobs.iter().zip(&heads) {
-                for j in 0..n {
-                    attn[(row + j) * q_dim + head * hd..(row + j) * q_dim + (head + 1) * hd]
-                        .copy_from_slice(&out[j * hd..(j + 1) * hd]);
-                }
-            }
+            let heads = Heads {
+                n_head: c.n_head,
+                n_kv_head: c.n_kv_head,
+                head_dim: hd,
+            };
+            let attn = attend(heads, &q, &seqs);
             let o = layer.wo.forward(&attn, &groups)?;
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             // feed-forward
@@ -297,13 +238,14 @@ impl Llama {
             let gu = layer.gate_up.forward(&hbuf, &groups)?;
             let ffn = c.ffn;
             let mut act = vec![0f32; total * ffn];
-            for r in 0..total {
-                let g = &gu[r * 2 * ffn..r * 2 * ffn + ffn];
-                let u = &gu[r * 2 * ffn + ffn..(r + 1) * 2 * ffn];
-                for ((a, g), u) in act[r * ffn..(r + 1) * ffn].iter_mut().zip(g).zip(u) {
-                    *a = g / (1.0 + (-g).exp()) * u;
-                }
-            }
+            act.par_chunks_mut(ffn)
+                .zip(gu.par_chunks(2 * ffn))
+                .for_each(|(a, gu)| {
+                    let (g, u) = gu.split_at(ffn);
+                    for ((a, g), u) in a.iter_mut().zip(g).zip(u) {
+                        *a = g / (1.0 + (-g).exp()) * u;
+                    }
+                });
             let d = layer.down.forward(&act, &groups)?;
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }

@@ -1,0 +1,120 @@
+//! Causal grouped-query attention of a batched step, each sequence
+//! against its own KV cache.
+//!
+//! Work is split by (sequence, KV head, block of query rows): the query
+//! heads sharing a KV head are scored together, so each cached key and
+//! value row is read once per group instead of once per head (SmolLM2:
+//! 9 query heads over 3 KV heads), and a long prompt still splits into
+//! enough jobs for every core.
+
+use rayon::prelude::*;
+
+/// Query rows per job: enough work per task, enough tasks per prompt.
+const ROWS_PER_JOB: usize = 32;
+
+/// Head layout of one layer.
+#[derive(Clone, Copy)]
+pub struct Heads {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+}
+
+/// One sequence's slice of the step: `n` query rows starting at `row` of
+/// the stacked batch, and its cache (keys and values of all `past + n`
+/// positions, this step's already appended).
+pub struct SeqAttn<'a> {
+    pub row: usize,
+    pub n: usize,
+    pub past: usize,
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // 8 accumulators so the compiler vectorises without fast-math
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// `q`: `rows × n_head·head_dim` (rotated); returns the attention output
+/// in the same layout.
+pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
+    let hd = h.head_dim;
+    let q_dim = h.n_head * hd;
+    let kv_dim = h.n_kv_head * hd;
+    let group = h.n_head / h.n_kv_head.max(1);
+    let scale = 1.0 / (hd as f32).sqrt();
+    // (sequence, kv head, first row, rows)
+    let mut jobs = Vec::new();
+    for (si, s) in seqs.iter().enumerate() {
+        for kvh in 0..h.n_kv_head {
+            for j0 in (0..s.n).step_by(ROWS_PER_JOB) {
+                jobs.push((si, kvh, j0, ROWS_PER_JOB.min(s.n - j0)));
+            }
+        }
+    }
+    let outs: Vec<Vec<f32>> = jobs
+        .par_iter()
+        .map(|&(si, kvh, j0, rows)| {
+            let s = &seqs[si];
+            let keys = s.k.chunks_exact(kv_dim);
+            let vals = s.v.chunks_exact(kv_dim);
+            // out: rows × group × hd
+            let mut out = vec![0f32; rows * group * hd];
+            let mut scores = vec![0f32; group * (s.past + j0 + rows)];
+            for j in 0..rows {
+                let r = s.row + j0 + j;
+                let upto = s.past + j0 + j + 1; // causal
+                let qs = &q[r * q_dim + kvh * group * hd..][..group * hd];
+                for (p, key) in keys.clone().take(upto).enumerate() {
+                    let key = &key[kvh * hd..(kvh + 1) * hd];
+                    for (g, qh) in qs.chunks_exact(hd).enumerate() {
+                        scores[g * upto + p] = dot(qh, key) * scale;
+                    }
+                }
+                for g in 0..group {
+                    let sc = &mut scores[g * upto..(g + 1) * upto];
+                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let mut sum = 0f32;
+                    for v in sc.iter_mut() {
+                        *v = (*v - max).exp();
+                        sum += *v;
+                    }
+                    let inv = 1.0 / sum;
+                    sc.iter_mut().for_each(|v| *v *= inv);
+                }
+                let o = &mut out[j * group * hd..(j + 1) * group * hd];
+                for (p, val) in vals.clone().take(upto).enumerate() {
+                    let val = &val[kvh * hd..(kvh + 1) * hd];
+                    for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
+                        let w = scores[g * upto + p];
+                        oh.iter_mut().zip(val).for_each(|(a, b)| *a += w * b);
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    let rows: usize = seqs.iter().map(|s| s.n).sum();
+    let mut attn = vec![0f32; rows * q_dim];
+    for (&(si, kvh, j0, n), out) in jobs.iter().zip(&outs) {
+        for j in 0..n {
+            let r = seqs[si].row + j0 + j;
+            attn[r * q_dim + kvh * group * hd..][..group * hd]
+                .copy_from_slice(&out[j * group * hd..(j + 1) * group * hd]);
+        }
+    }
+    attn
+}
