@@ -77,8 +77,7 @@ impl QuantizedActs {
         let blocks = x.len() / BLOCK;
         let mut scale = Vec::with_capacity(blocks);
         let mut sum = Vec::with_capacity(blocks);
-        let mut q = Vec::with_capacity(x.len());
-        q.resize(x.len(), 0);
+        let mut q = vec![0i8; x.len()];
         for (b, qb) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
             let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = amax / 127.0;
