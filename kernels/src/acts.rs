@@ -26,6 +26,7 @@ pub struct QuantizedActs {
 
 /// One activation row in row layout.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
 pub(crate) struct RowActs<'a> {
     pub q: &'a [i8],
     /// Q4_1 pair layout of the whole 8-block chunks (empty for Q8_0).
@@ -36,6 +37,7 @@ pub(crate) struct RowActs<'a> {
 
 /// [`TILE`] activation rows in tile layout (rows past the end are zeros).
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
 pub(crate) struct TileActs<'a> {
     /// `blocks × 8 groups × TILE rows × 4` bytes.
     pub q: &'a [i8],
