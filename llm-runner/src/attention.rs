@@ -31,6 +31,7 @@ pub struct SeqAttn<'a> {
     pub v: &'a [f32],
 }
 
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     // 8 accumulators so the compiler vectorises without fast-math
     let mut acc = [0f32; 8];
