@@ -152,10 +152,15 @@ mod tests {
             json!({"stream_options": {"include_usage": 1}}),
             json!({"seed": "x"}),
             json!({"presence_penalty": -3}),
+            json!({"ignore_eos": "true"}),
         ] {
             assert!(GenParams::parse(&body(bad.clone()), true).is_err(), "{bad}");
         }
         let p = GenParams::parse(&body(json!({"logprobs": 2})), false).ok();
         assert_eq!(p.map(|p| (p.logprobs, p.top_logprobs)), Some((true, 2)));
+        // vLLM's ignore_eos reaches the runner request
+        let p = GenParams::parse(&body(json!({"ignore_eos": true})), true);
+        let r = p.map(|p| p.request(Input::Prompt("x".into()), 1.0, "id"));
+        assert!(r.is_ok_and(|r| r.ignore_eos));
     }
 }
