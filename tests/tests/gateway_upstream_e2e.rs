@@ -213,3 +213,50 @@ url = "{broken}/v1"
         assert!(ids.contains(&want), "{ids:?}");
     }
 }
+
+/// The upstream restarts on the same port: connections pooled to the old
+/// process are dropped, not failed on, so with no retries configured every
+/// call still answers 200 (the in-task HTTP/1 client's pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_upstream_is_reconnected_without_errors() {
+    let first = stub(&["--name", "again"]);
+    let addr = first.addr("http");
+    let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let config = format!(
+        "[[model]]\nname = \"again\"\nretries = 0\n[[model.upstream]]\nurl = \"http://{addr}/v1\"\n"
+    );
+    let gw = gateway(&dir, &config, &[], &[]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", gw.http_url());
+    let body = json!({"model": "again", "messages": [{"role": "user", "content": "hi"}]});
+    let calls = |n: usize| {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        async move {
+            // concurrent calls, so the pool holds several connections
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let (http, url, body) = (http.clone(), url.clone(), body.clone());
+                    tokio::spawn(async move { post(&http, url, body).await })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap_or_else(|e| panic!("{e}")));
+            }
+            out
+        }
+    };
+    for (status, text, _) in calls(6).await {
+        assert_eq!(status, 200, "{text}");
+    }
+    drop(first);
+    let second = stub(&["--name", "again", "--port", &port]);
+    for round in 0..3 {
+        for (status, text, v) in calls(6).await {
+            assert_eq!(status, 200, "round {round}: {text}");
+            assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+        }
+    }
+    assert!(stats(&http, &second).await["calls"].as_u64() >= Some(18));
+}

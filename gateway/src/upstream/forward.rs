@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
+use super::direct::{DirectPool, Failed};
 use super::{COOLDOWN, Target, Upstream, now_ms};
 use crate::error::{ApiResult, timeout, unavailable};
 use crate::metrics as m;
@@ -131,6 +132,9 @@ async fn attempt_once(
     request_id: &str,
 ) -> Result<Response, Failure> {
     let deadline = Instant::now() + up.timeout;
+    if let (Some(pool), false) = (&t.direct, stream) {
+        return attempt_direct(up, t, pool, path, payload, request_id).await;
+    }
     let mut req = up
         .client
         .post(match path {
@@ -186,6 +190,57 @@ async fn attempt_once(
     let mut out = (status, bytes).into_response();
     *out.headers_mut() = headers;
     if status.is_success() || !retryable(status) {
+        Ok(out)
+    } else {
+        Err(Failure::Status(out))
+    }
+}
+
+/// `attempt_once` for a whole answer from an `http://` target, on the
+/// in-task client.
+async fn attempt_direct(
+    up: &Upstream,
+    t: &Target,
+    pool: &DirectPool,
+    path: Endpoint,
+    payload: Bytes,
+    request_id: &str,
+) -> Result<Response, Failure> {
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    if let Some(k) = &t.api_key
+        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {k}"))
+    {
+        headers.insert(header::AUTHORIZATION, v);
+    }
+    let uri = match path {
+        Endpoint::Chat => &t.chat_path,
+        Endpoint::Completions => &t.completions_path,
+    };
+    let answer = match tokio::time::timeout(up.timeout, pool.post(uri, headers, payload)).await {
+        Err(_) => {
+            return Err(Failure::Transport {
+                timed_out: true,
+                message: format!("no answer within {} s", up.timeout.as_secs_f64()),
+            });
+        }
+        Ok(Err(Failed(message))) => {
+            return Err(Failure::Transport {
+                timed_out: false,
+                message,
+            });
+        }
+        Ok(Ok(a)) => a,
+    };
+    let mut out = (answer.status, answer.body).into_response();
+    copy_headers(&answer.headers, out.headers_mut());
+    if answer.status.is_success() || !retryable(answer.status) {
         Ok(out)
     } else {
         Err(Failure::Status(out))

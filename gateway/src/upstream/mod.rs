@@ -21,7 +21,11 @@
 //! - **Cool-down**: a target that failed all its attempts goes to the end
 //!   of the order for [`COOLDOWN`], so later calls do not pay for its
 //!   retries first; it is still tried when nothing else answers.
+//! - **Transport**: whole answers from `http://` targets go through
+//!   [`direct`] (connections driven by the calling task: fewer wake-ups,
+//!   a shorter latency tail); streams and `https://` through reqwest.
 
+mod direct;
 mod forward;
 
 use std::sync::OnceLock;
@@ -52,6 +56,11 @@ pub struct Target {
     pub completions_url: reqwest::Url,
     pub model: String,
     pub api_key: Option<String>,
+    /// `http://` targets: the in-task HTTP/1 client for whole answers.
+    pub direct: Option<direct::DirectPool>,
+    /// Paths (with query) of the two endpoints, for `direct`.
+    pub chat_path: axum::http::Uri,
+    pub completions_path: axum::http::Uri,
     /// Milliseconds since the process epoch until which the target is
     /// tried last (0: not cooling down).
     pub cooling_until: AtomicU64,
@@ -109,9 +118,21 @@ impl Upstream {
                 reqwest::Url::parse(&format!("{base}/{path}"))
                     .map_err(|e| anyhow::anyhow!("model {name}: upstream url '{}': {e}", t.url))
             };
+            let (chat_url, completions_url) = (url("chat/completions")?, url("completions")?);
+            let path = |u: &reqwest::Url| {
+                let pq = match u.query() {
+                    Some(q) => format!("{}?{q}", u.path()),
+                    None => u.path().to_owned(),
+                };
+                pq.parse::<axum::http::Uri>()
+                    .map_err(|e| anyhow::anyhow!("model {name}: upstream url '{}': {e}", t.url))
+            };
             out.push(Target {
-                chat_url: url("chat/completions")?,
-                completions_url: url("completions")?,
+                direct: direct::DirectPool::for_url(&chat_url, connect_timeout),
+                chat_path: path(&chat_url)?,
+                completions_path: path(&completions_url)?,
+                chat_url,
+                completions_url,
                 base,
                 model: t.model.clone().unwrap_or_else(|| name.to_owned()),
                 api_key,
