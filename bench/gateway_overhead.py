@@ -86,7 +86,7 @@ def main():
     env = dict(os.environ, RUST_LOG="warn")
     if os.environ.get("RAGMESH_BENCH_GATEWAY_WORKERS"):
         # the gateway's runtime threads only (oha and the stub keep theirs)
-        env["TOKIO_WORKER_THREADS"] = os.environ["RAGMESH_BENCH_GATEWAY_WORKERS"]
+        env["RAGMESH_WORKERS"] = os.environ["RAGMESH_BENCH_GATEWAY_WORKERS"]
     gw, gw_addr = start(
         [gw_bin, "--port", "0", "--config", cfg, "--llm-model", "none",
          "--data-dir", os.path.join(tmp, "data")],

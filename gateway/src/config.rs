@@ -103,6 +103,12 @@ pub struct Args {
     /// Compute threads (0: one per core).
     #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Async runtime threads serving HTTP and the mesh calls (0: one per
+    /// core). Model work runs on its own threads either way; a gateway
+    /// that mostly proxies on a node of 1–2 cores has a shorter latency
+    /// tail with 1 (fewer wake-ups across threads; docs/benchmarks.md).
+    #[arg(long, env = "RAGMESH_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// llm-runner replicas for the chat model instead of the in-process
     /// one: `http://host:port,...` or one `dns://host:port` (re-resolved).
     #[arg(long, env = "RAGMESH_RUNNER_ENDPOINTS", value_delimiter = ',')]
