@@ -104,9 +104,7 @@ pub struct Args {
     #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
     pub threads: usize,
     /// Async runtime threads serving HTTP and the mesh calls (0: one per
-    /// core). Model work runs on its own threads either way; a gateway
-    /// that mostly proxies on a node of 1–2 cores has a shorter latency
-    /// tail with 1 (fewer wake-ups across threads; docs/benchmarks.md).
+    /// core). Model work runs on its own threads either way.
     #[arg(long, env = "RAGMESH_WORKERS", default_value_t = 0)]
     pub workers: usize,
     /// llm-runner replicas for the chat model instead of the in-process
