@@ -27,6 +27,8 @@ use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::error_chain;
+
 type Io = TokioIo<TcpStream>;
 
 struct Conn {
@@ -99,14 +101,14 @@ impl DirectPool {
             let resp = match head {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) if reused && unanswered(&e) => continue,
-                Ok(Err(e)) => return Err(Failed(describe(&e))),
+                Ok(Err(e)) => return Err(Failed(error_chain(&e))),
                 Err(_) if reused => continue,
                 Err(e) => return Err(Failed(e)),
             };
             let (parts, incoming) = resp.into_parts();
             let body = match drive(incoming.collect(), &mut c.conn).await {
                 Ok(Ok(b)) => b.to_bytes(),
-                Ok(Err(e)) => return Err(Failed(describe(&e))),
+                Ok(Err(e)) => return Err(Failed(error_chain(&e))),
                 Err(e) => return Err(Failed(e)),
             };
             self.give_back(c);
@@ -172,7 +174,7 @@ async fn drive<F: Future>(
         }
         if !ended {
             match Pin::new(&mut *conn).poll(cx) {
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(describe(&e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(error_chain(&e))),
                 Poll::Ready(Ok(())) => ended = true,
                 Poll::Pending => return Poll::Pending,
             }
@@ -190,15 +192,4 @@ async fn drive<F: Future>(
 /// A failure before any of the answer arrived on a reused connection.
 fn unanswered(e: &hyper::Error) -> bool {
     e.is_canceled() || e.is_incomplete_message() || e.is_closed()
-}
-
-fn describe(e: &hyper::Error) -> String {
-    use std::error::Error;
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg = format!("{msg}: {s}");
-        src = s.source();
-    }
-    msg
 }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::direct::{DirectPool, Failed};
-use super::{COOLDOWN, Target, Upstream, now_ms};
+use super::{COOLDOWN, Target, Upstream, error_chain, now_ms};
 use crate::error::{ApiResult, timeout, unavailable};
 use crate::metrics as m;
 
@@ -157,7 +157,7 @@ async fn attempt_once(
         Ok(Err(e)) => {
             return Err(Failure::Transport {
                 timed_out: e.is_timeout(),
-                message: transport_message(&e),
+                message: error_chain(&e),
             });
         }
         Ok(Ok(r)) => r,
@@ -177,7 +177,7 @@ async fn attempt_once(
         Ok(Err(e)) => {
             return Err(Failure::Transport {
                 timed_out: e.is_timeout(),
-                message: transport_message(&e),
+                message: error_chain(&e),
             });
         }
         Err(_) => {
@@ -247,18 +247,6 @@ async fn attempt_direct(
     }
 }
 
-fn transport_message(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    // reqwest's Display hides the cause ("error sending request"): name it
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg = format!("{msg}: {s}");
-        src = s.source();
-    }
-    msg
-}
-
 /// The upstream's stream, chunk by chunk; a failure or a silence longer
 /// than `idle` ends it with an SSE error event (the status is already
 /// sent, so the event is how the client learns).
@@ -273,7 +261,7 @@ fn relay(
                 Ok(Some(Ok(b))) => yield Ok(b),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    yield Ok(error_event(&format!("upstream stream failed: {}", transport_message(&e))));
+                    yield Ok(error_event(&format!("upstream stream failed: {}", error_chain(&e))));
                     break;
                 }
                 Err(_) => {

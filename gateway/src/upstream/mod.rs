@@ -66,6 +66,18 @@ pub struct Target {
     pub cooling_until: AtomicU64,
 }
 
+/// An error with its causes, `outer: inner: …` (HTTP clients' own messages
+/// hide the cause, e.g. "error sending request").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
 /// How long a failed target is tried last.
 pub const COOLDOWN: Duration = Duration::from_secs(5);
 
