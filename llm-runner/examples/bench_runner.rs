@@ -50,8 +50,8 @@ async fn main() -> anyhow::Result<()> {
     let decode: usize = args.next().map_or(Ok(128), |s| s.parse())?;
     let mut cfg = GeneratorConfig::new(&model);
     cfg.max_model_len = 2048;
-    if std::env::var("RAGMESH_KERNEL").as_deref() == Ok("gemm") {
-        cfg.kernel = ragmesh_llm_runner::linear::Kernel::Gemm;
+    if let Some(k) = ragmesh_llm_runner::linear::Kernel::from_env() {
+        cfg.kernel = k;
     }
     let g = Generator::load(cfg)?;
     // warm-up

@@ -28,7 +28,6 @@ pub struct GeneratorConfig {
     pub kv_cache_tokens: usize,
     /// Caps the model's context window (0: the model's own).
     pub max_model_len: usize,
-    /// Linear layers use the quantized kernel up to this many rows.
     /// Matmul kernel (see `linear.rs`).
     pub kernel: crate::linear::Kernel,
 }

@@ -39,6 +39,16 @@ pub enum Kernel {
     Gemm,
 }
 
+impl Kernel {
+    /// `RAGMESH_KERNEL` read as the runner's `--kernel` flag reads it, for
+    /// harnesses that build a `GeneratorConfig` without the command line
+    /// (tests, benchmarks); `None` when unset or not a kernel's name.
+    pub fn from_env() -> Option<Self> {
+        let v = std::env::var("RAGMESH_KERNEL").ok()?;
+        <Self as clap::ValueEnum>::from_str(&v, true).ok()
+    }
+}
+
 /// Consecutive rows of one sequence in a call.
 #[derive(Debug, Clone, Copy)]
 pub struct RowGroup {

@@ -20,8 +20,8 @@ pub fn model_path() -> PathBuf {
 pub fn config() -> GeneratorConfig {
     let mut c = GeneratorConfig::new(model_path());
     c.max_waiting = 64;
-    if std::env::var("RAGMESH_KERNEL").as_deref() == Ok("gemm") {
-        c.kernel = ragmesh_llm_runner::linear::Kernel::Gemm;
+    if let Some(k) = ragmesh_llm_runner::linear::Kernel::from_env() {
+        c.kernel = k;
     }
     c
 }

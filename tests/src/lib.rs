@@ -2,6 +2,7 @@
 //! (port 0), read the addresses they bound, stop them on drop.
 
 pub mod routing;
+pub mod services;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::Service;
 
-pub const STARTUP: Duration = Duration::from_secs(180);
+pub use crate::services::STARTUP;
 
 pub fn stub(args: &[&str]) -> Service {
     let mut a = vec!["--port", "0"];
@@ -17,25 +17,9 @@ pub fn stub(args: &[&str]) -> Service {
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// A runner replica on `port` ("0": any), one compute thread.
 pub fn runner(port: &str) -> Service {
-    let model = format!("{}/SmolLM2-135M-Instruct.Q4_1.gguf", crate::model_dir());
-    Service::start(
-        "ragmesh-llm-runner",
-        &[
-            "--model",
-            &model,
-            "--grpc-port",
-            port,
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--threads",
-            "1",
-        ],
-        STARTUP,
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"))
+    crate::services::runner(port, &["--threads", "1"])
 }
 
 pub fn gateway(
@@ -74,14 +58,20 @@ pub async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Str
     (status, ctype, json)
 }
 
-pub async fn stats(http: &reqwest::Client, s: &Service) -> Value {
-    http.get(format!("{}/stats", s.http_url()))
+/// `GET url` as JSON (`null` when the body is not JSON).
+pub async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("stats: {e}"))
+        .unwrap_or_else(|e| panic!("get: {e}"))
         .json()
         .await
-        .unwrap_or_else(|e| panic!("stats json: {e}"))
+        .unwrap_or(Value::Null)
+}
+
+/// The stub upstream's `/stats`.
+pub async fn stats(http: &reqwest::Client, s: &Service) -> Value {
+    get_json(http, format!("{}/stats", s.http_url())).await
 }
 
 /// The content of an SSE chat stream, and whether it ended with [DONE].

@@ -1,33 +1,17 @@
 //! The real `ragmesh-embedder` binary on loopback, driven over gRPC (tonic
 //! client), HTTP (reqwest) and the official OpenAI Python SDK.
 
-use std::time::Duration;
-
 use ragmesh_proto::v1::EmbedRequest;
 use ragmesh_proto::v1::embedder_client::EmbedderClient;
-use ragmesh_tests::{Service, assert_openai_error, python};
+use ragmesh_tests::services::embedder;
+use ragmesh_tests::{assert_openai_error, python};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-const STARTUP: Duration = Duration::from_secs(60);
-
-fn start(extra: &[&str]) -> Service {
-    let mut args = vec![
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--host",
-        "127.0.0.1",
-    ];
-    args.extend_from_slice(extra);
-    Service::start("ragmesh-embedder", &args, STARTUP).unwrap_or_else(|e| panic!("{e:#}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_embed_info_health_and_errors() {
-    let svc = start(&[]);
+    let svc = embedder(&[]);
     let mut client = EmbedderClient::connect(svc.grpc_url())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -115,7 +99,7 @@ async fn grpc_embed_info_health_and_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_embeddings_and_bad_input() {
-    let svc = start(&["--max-body-bytes", "65536"]);
+    let svc = embedder(&["--max-body-bytes", "65536"]);
     let base = svc.http_url();
     let http = reqwest::Client::new();
     let url = format!("{base}/v1/embeddings");
@@ -224,7 +208,7 @@ async fn http_embeddings_and_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_python_sdk() {
-    let svc = start(&[]);
+    let svc = embedder(&[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/embeddings_sdk.py");
     let out = tokio::process::Command::new(python())
         .arg(script)
@@ -242,7 +226,7 @@ async fn openai_python_sdk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_gets_429_and_resource_exhausted_then_recovers() {
-    let svc = start(&["--max-concurrent-requests", "2"]);
+    let svc = embedder(&["--max-concurrent-requests", "2"]);
     let url = format!("{}/v1/embeddings", svc.http_url());
     let http = reqwest::Client::new();
     let heavy: Vec<String> = (0..32)

@@ -713,4 +713,12 @@ fn bad_flags_and_configs_exit_nonzero_with_one_line() {
             "{args:?}: {err}"
         );
     }
+    // a flag value clap cannot parse: its own error, naming the flag
+    let out = std::process::Command::new(&bin)
+        .args(["--workers", "many"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success(), "--workers many succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value 'many' for '--workers"), "{err}");
 }

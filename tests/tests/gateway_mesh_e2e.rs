@@ -9,8 +9,9 @@
 use std::time::{Duration, Instant};
 
 use ragmesh_tests::Service;
-use ragmesh_tests::routing::{STARTUP, gateway, metrics_of, post, runner, sse_content};
-use serde_json::{Value, json};
+use ragmesh_tests::routing::{gateway, metrics_of, post, runner, sse_content};
+use ragmesh_tests::services;
+use serde_json::json;
 
 async fn generation_tokens(http: &reqwest::Client, runner: &Service) -> f64 {
     metrics_of(http, runner)
@@ -107,36 +108,8 @@ async fn runner_replicas_balance_and_survive_a_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_gateway_runs_rag_over_remote_stages() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let embedder = Service::start(
-        "ragmesh-embedder",
-        &[
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ],
-        STARTUP,
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let store = dir.path().join("retriever");
-    let store = store.display().to_string();
-    let retriever = Service::start(
-        "ragmesh-retriever",
-        &[
-            "--data-dir",
-            &store,
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ],
-        STARTUP,
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let embedder = services::embedder(&[]);
+    let retriever = services::retriever(&dir.path().join("retriever"));
     let runner = runner("0");
     let gw = gateway(
         &dir,
@@ -167,15 +140,12 @@ async fn mesh_gateway_runs_rag_over_remote_stages() {
     )
     .await;
     assert_eq!(status, 200, "{ours}");
-    let theirs: Value = http
-        .post(format!("{}/v1/embeddings", embedder.http_url()))
-        .json(&json!({"input": "Kepler station"}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or(Value::Null);
+    let (_, _, theirs) = post(
+        &http,
+        format!("{}/v1/embeddings", embedder.http_url()),
+        json!({"input": "Kepler station"}),
+    )
+    .await;
     assert_eq!(ours["data"][0]["embedding"], theirs["data"][0]["embedding"]);
 
     // ingest (chunked with the embedder's tokenizer fetched over gRPC),

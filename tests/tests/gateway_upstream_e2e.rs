@@ -1,13 +1,13 @@
 //! External upstreams end to end: `ragmesh-stub-upstream` processes behind
-//! a gateway's `[[model.upstream]]` tables. The reqwest pass-through (JSON
-//! and SSE), model rewrite and the upstream's own key, retries then the
+//! a gateway's `[[model.upstream]]` tables. The pass-through (JSON over the
+//! in-task client, SSE over reqwest), model rewrite and the upstream's own key, retries then the
 //! ordered fallback (a failed target then cools down), a timeout (504),
 //! nothing reachable (503), a client error passed through unretried, a
 //! stream broken mid-way, and aliases.
 
 use std::time::{Duration, Instant};
 
-use ragmesh_tests::routing::{gateway, post, sse_content, stats, stub};
+use ragmesh_tests::routing::{gateway, get_json, post, sse_content, stats, stub};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,14 +197,7 @@ url = "{broken}/v1"
         (status, body["error"]["param"].clone()),
         (400, json!("rag"))
     );
-    let models: Value = http
-        .get(format!("{}/v1/models", gw.http_url()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or(Value::Null);
+    let models = get_json(&http, format!("{}/v1/models", gw.http_url())).await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .map(|a| a.iter().filter_map(|m| m["id"].as_str()).collect())
@@ -226,7 +219,8 @@ async fn a_restarted_upstream_is_reconnected_without_errors() {
     let config = format!(
         "[[model]]\nname = \"again\"\nretries = 0\n[[model.upstream]]\nurl = \"http://{addr}/v1\"\n"
     );
-    let gw = gateway(&dir, &config, &[], &[]);
+    // a one-thread runtime (`--workers 1`) serves the same
+    let gw = gateway(&dir, &config, &["--workers", "1"], &[]);
     let http = reqwest::Client::new();
     let url = format!("{}/v1/chat/completions", gw.http_url());
     let body = json!({"model": "again", "messages": [{"role": "user", "content": "hi"}]});

@@ -7,29 +7,10 @@ use std::time::{Duration, Instant};
 use ragmesh_proto::v1 as pb;
 use ragmesh_proto::v1::retriever_client::RetrieverClient;
 use ragmesh_tests::Service;
+use ragmesh_tests::services::retriever;
 use tonic::transport::Channel;
 
-const STARTUP: Duration = Duration::from_secs(120);
 const DIMS: usize = 8;
-
-fn start(data: &std::path::Path) -> Service {
-    let dir = data.to_string_lossy().into_owned();
-    Service::start(
-        "ragmesh-retriever",
-        &[
-            "--data-dir",
-            &dir,
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ],
-        STARTUP,
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 async fn client(svc: &Service) -> RetrieverClient<Channel> {
     RetrieverClient::connect(svc.grpc_url())
@@ -77,7 +58,7 @@ fn eq_filter(key: &str, json: &str) -> Option<pb::Filter> {
 async fn acknowledged_upserts_survive_sigkill() {
     let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     const PER_BATCH: usize = 50;
-    let mut svc = start(data.path());
+    let mut svc = retriever(data.path());
     let mut c = client(&svc).await;
     c.create_collection(pb::CreateCollectionRequest {
         tenant: "t".into(),
@@ -118,7 +99,7 @@ async fn acknowledged_upserts_survive_sigkill() {
     );
     drop(svc);
 
-    let svc = start(data.path());
+    let svc = retriever(data.path());
     let mut c = client(&svc).await;
     let total = c
         .count(pb::CountRequest {
@@ -178,7 +159,7 @@ async fn acknowledged_upserts_survive_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_bad_input_gets_status_and_service_keeps_serving() {
     let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let svc = start(data.path());
+    let svc = retriever(data.path());
     let mut c = client(&svc).await;
     let create = |name: &str, dims: u32| pb::CreateCollectionRequest {
         tenant: "t".into(),

@@ -11,8 +11,6 @@ use ragmesh_tests::Service;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const STARTUP: Duration = Duration::from_secs(120);
-
 fn model() -> String {
     format!(
         "{}/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -21,19 +19,7 @@ fn model() -> String {
 }
 
 fn start(extra: &[&str]) -> Service {
-    let m = model();
-    let mut args = vec![
-        "--model",
-        &m,
-        "--grpc-port",
-        "0",
-        "--http-port",
-        "0",
-        "--host",
-        "127.0.0.1",
-    ];
-    args.extend_from_slice(extra);
-    Service::start("ragmesh-llm-runner", &args, STARTUP).unwrap_or_else(|e| panic!("{e:#}"))
+    ragmesh_tests::services::runner("0", extra)
 }
 
 async fn client(svc: &Service) -> LlmRunnerClient<Channel> {
