@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use crate::acts::{RowActs, TileActs};
 use crate::scalar::{self, WRow};
-use crate::{BLOCK, Format, TILE};
+use crate::{BLOCK, Format, TILE, Unpacked};
 
 fn row_fits(w: WRow<'_>, a: RowActs<'_>) -> bool {
     let nb = w.d.len();
@@ -168,20 +168,21 @@ fn tile_fits(w: WRow<'_>, a: TileActs<'_>) -> bool {
 /// [`scalar::row_dot`]. `None` when the slices do not fit (the caller
 /// then takes the row path).
 ///
-/// `unpacked`: for Q4_1, the row's values one per byte ([`unpack`]).
-pub(crate) fn tile(w: WRow<'_>, unpacked: &[u8], a: TileActs<'_>) -> Option<[f32; TILE]> {
-    if !tile_fits(w, a) {
+/// `u`: the row as [`Unpacked::fill`] made it.
+pub(crate) fn tile(w: WRow<'_>, u: &Unpacked, a: TileActs<'_>) -> Option<[f32; TILE]> {
+    let nb = w.d.len();
+    if !tile_fits(w, a) || u.d.len() < nb {
         return None;
     }
     match w.format {
-        Format::Q4_1 if unpacked.len() >= w.d.len() * BLOCK => {
+        Format::Q4_1 if u.vals.len() >= nb * BLOCK && u.m.len() >= nb => {
             // SAFETY: `tile_fits` checked the slices against the block
-            // count, and `unpacked` holds 32 bytes per block.
-            Some(unsafe { tile_blocks::<true>(w, unpacked.as_ptr(), a) })
+            // count, and `u` holds 32 values, a scale and a min per block.
+            Some(unsafe { tile_blocks::<true>(w, u, a) })
         }
         Format::Q4_1 => None,
         // SAFETY: as above; Q8_0 reads its bytes from `w.qs`.
-        Format::Q8_0 => Some(unsafe { tile_blocks::<false>(w, std::ptr::null(), a) }),
+        Format::Q8_0 => Some(unsafe { tile_blocks::<false>(w, u, a) }),
     }
 }
 
@@ -209,11 +210,28 @@ pub(crate) fn unpack(qs: &[u8], vals: &mut [u8]) -> bool {
     true
 }
 
+/// `dst[i] = src[i]` as f32, eight at a time (`vcvtph2ps`).
+pub(crate) fn widen(src: &[half::f16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let whole = n / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        // SAFETY: i + 8 <= n, within both slices.
+        unsafe {
+            let v = _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(i).cast()));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
+        }
+    }
+    for (d, s) in dst[whole..n].iter_mut().zip(&src[whole..n]) {
+        *d = s.to_f32();
+    }
+}
+
 /// The tile kernel for one format (`Q41`: Q4_1, else Q8_0).
 ///
-/// Safety: the caller checked `tile_fits(w, a)`.
+/// Safety: the caller checked `tile_fits(w, a)` and that `u` holds what
+/// [`tile`] checks.
 #[inline(always)]
-unsafe fn tile_blocks<const Q41: bool>(w: WRow<'_>, u: *const u8, a: TileActs<'_>) -> [f32; TILE] {
+unsafe fn tile_blocks<const Q41: bool>(w: WRow<'_>, u: &Unpacked, a: TileActs<'_>) -> [f32; TILE] {
     let nb = w.d.len();
     let chunks = nb / 8;
     let rest = nb % 8;
@@ -257,7 +275,7 @@ unsafe fn tile_blocks<const Q41: bool>(w: WRow<'_>, u: *const u8, a: TileActs<'_
 #[inline(always)]
 unsafe fn tile_block<const Q41: bool>(
     w: WRow<'_>,
-    u: *const u8,
+    u: &Unpacked,
     a: TileActs<'_>,
     b: usize,
     acc: __m256,
@@ -266,13 +284,13 @@ unsafe fn tile_block<const Q41: bool>(
     unsafe {
         let q = a.q.as_ptr().add(b * BLOCK * TILE);
         let sc = _mm256_mul_ps(
-            _mm256_set1_ps(w.d.get_unchecked(b).to_f32()),
+            _mm256_broadcast_ss(u.d.get_unchecked(b)),
             _mm256_loadu_ps(a.scale.as_ptr().add(b * TILE)),
         );
         if Q41 {
             // the block's 32 values, one per byte (unpacked by the
             // caller); four of them broadcast to every row's lane
-            let wp = u.add(b * BLOCK);
+            let wp = u.vals.as_ptr().add(b * BLOCK);
             let p = |g: usize| {
                 let wg = _mm256_set1_epi32(wp.add(g * 4).cast::<i32>().read_unaligned());
                 _mm256_maddubs_epi16(wg, _mm256_loadu_si256(q.add(g * 32).cast()))
@@ -286,7 +304,7 @@ unsafe fn tile_block<const Q41: bool>(
             let isum = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
             let acc = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum), acc);
             _mm256_fmadd_ps(
-                _mm256_set1_ps(w.m.get_unchecked(b).to_f32()),
+                _mm256_broadcast_ss(u.m.get_unchecked(b)),
                 _mm256_loadu_ps(a.sum.as_ptr().add(b * TILE)),
                 acc,
             )

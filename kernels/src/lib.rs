@@ -179,16 +179,17 @@ impl QMatrix {
             });
             return true;
         }
-        let slabs: Vec<Vec<f32>> = (0..self.rows.div_ceil(SLAB))
-            .into_par_iter()
-            .map(|s| {
-                let rows = (s * SLAB..((s + 1) * SLAB).min(self.rows)).len();
-                let mut part = vec![0f32; rows * n];
-                let mut unpacked = Vec::new();
+        // per weight row, its n results side by side (each slab writes its
+        // own part), then transposed into `out`, both in parallel
+        let mut by_w = vec![0f32; self.rows * n];
+        by_w.par_chunks_mut(SLAB * n)
+            .enumerate()
+            .for_each(|(s, part)| {
+                let mut unpacked = Unpacked::default();
                 for (i, dst) in part.chunks_exact_mut(n).enumerate() {
                     let w = self.wrow(s * SLAB + i);
-                    if ntiles > 0 && self.format == Format::Q4_1 {
-                        unpack(w.qs, &mut unpacked);
+                    if ntiles > 0 {
+                        unpacked.fill(w);
                     }
                     for t in 0..tiles.count() {
                         let rows = &mut dst[t * TILE..((t + 1) * TILE).min(tiled)];
@@ -198,15 +199,19 @@ impl QMatrix {
                         *y = row_dot(w, acts.row(r, &pairs[r - tiled]));
                     }
                 }
-                part
-            })
-            .collect();
-        for (s, part) in slabs.iter().enumerate() {
-            for (i, vals) in part.chunks_exact(n).enumerate() {
-                for (r, v) in vals.iter().enumerate() {
-                    out[r * self.rows + s * SLAB + i] = *v;
-                }
+            });
+        let transpose = |(r, row): (usize, &mut [f32])| {
+            for (y, v) in row.iter_mut().zip(by_w[r..].iter().step_by(n)) {
+                *y = *v;
             }
+        };
+        // a parallel region costs a few microseconds: only for large outputs
+        if by_w.len() >= 1 << 16 {
+            out.par_chunks_mut(self.rows)
+                .enumerate()
+                .for_each(transpose);
+        } else {
+            out.chunks_mut(self.rows).enumerate().for_each(transpose);
         }
         true
     }
@@ -241,7 +246,7 @@ impl QMatrix {
 /// One tile's results into `dst` (its real rows, from `first`).
 fn tile_dot(
     w: WRow<'_>,
-    unpacked: &[u8],
+    unpacked: &Unpacked,
     tile: TileActs<'_>,
     acts: &QuantizedActs,
     first: usize,
@@ -258,19 +263,52 @@ fn tile_dot(
     }
 }
 
-/// A Q4_1 row's nibbles, one value per byte (what the tile kernel reads).
-fn unpack(qs: &[u8], vals: &mut Vec<u8>) {
-    vals.resize(qs.len() * 2, 0);
-    #[cfg(target_feature = "avx2")]
-    if avx2::unpack(qs, vals) {
-        return;
-    }
-    for (dst, src) in vals.chunks_exact_mut(BLOCK).zip(qs.chunks_exact(16)) {
-        let (lo, hi) = dst.split_at_mut(16);
-        for ((l, h), q) in lo.iter_mut().zip(hi.iter_mut()).zip(src) {
-            *l = q & 15;
-            *h = q >> 4;
+/// A weight row as the tile kernel reads it, made once per row and used
+/// by every tile: Q4_1 nibbles one value per byte (so four values
+/// broadcast with one load), and the scales and mins as f32 (a broadcast
+/// load each, instead of a conversion per block and tile).
+#[derive(Default)]
+pub(crate) struct Unpacked {
+    /// Q4_1 values, 32 per block (empty for Q8_0, whose bytes are read
+    /// in place).
+    pub vals: Vec<u8>,
+    pub d: Vec<f32>,
+    /// Q4_1 mins (empty for Q8_0).
+    pub m: Vec<f32>,
+}
+
+impl Unpacked {
+    fn fill(&mut self, w: WRow<'_>) {
+        widen(w.d, &mut self.d);
+        widen(w.m, &mut self.m);
+        if w.format != Format::Q4_1 {
+            self.vals.clear();
+            return;
         }
+        let vals = &mut self.vals;
+        vals.resize(w.qs.len() * 2, 0);
+        #[cfg(target_feature = "avx2")]
+        if avx2::unpack(w.qs, vals) {
+            return;
+        }
+        for (dst, src) in vals.chunks_exact_mut(BLOCK).zip(w.qs.chunks_exact(16)) {
+            let (lo, hi) = dst.split_at_mut(16);
+            for ((l, h), q) in lo.iter_mut().zip(hi.iter_mut()).zip(src) {
+                *l = q & 15;
+                *h = q >> 4;
+            }
+        }
+    }
+}
+
+/// `src` as f32 into `dst`.
+fn widen(src: &[f16], dst: &mut Vec<f32>) {
+    dst.resize(src.len(), 0.0);
+    #[cfg(target_feature = "avx2")]
+    avx2::widen(src, dst);
+    #[cfg(not(target_feature = "avx2"))]
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
     }
 }
 

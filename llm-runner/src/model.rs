@@ -160,7 +160,16 @@ impl Llama {
     /// Runs one batched step. Every sequence's new tokens are appended to
     /// its cache; returns, per sequence, the last token's logits when asked.
     /// Callers guarantee `cache.len() + tokens.len() <= context_length`.
+    ///
+    /// The step runs on a rayon worker: a step opens a parallel region per
+    /// matmul (about 200 per decode step), and from a thread outside the
+    /// pool each one is a hand-off to the pool and a futex wake back, where
+    /// a worker starts on its share at once.
     pub fn forward(&self, batch: &mut [SeqBatch<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        rayon::scope(|_| self.forward_on_worker(batch))
+    }
+
+    fn forward_on_worker(&self, batch: &mut [SeqBatch<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
         let c = &self.cfg;
         let (h, hd) = (c.hidden, c.head_dim);
         let kv_dim = c.n_kv_head * hd;

@@ -40,7 +40,8 @@ pub struct Sampler {
 
 pub struct Choice {
     pub token: u32,
-    pub logprob: f32,
+    /// The chosen token's log-probability, when asked for.
+    pub logprob: Option<f32>,
     /// The `n` most likely tokens, best first.
     pub top: Vec<(u32, f32)>,
 }
@@ -80,17 +81,19 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits` (modified in place) and records
-    /// it for the penalties. `top_n`: how many alternatives to report.
-    pub fn sample(&mut self, logits: &mut [f32], top_n: usize) -> Choice {
-        let (max, lse) = log_softmax_at(logits);
-        let raw_lp = |l: f32| l - max - lse;
+    /// it for the penalties. `logprobs`: `None`, or how many alternatives
+    /// to report with the chosen token's log-probability (the log-softmax
+    /// over the vocabulary costs an `exp` per entry, so it runs only then).
+    pub fn sample(&mut self, logits: &mut [f32], logprobs: Option<usize>) -> Choice {
+        let lse = logprobs.map(|_| log_softmax_at(logits));
+        let raw_lp = |l: f32| lse.map_or(0.0, |(max, lse)| l - max - lse);
+        let top_n = logprobs.unwrap_or(0).min(logits.len());
         let top = if top_n > 0 {
             let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-            let n = top_n.min(idx.len());
-            idx.select_nth_unstable_by(n - 1, |a, b| {
+            idx.select_nth_unstable_by(top_n - 1, |a, b| {
                 logits[*b as usize].total_cmp(&logits[*a as usize])
             });
-            idx.truncate(n);
+            idx.truncate(top_n);
             idx.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
             idx.iter()
                 .map(|&i| (i, raw_lp(logits[i as usize])))
@@ -98,10 +101,9 @@ impl Sampler {
         } else {
             Vec::new()
         };
-        let chosen_raw = |logits: &[f32], t: u32| raw_lp(logits[t as usize]);
-        let original: Option<Vec<f32>> = (self.p.frequency_penalty != 0.0
-            || self.p.presence_penalty != 0.0)
-            .then(|| logits.to_vec());
+        let penalised = self.p.frequency_penalty != 0.0 || self.p.presence_penalty != 0.0;
+        // the logprob reported is the model's, before penalties
+        let original: Option<Vec<f32>> = (penalised && lse.is_some()).then(|| logits.to_vec());
         for (&t, &c) in &self.counts {
             if let Some(l) = logits.get_mut(t as usize) {
                 *l -= c as f32 * self.p.frequency_penalty + self.p.presence_penalty;
@@ -119,51 +121,74 @@ impl Sampler {
             self.draw(logits)
         };
         *self.counts.entry(token).or_insert(0) += 1;
-        let logprob = chosen_raw(original.as_deref().unwrap_or(logits), token);
+        let chosen = original.as_deref().unwrap_or(logits)[token as usize];
         Choice {
             token,
-            logprob,
+            logprob: lse.map(|_| raw_lp(chosen)),
             top,
         }
     }
 
+    /// Temperature, then top-k, then top-p (of the top-k set's mass).
+    /// Only as much of the vocabulary is ordered as the cut needs: a
+    /// nucleus is usually a few dozen tokens, and sorting all ~50k per
+    /// token would cost milliseconds.
     fn draw(&mut self, logits: &[f32]) -> u32 {
         let t = self.p.temperature;
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i as u32, l / t))
-            .collect();
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1));
-        if self.p.top_k > 0 {
-            cand.truncate(self.p.top_k);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() {
+            return 0;
         }
-        let max = cand.first().map_or(0.0, |c| c.1);
-        let mut probs: Vec<f32> = cand.iter().map(|c| (c.1 - max).exp()).collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= sum);
+        // unnormalised probabilities
+        let w: Vec<f32> = logits.iter().map(|l| ((l - max) / t).exp()).collect();
+        let n = w.len();
+        let k = match self.p.top_k {
+            0 => n,
+            k => k.min(n),
+        };
+        let mut idx: Vec<u32> = (0..n as u32).collect();
+        let heavier = |a: &u32, b: &u32| w[*b as usize].total_cmp(&w[*a as usize]);
+        if k < n {
+            idx.select_nth_unstable_by(k - 1, heavier);
+            idx.truncate(k);
+        }
+        let mass: f32 = idx.iter().map(|&i| w[i as usize]).sum();
+        let mut keep = idx.len();
         if self.p.top_p < 1.0 {
-            let mut acc = 0.0;
-            let mut keep = probs.len();
-            for (i, p) in probs.iter().enumerate() {
-                acc += p;
-                if acc >= self.p.top_p {
-                    keep = i + 1;
+            // order a growing prefix until it holds top_p of the mass
+            let want = self.p.top_p * mass;
+            let mut m = 64.min(keep);
+            loop {
+                if m < idx.len() {
+                    idx.select_nth_unstable_by(m - 1, heavier);
+                }
+                idx[..m].sort_by(heavier);
+                let mut acc = 0.0;
+                let cut = idx[..m].iter().position(|&i| {
+                    acc += w[i as usize];
+                    acc >= want
+                });
+                if let Some(c) = cut {
+                    keep = c + 1;
                     break;
                 }
+                if m == idx.len() {
+                    break;
+                }
+                m = (2 * m).min(idx.len());
             }
-            probs.truncate(keep);
-            let s: f32 = probs.iter().sum();
-            probs.iter_mut().for_each(|p| *p /= s);
         }
-        let mut r = self.uniform();
-        for (i, p) in probs.iter().enumerate() {
-            if r < *p {
-                return cand[i].0;
+        let kept = &idx[..keep];
+        let total: f32 = kept.iter().map(|&i| w[i as usize]).sum();
+        let mut r = self.uniform() * total;
+        for &i in kept {
+            let p = w[i as usize];
+            if r < p {
+                return i;
             }
             r -= p;
         }
-        cand[probs.len().saturating_sub(1)].0
+        kept.last().copied().unwrap_or(0)
     }
 }
 
@@ -242,18 +267,20 @@ mod tests {
             temperature: 0.0,
             ..Default::default()
         });
-        let c = s.sample(&mut [0.0, 3.0, 1.0], 2);
+        let c = s.sample(&mut [0.0, 3.0, 1.0], Some(2));
         assert_eq!(c.token, 1);
         assert_eq!(c.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
-        assert!((c.logprob - (3.0 - (1f32 + 3f32.exp() + 1f32.exp()).ln())).abs() < 1e-5);
+        assert!(
+            (c.logprob.unwrap_or(0.0) - (3.0 - (1f32 + 3f32.exp() + 1f32.exp()).ln())).abs() < 1e-5
+        );
         // presence penalty 5 moves greedy off the repeated token
         let mut s = Sampler::new(SamplingParams {
             temperature: 0.0,
             presence_penalty: 5.0,
             ..Default::default()
         });
-        assert_eq!(s.sample(&mut [0.0, 3.0, 1.0], 0).token, 1);
-        assert_eq!(s.sample(&mut [0.0, 3.0, 1.0], 0).token, 2);
+        assert_eq!(s.sample(&mut [0.0, 3.0, 1.0], None).token, 1);
+        assert_eq!(s.sample(&mut [0.0, 3.0, 1.0], None).token, 2);
         // same seed, same draws; top_k 1 is greedy
         let p = SamplingParams {
             temperature: 1.0,
@@ -263,7 +290,7 @@ mod tests {
         let draws = |p: SamplingParams| {
             let mut s = Sampler::new(p);
             (0..20)
-                .map(|_| s.sample(&mut [0.5, 0.4, 0.3, 0.2], 0).token)
+                .map(|_| s.sample(&mut [0.5, 0.4, 0.3, 0.2], None).token)
                 .collect::<Vec<_>>()
         };
         assert_eq!(draws(p.clone()), draws(p.clone()));
@@ -273,5 +300,42 @@ mod tests {
                 .iter()
                 .all(|&t| t == 0)
         );
+    }
+
+    /// top_k and top_p cut the right tokens, including a nucleus larger
+    /// than the first ordered prefix (64).
+    #[test]
+    fn top_k_and_top_p_cut_the_tail() {
+        let probs = [0.5f32, 0.3, 0.15, 0.05];
+        let logits: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
+        let drawn = |p: SamplingParams, logits: &[f32], n: usize| {
+            let mut s = Sampler::new(p);
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..n {
+                // fresh penalties-free logits each time
+                seen.insert(s.sample(&mut logits.to_vec(), None).token);
+            }
+            seen
+        };
+        let base = SamplingParams {
+            temperature: 1.0,
+            seed: Some(3),
+            ..Default::default()
+        };
+        let nucleus = SamplingParams {
+            top_p: 0.7,
+            ..base.clone()
+        };
+        assert_eq!(drawn(nucleus, &logits, 400), [0, 1].into());
+        let k3 = SamplingParams {
+            top_k: 3,
+            ..base.clone()
+        };
+        assert_eq!(drawn(k3, &logits, 400), [0, 1, 2].into());
+        assert_eq!(drawn(base.clone(), &logits, 400), [0, 1, 2, 3].into());
+        // 100 equally likely tokens: top_p 0.9 keeps exactly 90 of them
+        let flat = vec![0.0f32; 100];
+        let wide = SamplingParams { top_p: 0.9, ..base };
+        assert_eq!(drawn(wide, &flat, 3000).len(), 90);
     }
 }

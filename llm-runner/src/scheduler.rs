@@ -360,12 +360,8 @@ impl Engine {
         let tok = self.tokenizer.clone();
         let s = &mut self.running[i];
         let want_lp = s.job.req.logprobs;
-        let top_n = if want_lp {
-            s.job.req.top_logprobs as usize
-        } else {
-            0
-        };
-        let choice = s.sampler.sample(logits, top_n);
+        let report = want_lp.then_some(s.job.req.top_logprobs as usize);
+        let choice = s.sampler.sample(logits, report);
         let now = Instant::now();
         match s.last_token_at {
             None => m::ttft(now - s.job.arrived),
@@ -404,7 +400,7 @@ impl Engine {
             vec![TokenLogprob {
                 token: choice.token,
                 text: tok.token_text(choice.token),
-                logprob: choice.logprob,
+                logprob: choice.logprob.unwrap_or(0.0),
                 top: choice
                     .top
                     .iter()
