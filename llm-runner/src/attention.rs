@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use crate::math;
+
 /// Query rows per job: enough work per task, enough tasks per prompt.
 const ROWS_PER_JOB: usize = 32;
 
@@ -49,6 +51,31 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// `out = Σ_p w[p] · v[p]` over the head's slice (`off..off + out.len()`)
+/// of each cached value row, 32 values at a time in a local accumulator
+/// the compiler keeps in registers (the whole output in memory would be a
+/// load and a store per value and position).
+fn weighted_sum(w: &[f32], v: &[f32], kv_dim: usize, off: usize, out: &mut [f32]) {
+    const CHUNK: usize = 32;
+    let whole = out.len() / CHUNK * CHUNK;
+    for c in (0..whole).step_by(CHUNK) {
+        let mut acc = [0f32; CHUNK];
+        for (p, &wp) in w.iter().enumerate() {
+            let row = &v[p * kv_dim + off + c..][..CHUNK];
+            for (a, x) in acc.iter_mut().zip(row) {
+                *a = wp.mul_add(*x, *a);
+            }
+        }
+        out[c..c + CHUNK].copy_from_slice(&acc);
+    }
+    for (p, &wp) in w.iter().enumerate() {
+        let row = &v[p * kv_dim + off + whole..][..out.len() - whole];
+        for (a, x) in out[whole..].iter_mut().zip(row) {
+            *a = wp.mul_add(*x, *a);
+        }
+    }
+}
+
 /// `q`: `rows × n_head·head_dim` (rotated); returns the attention output
 /// in the same layout.
 pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
@@ -70,39 +97,23 @@ pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
         .par_iter()
         .map(|&(si, kvh, j0, rows)| {
             let s = &seqs[si];
-            let keys = s.k.chunks_exact(kv_dim);
-            let vals = s.v.chunks_exact(kv_dim);
             // out: rows × group × hd
             let mut out = vec![0f32; rows * group * hd];
-            let mut scores = vec![0f32; group * (s.past + j0 + rows)];
+            let mut scores = vec![0f32; s.past + j0 + rows];
             for j in 0..rows {
                 let r = s.row + j0 + j;
                 let upto = s.past + j0 + j + 1; // causal
                 let qs = &q[r * q_dim + kvh * group * hd..][..group * hd];
-                for (p, key) in keys.clone().take(upto).enumerate() {
-                    let key = &key[kvh * hd..(kvh + 1) * hd];
-                    for (g, qh) in qs.chunks_exact(hd).enumerate() {
-                        scores[g * upto + p] = dot(qh, key) * scale;
-                    }
-                }
-                for g in 0..group {
-                    let sc = &mut scores[g * upto..(g + 1) * upto];
-                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let mut sum = 0f32;
-                    for v in sc.iter_mut() {
-                        *v = (*v - max).exp();
-                        sum += *v;
-                    }
-                    let inv = 1.0 / sum;
-                    sc.iter_mut().for_each(|v| *v *= inv);
-                }
                 let o = &mut out[j * group * hd..(j + 1) * group * hd];
-                for (p, val) in vals.clone().take(upto).enumerate() {
-                    let val = &val[kvh * hd..(kvh + 1) * hd];
-                    for (g, oh) in o.chunks_exact_mut(hd).enumerate() {
-                        let w = scores[g * upto + p];
-                        oh.iter_mut().zip(val).for_each(|(a, b)| *a += w * b);
+                for (qh, oh) in qs.chunks_exact(hd).zip(o.chunks_exact_mut(hd)) {
+                    let sc = &mut scores[..upto];
+                    for (p, v) in sc.iter_mut().enumerate() {
+                        *v = dot(qh, &s.k[p * kv_dim + kvh * hd..][..hd]) * scale;
                     }
+                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let inv = 1.0 / math::exp_shifted_sum(sc, max);
+                    sc.iter_mut().for_each(|v| *v *= inv);
+                    weighted_sum(sc, s.v, kv_dim, kvh * hd, oh);
                 }
             }
             out

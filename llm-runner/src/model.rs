@@ -22,6 +22,7 @@ use crate::error::{GenError, Result};
 use crate::gguf::{Gguf, LlamaConfig};
 use crate::kv::KvCache;
 use crate::linear::{Kernel, QLinear, RowGroup};
+use crate::math;
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -251,9 +252,7 @@ impl Llama {
                 .zip(gu.par_chunks(2 * ffn))
                 .for_each(|(a, gu)| {
                     let (g, u) = gu.split_at(ffn);
-                    for ((a, g), u) in a.iter_mut().zip(g).zip(u) {
-                        *a = g / (1.0 + (-g).exp()) * u;
-                    }
+                    math::swiglu(a, g, u);
                 });
             let d = layer.down.forward(&act, &groups)?;
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
