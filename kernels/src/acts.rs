@@ -5,12 +5,13 @@
 //!   natural order, plus, for Q4_1, each pair of blocks `(b, b+1)` as
 //!   `[b: 0..16 | b+1: 0..16 | b: 16..32 | b+1: 16..32]` — the order a
 //!   32-byte load of two blocks' nibbles unpacks into.
-//! - **tile layout** ([`TILE`] activation rows against one weight row):
-//!   per block, per group of 4 values, the 4 bytes of every row side by
-//!   side, so one 32-byte load pairs with 4 weight values broadcast to all
-//!   rows. Scales and sums are per block, one lane per row.
+//! - **tile layout** (a tile of rows against one weight row: 8 for the
+//!   AVX2 kernel, 16 for AVX-512): per block, per group of 4 values, the 4
+//!   bytes of every row side by side, so one vector load pairs with 4
+//!   weight values broadcast to all rows. Scales and sums are per block,
+//!   one lane per row.
 
-use crate::{BLOCK, TILE};
+use crate::BLOCK;
 
 /// Activation rows quantized to 8 bits per 32-value block.
 pub struct QuantizedActs {
@@ -35,36 +36,39 @@ pub(crate) struct RowActs<'a> {
     pub sum: &'a [f32],
 }
 
-/// [`TILE`] activation rows in tile layout (rows past the end are zeros).
+/// A tile of activation rows in tile layout (rows past the end are
+/// zeros): [`TILE`](crate::TILE) rows for the AVX2 kernel, `WIDE` (16) for AVX-512.
 #[derive(Clone, Copy)]
 #[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
 pub(crate) struct TileActs<'a> {
-    /// `blocks × 8 groups × TILE rows × 4` bytes.
+    /// `blocks × 8 groups × width rows × 4` bytes.
     pub q: &'a [i8],
-    /// `blocks × TILE`.
+    /// `blocks × width`.
     pub scale: &'a [f32],
     pub sum: &'a [f32],
+    /// `blocks × width`: each row's integer `Σq` of the block (the AVX-512
+    /// Q8_0 kernel offsets weights to unsigned and subtracts `128·Σq`).
+    pub qsum: &'a [i32],
 }
 
 /// Owned tile-layout activations for several tiles.
 pub(crate) struct Tiles {
     nb: usize,
+    width: usize,
     q: Vec<i8>,
     scale: Vec<f32>,
     sum: Vec<f32>,
+    qsum: Vec<i32>,
 }
 
 impl Tiles {
-    pub fn count(&self) -> usize {
-        self.scale.len() / (self.nb * TILE).max(1)
-    }
-
     pub fn tile(&self, t: usize) -> TileActs<'_> {
-        let (qn, sn) = (self.nb * BLOCK * TILE, self.nb * TILE);
+        let (qn, sn) = (self.nb * BLOCK * self.width, self.nb * self.width);
         TileActs {
             q: &self.q[t * qn..(t + 1) * qn],
             scale: &self.scale[t * sn..(t + 1) * sn],
             sum: &self.sum[t * sn..(t + 1) * sn],
+            qsum: &self.qsum[t * sn..(t + 1) * sn],
         }
     }
 }
@@ -81,7 +85,15 @@ impl QuantizedActs {
         let mut sum = Vec::with_capacity(blocks);
         let mut q = vec![0i8; x.len()];
         for (b, qb) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
-            let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // eight running maxima (lanes), so the compiler vectorises it;
+            // a max is exact in any order
+            let mut lanes = [0f32; 8];
+            for c in b.chunks_exact(8) {
+                for (m, v) in lanes.iter_mut().zip(c) {
+                    *m = m.max(v.abs());
+                }
+            }
+            let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
             let d = amax / 127.0;
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
             // ties to even (as llama.cpp's AVX2 path rounds), which the
@@ -136,31 +148,40 @@ impl QuantizedActs {
         out
     }
 
-    /// `count` tiles of rows `first..first + count·TILE`; rows past the
-    /// last are zeros (their results are dropped).
-    pub(crate) fn tiles(&self, first: usize, count: usize) -> Tiles {
+    /// `count` tiles of `width` rows from row `first`; rows past the last
+    /// are zeros (their results are dropped).
+    pub(crate) fn tiles(&self, width: usize, first: usize, count: usize) -> Tiles {
         let nb = self.blocks();
-        let mut q = vec![0i8; count * nb * BLOCK * TILE];
-        let mut scale = vec![0f32; count * nb * TILE];
-        let mut sum = vec![0f32; count * nb * TILE];
+        let mut q = vec![0i8; count * nb * BLOCK * width];
+        let mut scale = vec![0f32; count * nb * width];
+        let mut sum = vec![0f32; count * nb * width];
+        let mut qsum = vec![0i32; count * nb * width];
         for t in 0..count {
-            for i in 0..TILE {
-                let r = first + t * TILE + i;
+            for i in 0..width {
+                let r = first + t * width + i;
                 if r >= self.rows {
                     break;
                 }
                 for b in 0..nb {
-                    let s = (t * nb + b) * TILE + i;
+                    let s = (t * nb + b) * width + i;
                     scale[s] = self.scale[r * nb + b];
                     sum[s] = self.sum[r * nb + b];
                     let src = &self.q[r * self.cols + b * BLOCK..][..BLOCK];
+                    qsum[s] = src.iter().map(|&v| i32::from(v)).sum();
                     for (g, four) in src.chunks_exact(4).enumerate() {
-                        let at = (((t * nb + b) * 8 + g) * TILE + i) * 4;
+                        let at = (((t * nb + b) * 8 + g) * width + i) * 4;
                         q[at..at + 4].copy_from_slice(four);
                     }
                 }
             }
         }
-        Tiles { nb, q, scale, sum }
+        Tiles {
+            nb,
+            width,
+            q,
+            scale,
+            sum,
+            qsum,
+        }
     }
 }

@@ -12,14 +12,17 @@
 //! - Kernels: one activation row against a weight row (eight blocks per
 //!   vector), or a tile of [`TILE`] rows, one per lane, so a batch of
 //!   decode rows costs far less than that many single rows once the
-//!   weights are in cache (`avx2.rs`). Both compute exactly the arithmetic
-//!   written out in `scalar.rs`, the fallback without AVX2: a row's result
-//!   is bit-identical whatever else is in the call, so batching never
-//!   changes greedy output.
+//!   weights are in cache (`avx2.rs`); on CPUs with AVX-512 VNNI, detected
+//!   at run time, whole groups of [`WIDE`] rows take a 512-bit tile
+//!   (`avx512.rs`). All compute exactly the arithmetic written out in
+//!   `scalar.rs`, the fallback without AVX2: a row's result is
+//!   bit-identical whatever else is in the call and whichever kernel ran,
+//!   so batching never changes greedy output.
 //!
 //! This crate is the workspace's only `unsafe`: SIMD loads from slices
-//! whose lengths are checked first, in a module compiled only when the
-//! target has AVX2 (the workspace's x86-64-v3 baseline).
+//! whose lengths are checked first, in modules compiled only when the
+//! target has AVX2 (the workspace's x86-64-v3 baseline); the AVX-512
+//! kernel runs only after its features were detected.
 
 #![cfg_attr(not(target_feature = "avx2"), forbid(unsafe_code))]
 
@@ -27,6 +30,9 @@ mod acts;
 #[cfg(target_feature = "avx2")]
 #[allow(unsafe_code)]
 mod avx2;
+#[cfg(target_feature = "avx2")]
+#[allow(unsafe_code)]
+mod avx512;
 mod scalar;
 
 use half::f16;
@@ -41,6 +47,9 @@ pub const BLOCK: usize = 32;
 
 /// Activation rows per tile (one per 32-bit lane of a 256-bit vector).
 pub const TILE: usize = 8;
+
+/// Activation rows per tile of the AVX-512 kernel (a 512-bit vector).
+pub const WIDE: usize = 16;
 
 /// A last partial tile of at least this many rows is padded to a full
 /// tile; fewer rows take the single-row kernel one by one (a tile costs
@@ -158,11 +167,14 @@ impl QMatrix {
         if acts.cols != self.cols || out.len() != n * self.rows {
             return false;
         }
-        // whole tiles, a padded last tile if it is full enough, the rest
+        // whole wide (AVX-512) tiles where the CPU has them, then whole
+        // 8-row tiles, a padded last tile if it is full enough, the rest
         // row by row
-        let ntiles = n / TILE + usize::from(n % TILE >= PAD_FROM);
-        let tiled = (ntiles * TILE).min(n);
-        let tiles = acts.tiles(0, ntiles);
+        let wide = n / WIDE * usize::from(wide_tiles());
+        let first8 = wide * WIDE;
+        let ntiles = (n - first8) / TILE + usize::from((n - first8) % TILE >= PAD_FROM);
+        let tiled = (first8 + ntiles * TILE).min(n);
+        let (wides, tiles) = (acts.tiles(WIDE, 0, wide), acts.tiles(TILE, first8, ntiles));
         let pairs: Vec<Vec<i8>> = (tiled..n)
             .map(|r| match self.format {
                 Format::Q4_1 => acts.pairs(r),
@@ -188,12 +200,17 @@ impl QMatrix {
                 let mut unpacked = Unpacked::default();
                 for (i, dst) in part.chunks_exact_mut(n).enumerate() {
                     let w = self.wrow(s * SLAB + i);
-                    if ntiles > 0 {
-                        unpacked.fill(w);
+                    if tiled > 0 {
+                        unpacked.fill(w, wide > 0);
                     }
-                    for t in 0..tiles.count() {
-                        let rows = &mut dst[t * TILE..((t + 1) * TILE).min(tiled)];
-                        tile_dot(w, &unpacked, tiles.tile(t), acts, t * TILE, rows);
+                    for t in 0..wide {
+                        let rows = &mut dst[t * WIDE..(t + 1) * WIDE];
+                        tile_dot(w, &unpacked, wides.tile(t), WIDE, acts, t * WIDE, rows);
+                    }
+                    for t in 0..ntiles {
+                        let lo = first8 + t * TILE;
+                        let rows = &mut dst[lo..(lo + TILE).min(tiled)];
+                        tile_dot(w, &unpacked, tiles.tile(t), TILE, acts, lo, rows);
                     }
                     for (r, y) in (tiled..n).zip(&mut dst[tiled..]) {
                         *y = row_dot(w, acts.row(r, &pairs[r - tiled]));
@@ -248,16 +265,23 @@ fn tile_dot(
     w: WRow<'_>,
     unpacked: &Unpacked,
     tile: TileActs<'_>,
+    width: usize,
     acts: &QuantizedActs,
     first: usize,
     dst: &mut [f32],
 ) {
     #[cfg(target_feature = "avx2")]
-    if let Some(res) = avx2::tile(w, unpacked, tile) {
-        dst.copy_from_slice(&res[..dst.len()]);
-        return;
+    {
+        let done = match width {
+            TILE => avx2::tile(w, unpacked, tile).map(|r| dst.copy_from_slice(&r[..dst.len()])),
+            WIDE => avx512::tile(w, unpacked, tile).map(|r| dst.copy_from_slice(&r[..dst.len()])),
+            _ => None,
+        };
+        if done.is_some() {
+            return;
+        }
     }
-    let _ = (tile, unpacked);
+    let _ = (tile, unpacked, width);
     for (i, y) in dst.iter_mut().enumerate() {
         *y = scalar::row_dot(w, acts.row(first + i, &[]));
     }
@@ -278,11 +302,16 @@ pub(crate) struct Unpacked {
 }
 
 impl Unpacked {
-    fn fill(&mut self, w: WRow<'_>) {
+    /// `wide`: for the AVX-512 kernel, which also reads Q8_0 bytes here,
+    /// offset by 128 to unsigned.
+    fn fill(&mut self, w: WRow<'_>, wide: bool) {
         widen(w.d, &mut self.d);
         widen(w.m, &mut self.m);
         if w.format != Format::Q4_1 {
             self.vals.clear();
+            if wide {
+                self.vals.extend(w.qs.iter().map(|q| q ^ 0x80));
+            }
             return;
         }
         let vals = &mut self.vals;
@@ -310,6 +339,18 @@ fn widen(src: &[f16], dst: &mut Vec<f32>) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d = s.to_f32();
     }
+}
+
+/// Whether whole groups of [`WIDE`] rows take the AVX-512 VNNI kernel (a
+/// CPU that has it). Only whole ones: a padded wide tile costs as much as
+/// a full one, about twice an 8-row AVX2 tile.
+fn wide_tiles() -> bool {
+    #[cfg(target_feature = "avx2")]
+    {
+        avx512::available()
+    }
+    #[cfg(not(target_feature = "avx2"))]
+    false
 }
 
 /// One weight row · one activation row, on the best kernel compiled in.
