@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: start the real binaries on loopback
 //! (port 0), read the addresses they bound, stop them on drop.
 
+pub mod gateway;
 pub mod routing;
 pub mod services;
 
