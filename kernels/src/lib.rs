@@ -191,14 +191,17 @@ impl QMatrix {
             });
             return true;
         }
-        // per weight row, its n results side by side (each slab writes its
-        // own part), then transposed into `out`, both in parallel
+        // each slab writes its part as n runs of its weight rows' results
+        // (activation row r: `part[r·len .. (r+1)·len]`), so the copy into
+        // `out` below moves whole runs instead of gathering with stride n
         let mut by_w = vec![0f32; self.rows * n];
         by_w.par_chunks_mut(SLAB * n)
             .enumerate()
             .for_each(|(s, part)| {
+                let len = part.len() / n;
                 let mut unpacked = Unpacked::default();
-                for (i, dst) in part.chunks_exact_mut(n).enumerate() {
+                let mut dst = vec![0f32; n];
+                for i in 0..len {
                     let w = self.wrow(s * SLAB + i);
                     if tiled > 0 {
                         unpacked.fill(w, wide > 0);
@@ -215,20 +218,22 @@ impl QMatrix {
                     for (r, y) in (tiled..n).zip(&mut dst[tiled..]) {
                         *y = row_dot(w, acts.row(r, &pairs[r - tiled]));
                     }
+                    for (r, y) in dst.iter().enumerate() {
+                        part[r * len + i] = *y;
+                    }
                 }
             });
-        let transpose = |(r, row): (usize, &mut [f32])| {
-            for (y, v) in row.iter_mut().zip(by_w[r..].iter().step_by(n)) {
-                *y = *v;
+        let gather = |(r, row): (usize, &mut [f32])| {
+            for (s, o) in row.chunks_mut(SLAB).enumerate() {
+                let len = o.len();
+                o.copy_from_slice(&by_w[s * SLAB * n + r * len..][..len]);
             }
         };
         // a parallel region costs a few microseconds: only for large outputs
         if by_w.len() >= 1 << 16 {
-            out.par_chunks_mut(self.rows)
-                .enumerate()
-                .for_each(transpose);
+            out.par_chunks_mut(self.rows).enumerate().for_each(gather);
         } else {
-            out.chunks_mut(self.rows).enumerate().for_each(transpose);
+            out.chunks_mut(self.rows).enumerate().for_each(gather);
         }
         true
     }
