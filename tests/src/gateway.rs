@@ -60,25 +60,12 @@ impl Gateway {
     /// Status and JSON (or the text as a JSON string); every answer must
     /// carry `x-request-id`.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let mut req = self.http.request(m, self.url(path));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
+        let (status, headers, v) = request(&self.http, method, &self.url(path), None, body).await;
         assert!(
-            resp.headers().contains_key("x-request-id"),
+            headers.contains_key("x-request-id"),
             "{method} {path}: no x-request-id"
         );
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, v)
     }
 
     /// `call`, asserting 200.
@@ -120,4 +107,32 @@ impl Gateway {
         assert_eq!(out["documents"], 3, "{out}");
         assert!(out["chunks"].as_u64().unwrap_or(0) >= 3, "{out}");
     }
+}
+
+/// One HTTP call with an optional JSON body and bearer key: the status,
+/// the headers, and the body as JSON (or the text as a JSON string).
+pub async fn request(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut req = http.request(m, url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, v)
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use ragmesh_tests::Service;
+use ragmesh_tests::gateway::request;
 use serde_json::{Value, json};
 
 const KEY_A: &str = "key-alpha-0001";
@@ -27,32 +28,13 @@ impl Gw {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value, Option<String>) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let mut req = self
-            .http
-            .request(m, format!("{}{path}", self.svc.http_url()));
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let retry = resp
-            .headers()
+        let url = format!("{}{path}", self.svc.http_url());
+        let (status, headers, v) = request(&self.http, method, &url, key, body).await;
+        let retry = headers
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            retry,
-        )
+        (status, v, retry)
     }
 }
 
