@@ -31,8 +31,9 @@ pub(crate) fn available() -> bool {
 /// `out[i] = w · a[i]` for the tile's rows, or `None` when the CPU lacks
 /// the features or a slice does not fit.
 ///
-/// `u`: the row as [`Unpacked::fill`] made it with `wide` set (Q8_0 bytes
-/// offset by 128 to unsigned, as `vpdpbusd` multiplies unsigned by signed).
+/// `u`: the row as [`Unpacked::fill`] made it. Q8_0 bytes are read in
+/// place and offset by 128 to unsigned in the register (`vpdpbusd`
+/// multiplies unsigned by signed).
 pub(crate) fn tile(w: WRow<'_>, u: &Unpacked, a: TileActs<'_>) -> Option<[f32; WIDE]> {
     let nb = w.d.len();
     let fits = a.q.len() >= nb * BLOCK * WIDE
@@ -40,8 +41,10 @@ pub(crate) fn tile(w: WRow<'_>, u: &Unpacked, a: TileActs<'_>) -> Option<[f32; W
         && a.sum.len() >= nb * WIDE
         && a.qsum.len() >= nb * WIDE
         && u.d.len() >= nb
-        && u.vals.len() >= nb * BLOCK
-        && (w.format == Format::Q8_0 || u.m.len() >= nb);
+        && match w.format {
+            Format::Q4_1 => u.vals.len() >= nb * BLOCK && u.m.len() >= nb,
+            Format::Q8_0 => w.qs.len() >= nb * BLOCK,
+        };
     if !fits || !available() {
         return None;
     }
@@ -49,15 +52,16 @@ pub(crate) fn tile(w: WRow<'_>, u: &Unpacked, a: TileActs<'_>) -> Option<[f32; W
     // holds what block `b < nb` reads (checked above).
     Some(unsafe {
         match w.format {
-            Format::Q4_1 => blocks::<true>(nb, u, a),
-            Format::Q8_0 => blocks::<false>(nb, u, a),
+            Format::Q4_1 => blocks::<true>(w, u, a),
+            Format::Q8_0 => blocks::<false>(w, u, a),
         }
     })
 }
 
 /// Safety: AVX-512F/BW/VNNI present; slices as [`tile`] checks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn blocks<const Q41: bool>(nb: usize, u: &Unpacked, a: TileActs<'_>) -> [f32; WIDE] {
+unsafe fn blocks<const Q41: bool>(w: WRow<'_>, u: &Unpacked, a: TileActs<'_>) -> [f32; WIDE] {
+    let nb = w.d.len();
     let chunks = nb / 8;
     // SAFETY: as the caller guarantees.
     unsafe {
@@ -67,18 +71,18 @@ unsafe fn blocks<const Q41: bool>(nb: usize, u: &Unpacked, a: TileActs<'_>) -> [
         let (mut a4, mut a5, mut a6, mut a7) = (z, z, z, z);
         for c in 0..chunks {
             let b = c * 8;
-            a0 = block::<Q41>(u, a, b, a0);
-            a1 = block::<Q41>(u, a, b + 1, a1);
-            a2 = block::<Q41>(u, a, b + 2, a2);
-            a3 = block::<Q41>(u, a, b + 3, a3);
-            a4 = block::<Q41>(u, a, b + 4, a4);
-            a5 = block::<Q41>(u, a, b + 5, a5);
-            a6 = block::<Q41>(u, a, b + 6, a6);
-            a7 = block::<Q41>(u, a, b + 7, a7);
+            a0 = block::<Q41>(w, u, a, b, a0);
+            a1 = block::<Q41>(w, u, a, b + 1, a1);
+            a2 = block::<Q41>(w, u, a, b + 2, a2);
+            a3 = block::<Q41>(w, u, a, b + 3, a3);
+            a4 = block::<Q41>(w, u, a, b + 4, a4);
+            a5 = block::<Q41>(w, u, a, b + 5, a5);
+            a6 = block::<Q41>(w, u, a, b + 6, a6);
+            a7 = block::<Q41>(w, u, a, b + 7, a7);
         }
         let mut tail = [a0, a1, a2, a3, a4, a5, a6, a7];
         for (k, ak) in tail.iter_mut().enumerate().take(nb % 8) {
-            *ak = block::<Q41>(u, a, chunks * 8 + k, *ak);
+            *ak = block::<Q41>(w, u, a, chunks * 8 + k, *ak);
         }
         let [a0, a1, a2, a3, a4, a5, a6, a7] = tail;
         // the scalar reduction, lane-wise
@@ -95,13 +99,27 @@ unsafe fn blocks<const Q41: bool>(nb: usize, u: &Unpacked, a: TileActs<'_>) -> [
 /// One block of the tile into its accumulator (a lane per row).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn block<const Q41: bool>(u: &Unpacked, a: TileActs<'_>, b: usize, acc: __m512) -> __m512 {
+unsafe fn block<const Q41: bool>(
+    w: WRow<'_>,
+    u: &Unpacked,
+    a: TileActs<'_>,
+    b: usize,
+    acc: __m512,
+) -> __m512 {
     // SAFETY: see `blocks`.
     unsafe {
         let q = a.q.as_ptr().add(b * BLOCK * WIDE);
-        let wp = u.vals.as_ptr().add(b * BLOCK);
+        let wp = match Q41 {
+            true => u.vals.as_ptr().add(b * BLOCK),
+            false => w.qs.as_ptr().add(b * BLOCK),
+        };
+        let offset = _mm512_set1_epi32(0x8080_8080_u32 as i32);
         let step = |s: __m512i, g: usize| {
-            let wg = _mm512_set1_epi32(wp.add(g * 4).cast::<i32>().read_unaligned());
+            let mut wg = _mm512_set1_epi32(wp.add(g * 4).cast::<i32>().read_unaligned());
+            if !Q41 {
+                // signed bytes + 128 = the same bits with the top one flipped
+                wg = _mm512_xor_si512(wg, offset);
+            }
             _mm512_dpbusd_epi32(s, wg, _mm512_loadu_si512(q.add(g * 64).cast()))
         };
         // four chains of two: `vpdpbusd` accumulates in place, so one

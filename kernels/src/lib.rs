@@ -204,7 +204,7 @@ impl QMatrix {
                 for i in 0..len {
                     let w = self.wrow(s * SLAB + i);
                     if tiled > 0 {
-                        unpacked.fill(w, wide > 0);
+                        unpacked.fill(w);
                     }
                     for t in 0..wide {
                         let rows = &mut dst[t * WIDE..(t + 1) * WIDE];
@@ -307,16 +307,11 @@ pub(crate) struct Unpacked {
 }
 
 impl Unpacked {
-    /// `wide`: for the AVX-512 kernel, which also reads Q8_0 bytes here,
-    /// offset by 128 to unsigned.
-    fn fill(&mut self, w: WRow<'_>, wide: bool) {
+    fn fill(&mut self, w: WRow<'_>) {
         widen(w.d, &mut self.d);
         widen(w.m, &mut self.m);
         if w.format != Format::Q4_1 {
             self.vals.clear();
-            if wide {
-                self.vals.extend(w.qs.iter().map(|q| q ^ 0x80));
-            }
             return;
         }
         let vals = &mut self.vals;
@@ -508,7 +503,7 @@ mod tests {
             let Some(m) = QMatrix::new(format, 1, cols, data) else {
                 panic!("shape")
             };
-            for n in [1, 8] {
+            for n in [1, 8, 16] {
                 let x = vec![sign; n * cols];
                 let Some(acts) = QuantizedActs::quantize(&x, n, cols) else {
                     panic!("acts")
