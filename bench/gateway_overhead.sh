@@ -4,7 +4,9 @@
 # Usage: bench/gateway_overhead.sh [rate=2000] [seconds=10] [rounds=3]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target="${CARGO_TARGET_DIR:-/var/tmp/ragmesh-target}"
+# exported: the cargo build below must write where the paths below read
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ragmesh-target}"
+target="$CARGO_TARGET_DIR"
 tools="${RAGMESH_TOOLS:-$HOME/.cache/ragmesh/tools}"
 cd "$root"
 oha="$(command -v oha || true)"

@@ -4,7 +4,9 @@
 # profile vs the plain model, same run. Usage: bench/gateway_rag.sh [runs]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target="${CARGO_TARGET_DIR:-/var/tmp/ragmesh-target}"
+# exported: the cargo build below must write where the paths below read
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ragmesh-target}"
+target="$CARGO_TARGET_DIR"
 cd "$root"
 cargo build --workspace --bins
 exec python3 bench/gateway_rag.py "$target/debug/ragmesh-gateway" "$root" "${1:-2}"
