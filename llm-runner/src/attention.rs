@@ -168,11 +168,18 @@ mod tests {
     /// against a longer cache all give the plain definition's answer.
     #[test]
     fn grouped_split_attention_matches_the_definition() {
-        let h = Heads {
-            n_head: 6,
-            n_kv_head: 2,
-            head_dim: 16,
-        };
+        // 16: shorter than one 32-value run of the value sums; 72: two runs
+        // and a remainder
+        for head_dim in [16, 72] {
+            check_against_definition(Heads {
+                n_head: 6,
+                n_kv_head: 2,
+                head_dim,
+            });
+        }
+    }
+
+    fn check_against_definition(h: Heads) {
         let kv_dim = h.n_kv_head * h.head_dim;
         let val = |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
         // a 70-row prompt chunk after 5 cached positions; one decode row
@@ -211,7 +218,8 @@ mod tests {
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                "value {i}: {a} vs {b}"
+                "head_dim {}, value {i}: {a} vs {b}",
+                h.head_dim
             );
         }
     }

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::math;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     /// 0 = greedy.
@@ -48,7 +50,7 @@ pub struct Choice {
 
 fn log_softmax_at(logits: &[f32]) -> (f32, f32) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let sum: f32 = logits.iter().map(|l| math::exp(l - max)).sum();
     (max, sum.ln())
 }
 
@@ -140,7 +142,7 @@ impl Sampler {
             return 0;
         }
         // unnormalised probabilities
-        let w: Vec<f32> = logits.iter().map(|l| ((l - max) / t).exp()).collect();
+        let w: Vec<f32> = logits.iter().map(|l| math::exp((l - max) / t)).collect();
         let n = w.len();
         let k = match self.p.top_k {
             0 => n,
@@ -279,7 +281,10 @@ mod tests {
             presence_penalty: 5.0,
             ..Default::default()
         });
-        assert_eq!(s.sample(&mut [0.0, 3.0, 1.0], None).token, 1);
+        let c = s.sample(&mut [0.0, 3.0, 1.0], None);
+        assert_eq!(c.token, 1);
+        // not asked: no log-softmax, no logprob
+        assert!(c.logprob.is_none() && c.top.is_empty());
         assert_eq!(s.sample(&mut [0.0, 3.0, 1.0], None).token, 2);
         // same seed, same draws; top_k 1 is greedy
         let p = SamplingParams {
