@@ -5,19 +5,22 @@
 //! block first (as llama.cpp does), so each block's dot is an integer one.
 //!
 //! - [`QuantizedActs`] (`acts.rs`): activation rows as Q8 blocks.
-//! - [`QMatrix`]: a Q4_1 or Q8_0 weight matrix, repacked at load into
-//!   quants, scales and mins held apart (so eight blocks' scales are one
-//!   load), and [`QMatrix::matmul`]: `out[r][o] = w[o] · x[r]`, weight rows
-//!   split over the rayon pool.
-//! - Kernels: one activation row against a weight row (eight blocks per
-//!   vector), or a tile of [`TILE`] rows, one per lane, so a batch of
-//!   decode rows costs far less than that many single rows once the
-//!   weights are in cache (`avx2.rs`); on CPUs with AVX-512 VNNI, detected
-//!   at run time, whole groups of [`WIDE`] rows take a 512-bit tile
-//!   (`avx512.rs`). All compute exactly the arithmetic written out in
-//!   `scalar.rs`, the fallback without AVX2: a row's result is
-//!   bit-identical whatever else is in the call and whichever kernel ran,
-//!   so batching never changes greedy output.
+//! - [`QMatrix`]: a Q4_1 or Q8_0 weight matrix, repacked at load so that
+//!   a vector holds [`GROUP`] weight rows (one per 32-bit lane): per
+//!   group and block, four quant bytes of each row side by side, then the
+//!   rows' scales and mins (see [`QMatrix::new`]). Same bytes as GGUF.
+//! - [`QMatrix::matmul`]: `out[r][o] = w[o] · x[r]`. A kernel takes one
+//!   group of weight rows and up to [`ROWS`] activation rows: each block's
+//!   weight vectors are loaded (and Q4_1 nibbles split) once, then every
+//!   activation row broadcasts four of its bytes against them, so a batch
+//!   of decode rows costs little more than one row once the weights are
+//!   in cache. With AVX-512 VNNI (detected at run time) a vector is all 16
+//!   rows and `vpdpbusd` does multiply, pair sums and accumulation
+//!   (`avx512.rs`); with AVX2 a vector is 8 of the rows (`avx2.rs`). Both
+//!   compute exactly the arithmetic written out in `scalar.rs`, the
+//!   fallback without AVX2: a row's result is bit-identical whatever else
+//!   is in the call and whichever kernel ran, so batching never changes
+//!   greedy output.
 //!
 //! This crate is the workspace's only `unsafe`: SIMD loads from slices
 //! whose lengths are checked first, in modules compiled only when the
@@ -39,24 +42,20 @@ use half::f16;
 use rayon::prelude::*;
 
 pub use acts::QuantizedActs;
-use acts::{RowActs, TileActs};
-use scalar::WRow;
 
 /// Values per block (both formats).
 pub const BLOCK: usize = 32;
 
-/// Activation rows per tile (one per 32-bit lane of a 256-bit vector).
-pub const TILE: usize = 8;
+/// Weight rows per group: one per 32-bit lane of a 512-bit vector.
+pub const GROUP: usize = 16;
 
-/// Activation rows per tile of the AVX-512 kernel (a 512-bit vector).
-pub const WIDE: usize = 16;
+/// Activation rows one kernel call takes (a larger batch is cut into
+/// calls of this many; each call re-reads the group's weights from L1).
+/// Eight rows keep the AVX-512 kernel's 8 weight vectors, 8 integer and
+/// 8 float accumulators within its 32 registers.
+pub const ROWS: usize = 8;
 
-/// A last partial tile of at least this many rows is padded to a full
-/// tile; fewer rows take the single-row kernel one by one (a tile costs
-/// about as much as this many single rows; see `examples/kernel_speed`).
-const PAD_FROM: usize = 4;
-
-/// Weight rows per parallel task.
+/// Weight rows per parallel task (whole groups).
 const SLAB: usize = 64;
 
 /// GGUF block formats this crate reads.
@@ -77,11 +76,22 @@ impl Format {
         }
     }
 
-    /// Quant bytes per block once repacked.
-    fn quant_bytes(self) -> usize {
+    /// 64-byte slices of quants per group and block: Q4_1 packs two
+    /// groups of four values per byte (low nibbles: values 4j..4j+4,
+    /// high: 16+4j..), Q8_0 has a byte per value.
+    fn slices(self) -> usize {
         match self {
-            Format::Q4_1 => 16,
-            Format::Q8_0 => BLOCK,
+            Format::Q4_1 => 4,
+            Format::Q8_0 => 8,
+        }
+    }
+
+    /// Bytes of one group's block: quants, then 16 f16 scales, then (Q4_1)
+    /// 16 f16 mins.
+    fn record_bytes(self) -> usize {
+        match self {
+            Format::Q4_1 => 4 * 64 + 2 * 32,
+            Format::Q8_0 => 8 * 64 + 32,
         }
     }
 }
@@ -91,21 +101,62 @@ pub struct QMatrix {
     format: Format,
     rows: usize,
     cols: usize,
-    /// Per row, per block: the quant bytes (nibbles or signed bytes).
-    qs: Vec<u8>,
-    /// Per row, per block: the scale.
-    d: Vec<f16>,
-    /// Per row, per block: the min (Q4_1; empty for Q8_0).
-    m: Vec<f16>,
+    /// Per group of [`GROUP`] rows (the last one padded with zeros), per
+    /// block: one record of [`Format::record_bytes`].
+    data: Vec<u8>,
 }
 
 fn f16_at(b: &[u8], i: usize) -> f16 {
     f16::from_le_bytes([b[i], b[i + 1]])
 }
 
+/// Which kernel runs the groups.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    #[cfg(target_feature = "avx2")]
+    Vnni,
+    #[cfg(target_feature = "avx2")]
+    Avx2,
+    #[cfg(not(target_feature = "avx2"))]
+    Scalar,
+}
+
+/// Every kernel this CPU runs (the tests compare them all).
+#[cfg(test)]
+fn kernels() -> Vec<Kernel> {
+    #[cfg(target_feature = "avx2")]
+    {
+        let mut all = vec![Kernel::Avx2];
+        if avx512::available() {
+            all.push(Kernel::Vnni);
+        }
+        all
+    }
+    #[cfg(not(target_feature = "avx2"))]
+    vec![Kernel::Scalar]
+}
+
+fn kernel() -> Kernel {
+    #[cfg(target_feature = "avx2")]
+    {
+        if avx512::available() {
+            Kernel::Vnni
+        } else {
+            Kernel::Avx2
+        }
+    }
+    #[cfg(not(target_feature = "avx2"))]
+    Kernel::Scalar
+}
+
 impl QMatrix {
     /// `data`: GGUF blocks, row-major. `None` unless it holds exactly
     /// `rows × cols` values of `format` and `cols` is a multiple of 32.
+    ///
+    /// Repacking: quant slice `j` of a group's block holds, for lane `i`,
+    /// row `i`'s bytes `4j..4j+4` (Q4_1: the GGUF nibble bytes as they are;
+    /// Q8_0: the signed bytes plus 128, i.e. with the top bit flipped, as
+    /// `vpdpbusd` multiplies unsigned by signed).
     pub fn new(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Option<Self> {
         let ok = cols > 0
             && cols.is_multiple_of(BLOCK)
@@ -113,27 +164,53 @@ impl QMatrix {
         if !ok {
             return None;
         }
-        let blocks = rows * cols / BLOCK;
-        let mut qs = Vec::with_capacity(blocks * format.quant_bytes());
-        let mut d = Vec::with_capacity(blocks);
-        let mut m = Vec::new();
-        for blk in data.chunks_exact(format.block_bytes()) {
-            d.push(f16_at(blk, 0));
-            match format {
-                Format::Q4_1 => {
-                    m.push(f16_at(blk, 2));
-                    qs.extend_from_slice(&blk[4..]);
+        let (nb, bb, rec) = (cols / BLOCK, format.block_bytes(), format.record_bytes());
+        let groups = rows.div_ceil(GROUP);
+        let qbytes = format.slices() * 64;
+        let mut out = vec![0u8; groups * nb * rec];
+        if format == Format::Q8_0 {
+            // padding rows: signed zeros
+            out.fill(0x80);
+        }
+        for (o, row) in data.chunks_exact(nb * bb).enumerate() {
+            let (g, lane) = (o / GROUP, o % GROUP);
+            for (b, blk) in row.chunks_exact(bb).enumerate() {
+                let r = &mut out[(g * nb + b) * rec..][..rec];
+                r[qbytes + 2 * lane..][..2].copy_from_slice(&blk[..2]);
+                let qs = match format {
+                    Format::Q4_1 => {
+                        r[qbytes + 32 + 2 * lane..][..2].copy_from_slice(&blk[2..4]);
+                        &blk[4..]
+                    }
+                    Format::Q8_0 => &blk[2..],
+                };
+                for (j, four) in qs.chunks_exact(4).enumerate() {
+                    let dst = &mut r[j * 64 + lane * 4..][..4];
+                    for (d, s) in dst.iter_mut().zip(four) {
+                        *d = match format {
+                            Format::Q4_1 => *s,
+                            Format::Q8_0 => s ^ 0x80,
+                        };
+                    }
                 }
-                Format::Q8_0 => qs.extend_from_slice(&blk[2..]),
+            }
+        }
+        if format == Format::Q8_0 {
+            // the padding's scales are zero, not 0x8080
+            for g in rows / GROUP..groups {
+                for b in 0..nb {
+                    let r = &mut out[(g * nb + b) * rec..][..rec];
+                    for lane in rows - g * GROUP..GROUP {
+                        r[qbytes + 2 * lane..][..2].fill(0);
+                    }
+                }
             }
         }
         Some(Self {
             format,
             rows,
             cols,
-            qs,
-            d,
-            m,
+            data: out,
         })
     }
 
@@ -145,84 +222,78 @@ impl QMatrix {
         self.cols
     }
 
-    fn wrow(&self, o: usize) -> WRow<'_> {
-        let nb = self.cols / BLOCK;
-        let qb = nb * self.format.quant_bytes();
-        WRow {
-            format: self.format,
-            qs: &self.qs[o * qb..(o + 1) * qb],
-            d: &self.d[o * nb..(o + 1) * nb],
-            m: match self.format {
-                Format::Q4_1 => &self.m[o * nb..(o + 1) * nb],
-                Format::Q8_0 => &[],
-            },
-        }
+    /// Group `g`'s record of block `b`.
+    fn record(&self, g: usize, b: usize) -> &[u8] {
+        let (nb, rec) = (self.cols / BLOCK, self.format.record_bytes());
+        &self.data[(g * nb + b) * rec..][..rec]
+    }
+
+    /// Group `g`'s records, all blocks.
+    #[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
+    fn group_data(&self, g: usize) -> &[u8] {
+        let n = self.cols / BLOCK * self.format.record_bytes();
+        &self.data[g * n..(g + 1) * n]
+    }
+
+    /// Row `o`'s scale and min (0 for Q8_0) of block `b`.
+    fn scale_min(&self, o: usize, b: usize) -> (f32, f32) {
+        let rec = self.record(o / GROUP, b);
+        let at = self.format.slices() * 64 + 2 * (o % GROUP);
+        let min = match self.format {
+            Format::Q4_1 => f16_at(rec, at + 32).to_f32(),
+            Format::Q8_0 => 0.0,
+        };
+        (f16_at(rec, at).to_f32(), min)
     }
 
     /// `out` (`acts.rows() × self.rows()`, row-major) = `acts · selfᵀ`.
     /// Panics never: a shape mismatch leaves `out` untouched and returns
     /// false.
     pub fn matmul(&self, acts: &QuantizedActs, out: &mut [f32]) -> bool {
+        self.matmul_on(kernel(), acts, out)
+    }
+
+    fn matmul_on(&self, kernel: Kernel, acts: &QuantizedActs, out: &mut [f32]) -> bool {
         let n = acts.rows;
         if acts.cols != self.cols || out.len() != n * self.rows {
             return false;
         }
-        // whole wide (AVX-512) tiles where the CPU has them, then whole
-        // 8-row tiles, a padded last tile if it is full enough, the rest
-        // row by row
-        let wide = n / WIDE * usize::from(wide_tiles());
-        let first8 = wide * WIDE;
-        let ntiles = (n - first8) / TILE + usize::from((n - first8) % TILE >= PAD_FROM);
-        let tiled = (first8 + ntiles * TILE).min(n);
-        let (wides, tiles) = (acts.tiles(WIDE, 0, wide), acts.tiles(TILE, first8, ntiles));
-        let pairs: Vec<Vec<i8>> = (tiled..n)
-            .map(|r| match self.format {
-                Format::Q4_1 => acts.pairs(r),
-                Format::Q8_0 => Vec::new(),
-            })
-            .collect();
-        if n == 1 && tiled == 0 {
-            // single-stream decode: slabs write straight into `out`
-            let a = acts.row(0, &pairs[0]);
-            out.par_chunks_mut(SLAB).enumerate().for_each(|(s, o)| {
-                for (i, y) in o.iter_mut().enumerate() {
-                    *y = row_dot(self.wrow(s * SLAB + i), a);
-                }
-            });
+        if n == 0 {
             return true;
         }
-        // each slab writes its part as n runs of its weight rows' results
-        // (activation row r: `part[r·len .. (r+1)·len]`), so the copy into
-        // `out` below moves whole runs instead of gathering with stride n
+        // one slab's results as n runs of its weight rows (activation row
+        // r: `part[r·len .. (r+1)·len]`)
+        let slab = |s: usize, part: &mut [f32]| {
+            let len = part.len() / n;
+            let mut tmp = [0f32; GROUP * ROWS];
+            for gi in 0..len.div_ceil(GROUP) {
+                let g = s * SLAB / GROUP + gi;
+                let lanes = (len - gi * GROUP).min(GROUP);
+                let mut first = 0;
+                while first < n {
+                    let k = (n - first).min(ROWS);
+                    let dst = &mut tmp[..k * GROUP];
+                    self.group_dot(kernel, g, acts, first, k, dst);
+                    for i in 0..k {
+                        part[(first + i) * len + gi * GROUP..][..lanes]
+                            .copy_from_slice(&dst[i * GROUP..][..lanes]);
+                    }
+                    first += k;
+                }
+            }
+        };
+        if n == 1 {
+            // one run per slab: straight into `out`
+            out.par_chunks_mut(SLAB)
+                .enumerate()
+                .for_each(|(s, part)| slab(s, part));
+            return true;
+        }
         let mut by_w = vec![0f32; self.rows * n];
         by_w.par_chunks_mut(SLAB * n)
             .enumerate()
-            .for_each(|(s, part)| {
-                let len = part.len() / n;
-                let mut unpacked = Unpacked::default();
-                let mut dst = vec![0f32; n];
-                for i in 0..len {
-                    let w = self.wrow(s * SLAB + i);
-                    if tiled > 0 {
-                        unpacked.fill(w);
-                    }
-                    for t in 0..wide {
-                        let rows = &mut dst[t * WIDE..(t + 1) * WIDE];
-                        tile_dot(w, &unpacked, wides.tile(t), WIDE, acts, t * WIDE, rows);
-                    }
-                    for t in 0..ntiles {
-                        let lo = first8 + t * TILE;
-                        let rows = &mut dst[lo..(lo + TILE).min(tiled)];
-                        tile_dot(w, &unpacked, tiles.tile(t), TILE, acts, lo, rows);
-                    }
-                    for (r, y) in (tiled..n).zip(&mut dst[tiled..]) {
-                        *y = row_dot(w, acts.row(r, &pairs[r - tiled]));
-                    }
-                    for (r, y) in dst.iter().enumerate() {
-                        part[r * len + i] = *y;
-                    }
-                }
-            });
+            .for_each(|(s, part)| slab(s, part));
+        // copy whole runs into `out` (not a stride-n gather)
         let gather = |(r, row): (usize, &mut [f32])| {
             for (s, o) in row.chunks_mut(SLAB).enumerate() {
                 let len = o.len();
@@ -238,130 +309,42 @@ impl QMatrix {
         true
     }
 
+    /// Group `g` against activation rows `first..first + n` (`n ≤ ROWS`)
+    /// into `dst` (`n × GROUP`).
+    fn group_dot(
+        &self,
+        kernel: Kernel,
+        g: usize,
+        acts: &QuantizedActs,
+        first: usize,
+        n: usize,
+        dst: &mut [f32],
+    ) {
+        let done = match kernel {
+            #[cfg(target_feature = "avx2")]
+            Kernel::Vnni => avx512::group(self, g, acts, first, n, dst),
+            #[cfg(target_feature = "avx2")]
+            Kernel::Avx2 => avx2::group(self, g, acts, first, n, dst),
+            #[cfg(not(target_feature = "avx2"))]
+            Kernel::Scalar => false,
+        };
+        if !done {
+            scalar::group(self, g, acts, first, n, dst);
+        }
+    }
+
     /// Row `r` dequantised (an embedding lookup).
     pub fn dequantize_row(&self, r: usize) -> Option<Vec<f32>> {
         if r >= self.rows {
             return None;
         }
-        let w = self.wrow(r);
+        let nb = self.cols / BLOCK;
         let mut out = Vec::with_capacity(self.cols);
-        for (b, d) in w.d.iter().enumerate() {
-            let d = d.to_f32();
-            match self.format {
-                Format::Q4_1 => {
-                    let m = w.m[b].to_f32();
-                    let qs = &w.qs[b * 16..(b + 1) * 16];
-                    out.extend(qs.iter().map(|q| d * f32::from(q & 15) + m));
-                    out.extend(qs.iter().map(|q| d * f32::from(q >> 4) + m));
-                }
-                Format::Q8_0 => out.extend(
-                    w.qs[b * BLOCK..(b + 1) * BLOCK]
-                        .iter()
-                        .map(|&q| d * f32::from(q as i8)),
-                ),
-            }
+        for b in 0..nb {
+            let (d, m) = self.scale_min(r, b);
+            out.extend((0..BLOCK).map(|k| d * scalar::quant(self, r, b, k) as f32 + m));
         }
         Some(out)
-    }
-}
-
-/// One tile's results into `dst` (its real rows, from `first`).
-fn tile_dot(
-    w: WRow<'_>,
-    unpacked: &Unpacked,
-    tile: TileActs<'_>,
-    width: usize,
-    acts: &QuantizedActs,
-    first: usize,
-    dst: &mut [f32],
-) {
-    #[cfg(target_feature = "avx2")]
-    {
-        let done = match width {
-            TILE => avx2::tile(w, unpacked, tile).map(|r| dst.copy_from_slice(&r[..dst.len()])),
-            WIDE => avx512::tile(w, unpacked, tile).map(|r| dst.copy_from_slice(&r[..dst.len()])),
-            _ => None,
-        };
-        if done.is_some() {
-            return;
-        }
-    }
-    let _ = (tile, unpacked, width);
-    for (i, y) in dst.iter_mut().enumerate() {
-        *y = scalar::row_dot(w, acts.row(first + i, &[]));
-    }
-}
-
-/// A weight row as the tile kernel reads it, made once per row and used
-/// by every tile: Q4_1 nibbles one value per byte (so four values
-/// broadcast with one load), and the scales and mins as f32 (a broadcast
-/// load each, instead of a conversion per block and tile).
-#[derive(Default)]
-pub(crate) struct Unpacked {
-    /// Q4_1 values, 32 per block (empty for Q8_0, whose bytes are read
-    /// in place).
-    pub vals: Vec<u8>,
-    pub d: Vec<f32>,
-    /// Q4_1 mins (empty for Q8_0).
-    pub m: Vec<f32>,
-}
-
-impl Unpacked {
-    fn fill(&mut self, w: WRow<'_>) {
-        widen(w.d, &mut self.d);
-        widen(w.m, &mut self.m);
-        if w.format != Format::Q4_1 {
-            self.vals.clear();
-            return;
-        }
-        let vals = &mut self.vals;
-        vals.resize(w.qs.len() * 2, 0);
-        #[cfg(target_feature = "avx2")]
-        if avx2::unpack(w.qs, vals) {
-            return;
-        }
-        for (dst, src) in vals.chunks_exact_mut(BLOCK).zip(w.qs.chunks_exact(16)) {
-            let (lo, hi) = dst.split_at_mut(16);
-            for ((l, h), q) in lo.iter_mut().zip(hi.iter_mut()).zip(src) {
-                *l = q & 15;
-                *h = q >> 4;
-            }
-        }
-    }
-}
-
-/// `src` as f32 into `dst`.
-fn widen(src: &[f16], dst: &mut Vec<f32>) {
-    dst.resize(src.len(), 0.0);
-    #[cfg(target_feature = "avx2")]
-    avx2::widen(src, dst);
-    #[cfg(not(target_feature = "avx2"))]
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
-}
-
-/// Whether whole groups of [`WIDE`] rows take the AVX-512 VNNI kernel (a
-/// CPU that has it). Only whole ones: a padded wide tile costs as much as
-/// a full one, about twice an 8-row AVX2 tile.
-fn wide_tiles() -> bool {
-    #[cfg(target_feature = "avx2")]
-    {
-        avx512::available()
-    }
-    #[cfg(not(target_feature = "avx2"))]
-    false
-}
-
-/// One weight row · one activation row, on the best kernel compiled in.
-fn row_dot(w: WRow<'_>, a: RowActs<'_>) -> f32 {
-    #[cfg(target_feature = "avx2")]
-    {
-        avx2::row(w, a)
-    }
-    #[cfg(not(target_feature = "avx2"))]
-    {
-        scalar::row_dot(w, a)
     }
 }
 
@@ -410,9 +393,9 @@ mod tests {
             assert!(m.matmul(&acts, &mut out));
             for r in 0..n {
                 // dequantised activations, as the kernel sees them
-                let a = acts.row(r, &[]);
+                let nb = cols / BLOCK;
                 let xa: Vec<f32> = (0..cols)
-                    .map(|i| a.scale[i / BLOCK] * f32::from(a.q[i]))
+                    .map(|i| acts.scale[r * nb + i / BLOCK] * f32::from(acts.q[r * cols + i]))
                     .collect();
                 for o in 0..rows {
                     let w = m.dequantize_row(o).unwrap_or_default();
@@ -435,7 +418,7 @@ mod tests {
         }
     }
 
-    fn random_matrix(format: Format, rows: usize, cols: usize, seed: &mut u64) -> QMatrix {
+    fn random_blocks(format: Format, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
         let mut data = Vec::new();
         for _ in 0..rows * cols / BLOCK {
             data.extend(f16b((rng(seed) % 100) as f32 / 1000.0 + 0.001));
@@ -447,9 +430,47 @@ mod tests {
                 Format::Q8_0 => data.extend((0..32).map(|_| rng(seed) as u8)),
             }
         }
-        match QMatrix::new(format, rows, cols, data) {
+        data
+    }
+
+    fn random_matrix(format: Format, rows: usize, cols: usize, seed: &mut u64) -> QMatrix {
+        match QMatrix::new(format, rows, cols, random_blocks(format, rows, cols, seed)) {
             Some(m) => m,
             None => panic!("shape"),
+        }
+    }
+
+    /// The repacked matrix holds every GGUF value: each row read back
+    /// equals the blocks decoded straight from the file's layout (rows
+    /// past a whole group included).
+    #[test]
+    fn repacking_keeps_every_value() {
+        let mut seed = 5u64;
+        for format in [Format::Q4_1, Format::Q8_0] {
+            let (rows, cols) = (37, 96);
+            let data = random_blocks(format, rows, cols, &mut seed);
+            let Some(m) = QMatrix::new(format, rows, cols, data.clone()) else {
+                panic!("shape")
+            };
+            let bb = format.block_bytes();
+            for o in 0..rows {
+                let mut want = Vec::new();
+                for blk in data[o * (cols / BLOCK) * bb..][..(cols / BLOCK) * bb].chunks_exact(bb) {
+                    let d = f16_at(blk, 0).to_f32();
+                    match format {
+                        Format::Q4_1 => {
+                            let mn = f16_at(blk, 2).to_f32();
+                            want.extend(blk[4..].iter().map(|q| d * f32::from(q & 15) + mn));
+                            want.extend(blk[4..].iter().map(|q| d * f32::from(q >> 4) + mn));
+                        }
+                        Format::Q8_0 => {
+                            want.extend(blk[2..].iter().map(|&q| d * f32::from(q as i8)))
+                        }
+                    }
+                }
+                assert_eq!(m.dequantize_row(o), Some(want), "{format:?} row {o}");
+            }
+            assert_eq!(m.dequantize_row(rows), None);
         }
     }
 
@@ -466,18 +487,21 @@ mod tests {
                 let x: Vec<f32> = (0..21 * cols)
                     .map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0)
                     .collect();
-                for n in [1, 2, 3, 4, 5, 8, 9, 13, 16, 21] {
+                for (n, kernel) in [1, 2, 3, 4, 5, 8, 9, 13, 16, 21]
+                    .into_iter()
+                    .flat_map(|n| kernels().into_iter().map(move |k| (n, k)))
+                {
                     let acts = QuantizedActs::quantize(&x[..n * cols], n, cols);
                     let Some(acts) = acts else { panic!("acts") };
                     let mut out = vec![0f32; n * 70];
-                    assert!(m.matmul(&acts, &mut out));
+                    assert!(m.matmul_on(kernel, &acts, &mut out));
                     for r in 0..n {
                         for o in 0..70 {
-                            let want = scalar::row_dot(m.wrow(o), acts.row(r, &[]));
+                            let want = scalar::dot(&m, o, &acts, r);
                             assert_eq!(
                                 out[r * 70 + o].to_bits(),
                                 want.to_bits(),
-                                "{format:?} cols {cols} n {n} row {r} out {o}"
+                                "{kernel:?} {format:?} cols {cols} n {n} row {r} out {o}"
                             );
                         }
                     }
@@ -498,7 +522,10 @@ mod tests {
                 if format == Format::Q4_1 {
                     data.extend(f16b(0.0));
                 }
-                data.extend(std::iter::repeat_n(quant, format.quant_bytes()));
+                data.extend(std::iter::repeat_n(
+                    quant,
+                    format.block_bytes() - if format == Format::Q4_1 { 4 } else { 2 },
+                ));
             }
             let Some(m) = QMatrix::new(format, 1, cols, data) else {
                 panic!("shape")
@@ -508,12 +535,15 @@ mod tests {
                 let Some(acts) = QuantizedActs::quantize(&x, n, cols) else {
                     panic!("acts")
                 };
-                let mut out = vec![0f32; n];
-                assert!(m.matmul(&acts, &mut out));
-                // 15·127 or 128·127 per value, times d_a = 1/127
-                let per = if format == Format::Q4_1 { 15.0 } else { 128.0 };
-                for y in out {
-                    assert!((y - per * cols as f32).abs() < 1.0, "{format:?} n {n}: {y}");
+                for kernel in kernels() {
+                    let mut out = vec![0f32; n];
+                    assert!(m.matmul_on(kernel, &acts, &mut out));
+                    // 15·127 or 128·127 per value, times d_a = 1/127
+                    let per = if format == Format::Q4_1 { 15.0 } else { 128.0 };
+                    for y in out {
+                        let ok = (y - per * cols as f32).abs() < 1.0;
+                        assert!(ok, "{kernel:?} {format:?} n {n}: {y}");
+                    }
                 }
             }
         }

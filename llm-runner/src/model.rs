@@ -21,7 +21,7 @@ use crate::attention::{Heads, SeqAttn, attend};
 use crate::error::{GenError, Result};
 use crate::gguf::{Gguf, LlamaConfig};
 use crate::kv::KvCache;
-use crate::linear::{Kernel, QLinear, RowGroup};
+use crate::linear::{Kernel, QLinear};
 use crate::math;
 
 struct Layer {
@@ -53,8 +53,6 @@ pub struct SeqBatch<'a> {
     /// Return logits for the last token (prefill chunks before the last
     /// one don't need them).
     pub logits: bool,
-    /// One generated token (the decode kernel), not a prompt chunk.
-    pub decode: bool,
 }
 
 fn rms_norm(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
@@ -179,13 +177,6 @@ impl Llama {
         if total == 0 {
             return Ok(vec![None; batch.len()]);
         }
-        let groups: Vec<RowGroup> = batch
-            .iter()
-            .map(|s| RowGroup {
-                len: s.tokens.len(),
-                decode: s.decode,
-            })
-            .collect();
         // positions and token embeddings, stacked
         let mut x = Vec::with_capacity(total * h);
         let mut pos = Vec::with_capacity(total);
@@ -202,7 +193,7 @@ impl Llama {
         for (li, layer) in self.layers.iter().enumerate() {
             let mut hbuf = x.clone();
             rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps, h);
-            let qkv = layer.qkv.forward(&hbuf, &groups)?;
+            let qkv = layer.qkv.forward(&hbuf, total)?;
             let stride = q_dim + 2 * kv_dim;
             let mut q = vec![0f32; total * q_dim];
             // rope on q and k; k, v appended to each sequence's cache
@@ -240,12 +231,12 @@ impl Llama {
                 head_dim: hd,
             };
             let attn = attend(heads, &q, &seqs);
-            let o = layer.wo.forward(&attn, &groups)?;
+            let o = layer.wo.forward(&attn, total)?;
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             // feed-forward
             let mut hbuf = x.clone();
             rms_norm(&mut hbuf, &layer.ffn_norm, c.rms_eps, h);
-            let gu = layer.gate_up.forward(&hbuf, &groups)?;
+            let gu = layer.gate_up.forward(&hbuf, total)?;
             let ffn = c.ffn;
             let mut act = vec![0f32; total * ffn];
             act.par_chunks_mut(ffn)
@@ -254,12 +245,11 @@ impl Llama {
                     let (g, u) = gu.split_at(ffn);
                     math::swiglu(a, g, u);
                 });
-            let d = layer.down.forward(&act, &groups)?;
+            let d = layer.down.forward(&act, total)?;
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
         // logits for the last token of the sequences that want them
         let mut last_rows = Vec::new();
-        let mut last_groups = Vec::new();
         let mut row = 0;
         for s in batch.iter_mut() {
             let n = s.tokens.len();
@@ -267,10 +257,6 @@ impl Llama {
             row += n;
             if s.logits && n > 0 {
                 last_rows.extend_from_slice(&x[(row - 1) * h..row * h]);
-                last_groups.push(RowGroup {
-                    len: 1,
-                    decode: s.decode,
-                });
             }
         }
         let want = last_rows.len() / h;
@@ -278,7 +264,7 @@ impl Llama {
         if want > 0 {
             rms_norm(&mut last_rows, &self.out_norm, c.rms_eps, h);
             let head = self.output.as_ref().unwrap_or(&self.embed);
-            logits = head.forward(&last_rows, &last_groups)?;
+            logits = head.forward(&last_rows, want)?;
         }
         let vocab = c.vocab_size;
         let mut out = Vec::with_capacity(batch.len());

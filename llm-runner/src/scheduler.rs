@@ -283,7 +283,6 @@ impl Engine {
                             tokens: std::slice::from_ref(t),
                             cache,
                             logits: true,
-                            decode: true,
                         });
                     }
                 } else {
@@ -291,7 +290,6 @@ impl Engine {
                         tokens: &job.prompt[from..to],
                         cache,
                         logits: to == job.prompt.len(),
-                        decode: false,
                     });
                 }
             }

@@ -112,10 +112,19 @@ async fn stops_seeds_lengths_and_usage() {
     assert!(out.prompt_tokens > 10);
     // a stop sequence cuts the text before it and finishes with `stop`
     let full = common::run(g, chat("Count from one to twenty in words.", 30)).await;
-    let words: Vec<&str> = full.text.split_whitespace().collect();
-    assert!(words.len() >= 3, "too short to test stops: {:?}", full.text);
-    let stop = words[2].to_owned();
-    let expected = &full.text[..full.text.find(&stop).unwrap_or(0)];
+    // the stop: three characters of the greedy text, the first ones from
+    // the second third on that occur nowhere earlier (whatever the model
+    // writes, words or digits), so the expected text is what precedes them
+    let chars: Vec<(usize, char)> = full.text.char_indices().collect();
+    assert!(chars.len() >= 9, "too short to test stops: {:?}", full.text);
+    let (at, stop) = (chars.len() / 3..chars.len() - 3)
+        .map(|i| {
+            let end = chars.get(i + 3).map_or(full.text.len(), |c| c.0);
+            (chars[i].0, full.text[chars[i].0..end].to_owned())
+        })
+        .find(|(at, s)| full.text.find(s.as_str()) == Some(*at))
+        .unwrap_or_else(|| panic!("no stop candidate in {:?}", full.text));
+    let expected = &full.text[..at];
     let mut r = chat("Count from one to twenty in words.", 30);
     r.stop = vec![stop.clone().into_bytes()];
     let out = common::run(g, r).await;

@@ -143,7 +143,6 @@ fn teacher_forced_argmax_agrees_where_llama_cpp_is_decisive() {
                     tokens: &feed,
                     cache: &mut cache,
                     logits: true,
-                    decode: i > 0,
                 }])
                 .unwrap_or_else(|e| panic!("{e}"))
                 .pop()
