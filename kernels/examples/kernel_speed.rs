@@ -12,7 +12,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30 * 3_538_944 / 576);
-    let cols = 576;
+    let cols = std::env::var("RAGMESH_KERNEL_COLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(576);
     let mut seed = 1u64;
     let mut rnd = || {
         seed ^= seed << 13;

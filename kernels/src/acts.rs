@@ -33,23 +33,7 @@ impl QuantizedActs {
         let mut qsum = Vec::with_capacity(blocks);
         let mut q = vec![0i8; x.len()];
         for (b, qb) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
-            // eight running maxima (lanes), so the compiler vectorises it;
-            // a max is exact in any order
-            let mut lanes = [0f32; 8];
-            for c in b.chunks_exact(8) {
-                for (m, v) in lanes.iter_mut().zip(c) {
-                    *m = m.max(v.abs());
-                }
-            }
-            let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            // ties to even (as llama.cpp's AVX2 path rounds), which the
-            // compiler vectorises; |v·inv| ≤ 127 by construction
-            for (o, v) in qb.iter_mut().zip(b) {
-                *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
-            }
-            let s: i32 = qb.iter().map(|&v| i32::from(v)).sum();
+            let (d, s) = quantize_block(b, qb);
             scale.push(d);
             sum.push(d * s as f32);
             qsum.push(s);
@@ -66,5 +50,63 @@ impl QuantizedActs {
 
     pub fn rows(&self) -> usize {
         self.rows
+    }
+}
+
+/// One block: its scale, its values into `q`, their integer sum.
+fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_feature = "avx2")]
+    if let (Ok(x), Ok(q)) = (
+        <&[f32; BLOCK]>::try_from(x),
+        <&mut [i8; BLOCK]>::try_from(&mut *q),
+    ) {
+        return crate::avx2::quantize_block(x, q);
+    }
+    quantize_plain(x, q)
+}
+
+/// The plain definition (the SIMD version computes exactly this).
+fn quantize_plain(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    // ties to even, as llama.cpp's AVX2 path rounds; |v·inv| ≤ 127 by
+    // construction
+    for (o, v) in q.iter_mut().zip(x) {
+        *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+    }
+    (d, q.iter().map(|&v| i32::from(v)).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised block quantization equals the plain one bit for bit
+    /// (values at exact halves included, where rounding ties to even).
+    #[test]
+    fn simd_quantization_is_the_plain_one() {
+        let mut seed = 3u64;
+        for case in 0..200 {
+            let x: Vec<f32> = (0..BLOCK)
+                .map(|i| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    match case % 3 {
+                        // amax 127 makes the scale 1: halves are ties
+                        0 if i == 0 => 127.0,
+                        0 => (seed % 255) as f32 / 2.0 - 63.5,
+                        1 => ((seed % 20001) as f32 / 10000.0 - 1.0) * 3.7,
+                        // all zero: scale 0
+                        _ => 0.0,
+                    }
+                })
+                .collect();
+            let (mut a, mut b) = ([0i8; BLOCK], [0i8; BLOCK]);
+            let (da, sa) = quantize_block(&x, &mut a);
+            let (db, sb) = quantize_plain(&x, &mut b);
+            assert_eq!((da.to_bits(), sa, a), (db.to_bits(), sb, b), "case {case}");
+        }
     }
 }

@@ -154,3 +154,42 @@ unsafe fn run<const R: usize, const Q41: bool>(a: Args<'_>, h: usize, dst: &mut 
         }
     }
 }
+
+/// One 32-value block quantized as [`crate::QuantizedActs::quantize`]
+/// writes it out plainly (the same operations, so the same bits): the
+/// scale `amax / 127`, values `round_ties_even(v / d)`; returns the scale
+/// and the integer sum.
+pub(crate) fn quantize_block(x: &[f32; 32], q: &mut [i8; 32]) -> (f32, i32) {
+    // SAFETY: AVX2 is a compile-time target feature here; the loads and
+    // the store stay within the two 32-element arrays.
+    unsafe {
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(i * 8)));
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let m = v.iter().fold(_mm256_setzero_ps(), |m, &x| {
+            _mm256_max_ps(m, _mm256_and_ps(x, abs))
+        });
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps::<1>(m, m));
+        let d = _mm_cvtss_f32(m) / 127.0;
+        let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let i: [__m256i; 4] = std::array::from_fn(|k| {
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(v[k], inv),
+            );
+            _mm256_cvtps_epi32(r)
+        });
+        let s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+        let s = _mm_hadd_epi32(s, s);
+        let s = _mm_cvtsi128_si32(_mm_hadd_epi32(s, s));
+        // packs work per 128-bit lane: fix the order with one permute
+        let p = _mm256_packs_epi16(
+            _mm256_packs_epi32(i[0], i[1]),
+            _mm256_packs_epi32(i[2], i[3]),
+        );
+        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.as_mut_ptr().cast(), p);
+        (d, s)
+    }
+}

@@ -95,7 +95,6 @@ unsafe fn run<const R: usize, const Q41: bool>(a: Args<'_>, dst: &mut [f32]) {
         true => (4 * 64 + 64, 4 * 64),
         false => (8 * 64 + 32, 8 * 64),
     };
-    let cols = a.nb * BLOCK;
     // SAFETY: block b < nb reads w[b·rec .. (b+1)·rec] and, for row i < R,
     // q[i·cols + b·32 ..+32] and scale/sum/qsum[i·nb + b]; dst[i·16 ..+16].
     unsafe {
@@ -121,31 +120,59 @@ unsafe fn run<const R: usize, const Q41: bool>(a: Args<'_>, dst: &mut [f32]) {
                 true => _mm512_cvtph_ps(_mm256_loadu_si256(r0.add(qbytes + 32).cast())),
                 false => _mm512_setzero_ps(),
             };
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let q = a.q.as_ptr().add(i * cols + b * BLOCK);
-                let four =
-                    |j: usize| _mm512_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
-                // two chains: `vpdpbusd` accumulates in place
-                let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for j in (0..8).step_by(2) {
-                    s0 = _mm512_dpbusd_epi32(s0, w[j], four(j));
-                    s1 = _mm512_dpbusd_epi32(s1, w[j + 1], four(j + 1));
-                }
-                let mut isum = _mm512_add_epi32(s0, s1);
-                let k = i * a.nb + b;
-                if !Q41 {
-                    // the weights were stored +128: subtract 128·Σq_a
-                    isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*a.qsum.get_unchecked(k) << 7));
-                }
-                let sc = _mm512_mul_ps(d, _mm512_set1_ps(*a.scale.get_unchecked(k)));
-                *acc = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(isum), *acc);
-                if Q41 {
-                    *acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(*a.sum.get_unchecked(k)), *acc);
-                }
+            // rows unrolled by hand: as a loop (7 or 8 rows) the compiler
+            // kept the accumulators on the stack
+            macro_rules! rows {
+                ($($i:literal)*) => {$(
+                    if $i < R {
+                        acc[$i] = row::<Q41>(&w, d, mn, a, b, $i, acc[$i]);
+                    }
+                )*};
             }
+            rows!(0 1 2 3 4 5 6 7);
         }
         for (i, acc) in acc.iter().enumerate() {
             _mm512_storeu_ps(dst.as_mut_ptr().add(i * GROUP), *acc);
+        }
+    }
+}
+
+/// Activation row `i`'s block `b` against the block's weight vectors `w`
+/// (scales `d`, mins `mn`), into its accumulator.
+///
+/// Safety: as [`run`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn row<const Q41: bool>(
+    w: &[__m512i; 8],
+    d: __m512,
+    mn: __m512,
+    a: Args<'_>,
+    b: usize,
+    i: usize,
+    acc: __m512,
+) -> __m512 {
+    // SAFETY: row i < R and block b < nb, as `run` guarantees.
+    unsafe {
+        let q = a.q.as_ptr().add(i * a.nb * BLOCK + b * BLOCK);
+        let four = |j: usize| _mm512_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
+        // two chains: `vpdpbusd` accumulates in place
+        let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        for j in (0..8).step_by(2) {
+            s0 = _mm512_dpbusd_epi32(s0, w[j], four(j));
+            s1 = _mm512_dpbusd_epi32(s1, w[j + 1], four(j + 1));
+        }
+        let mut isum = _mm512_add_epi32(s0, s1);
+        let k = i * a.nb + b;
+        if !Q41 {
+            // the weights were stored +128: subtract 128·Σq_a
+            isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*a.qsum.get_unchecked(k) << 7));
+        }
+        let sc = _mm512_mul_ps(d, _mm512_set1_ps(*a.scale.get_unchecked(k)));
+        let acc = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(isum), acc);
+        match Q41 {
+            true => _mm512_fmadd_ps(mn, _mm512_set1_ps(*a.sum.get_unchecked(k)), acc),
+            false => acc,
         }
     }
 }
