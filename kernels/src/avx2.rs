@@ -193,3 +193,117 @@ pub(crate) fn quantize_block(x: &[f32; 32], q: &mut [i8; 32]) -> (f32, i32) {
         (d, s)
     }
 }
+
+/// [`crate::attn::block_scores`] for up to 8 heads (shapes checked by the
+/// caller); false for more.
+pub(crate) fn attn_scores(q: &[f32], hd: usize, k: &[half::f16], out: &mut [f32]) -> bool {
+    macro_rules! dispatch {
+        ($($g:literal)*) => {
+            match q.len() / hd {
+                // SAFETY: the caller checked q = heads × hd, k ≥ hd × 16 and
+                // out ≥ heads × 16; AVX2/FMA/F16C are compile-time features.
+                $($g => unsafe { scores_g::<$g>(q, hd, k, out) },)*
+                _ => return false,
+            }
+        };
+    }
+    dispatch!(1 2 3 4 5 6 7 8);
+    true
+}
+
+/// Safety: as [`attn_scores`] checks, for `G` heads.
+#[inline(always)]
+unsafe fn scores_g<const G: usize>(q: &[f32], hd: usize, k: &[half::f16], out: &mut [f32]) {
+    // SAFETY: dimension d reads k[16d .. 16d + 16] (d < hd) and q[g·hd + d]
+    // (g < G); out[16g .. 16g + 16] is written.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; G];
+        let kp = k.as_ptr().cast::<__m128i>();
+        for d in 0..hd {
+            let k0 = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(2 * d)));
+            let k1 = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(2 * d + 1)));
+            macro_rules! heads {
+                ($($g:literal)*) => {$(
+                    if $g < G {
+                        let qd = _mm256_set1_ps(*q.get_unchecked($g * hd + d));
+                        acc[$g][0] = _mm256_fmadd_ps(qd, k0, acc[$g][0]);
+                        acc[$g][1] = _mm256_fmadd_ps(qd, k1, acc[$g][1]);
+                    }
+                )*};
+            }
+            heads!(0 1 2 3 4 5 6 7);
+        }
+        for (g, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(16 * g), a[0]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(16 * g + 8), a[1]);
+        }
+    }
+}
+
+/// [`crate::attn::block_values`] for up to 8 heads and a head size that
+/// is a multiple of 16 (shapes checked by the caller); false otherwise.
+pub(crate) fn attn_values(
+    w: &[f32],
+    hd: usize,
+    v: &[half::f16],
+    n: usize,
+    out: &mut [f32],
+) -> bool {
+    if !hd.is_multiple_of(16) {
+        return false;
+    }
+    macro_rules! dispatch {
+        ($($g:literal)*) => {
+            match out.len() / hd {
+                // SAFETY: the caller checked out = heads × hd, w ≥ heads ×
+                // 16, v ≥ 16 × hd and n ≤ 16; AVX2/FMA/F16C as above.
+                $($g => unsafe { values_g::<$g>(w, hd, v, n, out) },)*
+                _ => return false,
+            }
+        };
+    }
+    dispatch!(1 2 3 4 5 6 7 8);
+    true
+}
+
+/// Safety: as [`attn_values`] checks, for `G` heads.
+#[inline(always)]
+unsafe fn values_g<const G: usize>(
+    w: &[f32],
+    hd: usize,
+    v: &[half::f16],
+    n: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: run c (16 values) of position i reads v[i·hd + 16c ..+16]
+    // (i < n ≤ 16, 16c < hd), w[16g + i], and out[g·hd + 16c ..+16].
+    unsafe {
+        let o = out.as_mut_ptr();
+        for c in (0..hd).step_by(16) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; G];
+            for (g, a) in acc.iter_mut().enumerate() {
+                a[0] = _mm256_loadu_ps(o.add(g * hd + c));
+                a[1] = _mm256_loadu_ps(o.add(g * hd + c + 8));
+            }
+            for i in 0..n {
+                let vp = v.as_ptr().add(i * hd + c).cast::<__m128i>();
+                let v0 = _mm256_cvtph_ps(_mm_loadu_si128(vp));
+                let v1 = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(1)));
+                macro_rules! heads {
+                    ($($g:literal)*) => {$(
+                        if $g < G {
+                            let wi = _mm256_set1_ps(*w.get_unchecked(16 * $g + i));
+                            acc[$g][0] = _mm256_fmadd_ps(wi, v0, acc[$g][0]);
+                            acc[$g][1] = _mm256_fmadd_ps(wi, v1, acc[$g][1]);
+                        }
+                    )*};
+                }
+                heads!(0 1 2 3 4 5 6 7);
+            }
+            for (g, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(o.add(g * hd + c), a[0]);
+                _mm256_storeu_ps(o.add(g * hd + c + 8), a[1]);
+            }
+        }
+    }
+}

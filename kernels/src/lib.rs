@@ -22,6 +22,9 @@
 //!   is in the call and whichever kernel ran, so batching never changes
 //!   greedy output.
 //!
+//! - [`attn`]: attention's score and value products on f16 KV cache
+//!   blocks, for all query heads of a KV group at once.
+//!
 //! This crate is the workspace's only `unsafe`: SIMD loads from slices
 //! whose lengths are checked first, in modules compiled only when the
 //! target has AVX2 (the workspace's x86-64-v3 baseline); the AVX-512
@@ -30,6 +33,7 @@
 #![cfg_attr(not(target_feature = "avx2"), forbid(unsafe_code))]
 
 mod acts;
+pub mod attn;
 #[cfg(target_feature = "avx2")]
 #[allow(unsafe_code)]
 mod avx2;

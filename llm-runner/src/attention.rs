@@ -1,14 +1,19 @@
 //! Causal grouped-query attention of a batched step, each sequence
 //! against its own KV cache.
 //!
-//! Work is split by (sequence, KV head, block of query rows): the query
-//! heads sharing a KV head are scored together, so each cached key and
-//! value row is read once per group instead of once per head (SmolLM2:
-//! 9 query heads over 3 KV heads), and a long prompt still splits into
-//! enough jobs for every core.
+//! Work is split by (sequence, KV head, block of query rows), and the
+//! query heads sharing a KV head (SmolLM2: 3 per group) are computed
+//! together: for each 16-position block of the f16 cache (`kv.rs`),
+//! `ragmesh_kernels::attn` widens each key and value once and multiplies
+//! it into every head of the group, with the heads' running sums in
+//! registers. Scores are kept per block (`[block][head][16]`), so the
+//! softmax runs over whole 16-value runs.
 
+use half::f16;
+use ragmesh_kernels::attn::{block_scores, block_values};
 use rayon::prelude::*;
 
+use crate::kv::KEY_BLOCK;
 use crate::math;
 
 /// Query rows per job: enough work per task, enough tasks per prompt.
@@ -24,55 +29,64 @@ pub struct Heads {
 
 /// One sequence's slice of the step: `n` query rows starting at `row` of
 /// the stacked batch, and its cache (keys and values of all `past + n`
-/// positions, this step's already appended).
+/// positions, this step's already stored, in the block layouts of
+/// `kv.rs`).
 pub struct SeqAttn<'a> {
     pub row: usize,
     pub n: usize,
     pub past: usize,
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+    pub k: &'a [f16],
+    pub v: &'a [f16],
 }
 
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // 8 accumulators so the compiler vectorises without fast-math
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
+/// One query row's group of heads (`q`: `group × hd`) against the first
+/// `upto` positions of KV head `kvh` of `s`'s cache, into `out` (`group ×
+/// hd`); `w`: scratch of at least `group × upto` rounded up to blocks (the
+/// scores, then the weights, `[block][head][16]`).
+fn group_row(
+    h: Heads,
+    s: &SeqAttn<'_>,
+    kvh: usize,
+    q: &[f32],
+    upto: usize,
+    w: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = h.head_dim;
+    let group = q.len() / hd;
+    let per = hd * KEY_BLOCK; // one head's part of a cache block
+    let run = group * KEY_BLOCK; // one block's scores
+    let blocks = upto.div_ceil(KEY_BLOCK);
+    let w = &mut w[..blocks * run];
+    let at = |b: usize| (b * h.n_kv_head + kvh) * per;
+    for (b, sb) in w.chunks_exact_mut(run).enumerate() {
+        block_scores(q, hd, &s.k[at(b)..][..per], sb);
     }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
-/// `out = Σ_p w[p] · v[p]` over the head's slice (`off..off + out.len()`)
-/// of each cached value row, 32 values at a time in a local accumulator
-/// the compiler keeps in registers (the whole output in memory would be a
-/// load and a store per value and position).
-fn weighted_sum(w: &[f32], v: &[f32], kv_dim: usize, off: usize, out: &mut [f32]) {
-    const CHUNK: usize = 32;
-    let whole = out.len() / CHUNK * CHUNK;
-    for c in (0..whole).step_by(CHUNK) {
-        let mut acc = [0f32; CHUNK];
-        for (p, &wp) in w.iter().enumerate() {
-            let row = &v[p * kv_dim + off + c..][..CHUNK];
-            for (a, x) in acc.iter_mut().zip(row) {
-                *a = wp.mul_add(*x, *a);
+    // softmax per head over its valid positions
+    let valid = |b: usize| KEY_BLOCK.min(upto - b * KEY_BLOCK);
+    let scale = 1.0 / (hd as f32).sqrt();
+    for g in 0..group {
+        let mut max = f32::NEG_INFINITY;
+        for (b, sb) in w.chunks_exact_mut(run).enumerate() {
+            for x in &mut sb[g * KEY_BLOCK..][..valid(b)] {
+                *x *= scale;
+                max = max.max(*x);
             }
         }
-        out[c..c + CHUNK].copy_from_slice(&acc);
-    }
-    for (p, &wp) in w.iter().enumerate() {
-        let row = &v[p * kv_dim + off + whole..][..out.len() - whole];
-        for (a, x) in out[whole..].iter_mut().zip(row) {
-            *a = wp.mul_add(*x, *a);
+        let mut sum = 0.0;
+        for (b, sb) in w.chunks_exact_mut(run).enumerate() {
+            sum += math::exp_shifted_sum(&mut sb[g * KEY_BLOCK..][..valid(b)], max);
         }
+        let inv = 1.0 / sum;
+        for (b, sb) in w.chunks_exact_mut(run).enumerate() {
+            sb[g * KEY_BLOCK..][..valid(b)]
+                .iter_mut()
+                .for_each(|x| *x *= inv);
+        }
+    }
+    out.fill(0.0);
+    for (b, sb) in w.chunks_exact(run).enumerate() {
+        block_values(sb, hd, &s.v[at(b)..][..per], valid(b), out);
     }
 }
 
@@ -81,9 +95,7 @@ fn weighted_sum(w: &[f32], v: &[f32], kv_dim: usize, off: usize, out: &mut [f32]
 pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
     let hd = h.head_dim;
     let q_dim = h.n_head * hd;
-    let kv_dim = h.n_kv_head * hd;
     let group = h.n_head / h.n_kv_head.max(1);
-    let scale = 1.0 / (hd as f32).sqrt();
     // (sequence, kv head, first row, rows)
     let mut jobs = Vec::new();
     for (si, s) in seqs.iter().enumerate() {
@@ -99,22 +111,14 @@ pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
             let s = &seqs[si];
             // out: rows × group × hd
             let mut out = vec![0f32; rows * group * hd];
-            let mut scores = vec![0f32; s.past + j0 + rows];
+            let n = s.past + j0 + rows;
+            let mut w = vec![0f32; group * n.next_multiple_of(KEY_BLOCK)];
             for j in 0..rows {
                 let r = s.row + j0 + j;
                 let upto = s.past + j0 + j + 1; // causal
                 let qs = &q[r * q_dim + kvh * group * hd..][..group * hd];
                 let o = &mut out[j * group * hd..(j + 1) * group * hd];
-                for (qh, oh) in qs.chunks_exact(hd).zip(o.chunks_exact_mut(hd)) {
-                    let sc = &mut scores[..upto];
-                    for (p, v) in sc.iter_mut().enumerate() {
-                        *v = dot(qh, &s.k[p * kv_dim + kvh * hd..][..hd]) * scale;
-                    }
-                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let inv = 1.0 / math::exp_shifted_sum(sc, max);
-                    sc.iter_mut().for_each(|v| *v *= inv);
-                    weighted_sum(sc, s.v, kv_dim, kvh * hd, oh);
-                }
+                group_row(h, s, kvh, qs, upto, &mut w, o);
             }
             out
         })
@@ -137,7 +141,13 @@ mod tests {
 
     /// The plain definition: every query head against its KV head, causal,
     /// one position at a time.
-    fn naive(h: Heads, q: &[f32], s: &SeqAttn<'_>, out: &mut [f32]) {
+    fn naive(
+        h: Heads,
+        q: &[f32],
+        s: &SeqAttn<'_>,
+        (k_rows, v_rows): (&[f32], &[f32]),
+        out: &mut [f32],
+    ) {
         let (hd, group) = (h.head_dim, h.n_head / h.n_kv_head);
         let (q_dim, kv_dim) = (h.n_head * hd, h.n_kv_head * hd);
         for j in 0..s.n {
@@ -147,7 +157,7 @@ mod tests {
                 let qh = &q[r * q_dim + head * hd..][..hd];
                 let scores: Vec<f32> = (0..s.past + j + 1)
                     .map(|p| {
-                        let k = &s.k[p * kv_dim + kvh * hd..][..hd];
+                        let k = &k_rows[p * kv_dim + kvh * hd..][..hd];
                         qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt()
                     })
                     .collect();
@@ -155,7 +165,7 @@ mod tests {
                 let w: Vec<f32> = scores.iter().map(|v| (v - max).exp()).collect();
                 let sum: f32 = w.iter().sum();
                 for (p, wp) in w.iter().enumerate() {
-                    let v = &s.v[p * kv_dim + kvh * hd..][..hd];
+                    let v = &v_rows[p * kv_dim + kvh * hd..][..hd];
                     for (o, x) in out[r * q_dim + head * hd..][..hd].iter_mut().zip(v) {
                         *o += wp / sum * x;
                     }
@@ -168,12 +178,13 @@ mod tests {
     /// against a longer cache all give the plain definition's answer.
     #[test]
     fn grouped_split_attention_matches_the_definition() {
-        // 16: shorter than one 32-value run of the value sums; 72: two runs
-        // and a remainder
-        for head_dim in [16, 72] {
+        // head sizes: one 16-value run of the value sums, four runs, and
+        // 72 (not a multiple: the head-by-head path); groups of 3 (the
+        // dispatched kernels) and 9 (past the dispatch: head by head)
+        for (n_head, n_kv_head, head_dim) in [(6, 2, 16), (6, 2, 64), (6, 2, 72), (9, 1, 32)] {
             check_against_definition(Heads {
-                n_head: 6,
-                n_kv_head: 2,
+                n_head,
+                n_kv_head,
                 head_dim,
             });
         }
@@ -181,7 +192,10 @@ mod tests {
 
     fn check_against_definition(h: Heads) {
         let kv_dim = h.n_kv_head * h.head_dim;
-        let val = |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
+        // values exact in f16, as the cache stores them
+        let val = |i: usize, salt: usize| {
+            f16::from_f32(((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0).to_f32()
+        };
         // a 70-row prompt chunk after 5 cached positions; one decode row
         // after 40
         let (k1, v1): (Vec<f32>, Vec<f32>) = (
@@ -192,28 +206,42 @@ mod tests {
             (0..41 * kv_dim).map(|i| val(i, 3)).collect(),
             (0..41 * kv_dim).map(|i| val(i, 4)).collect(),
         );
+        // keys as the cache stores them: transposed
+        let transposed = |k: &[f32], v: &[f32]| {
+            let mut c = crate::kv::KvCache::new(1);
+            for (p, (kr, vr)) in k
+                .chunks_exact(kv_dim)
+                .zip(v.chunks_exact(kv_dim))
+                .enumerate()
+            {
+                c.push(0, p, h.n_kv_head, kr, vr);
+            }
+            c
+        };
+        let (c1, c2) = (transposed(&k1, &v1), transposed(&k2, &v2));
+        let ((kt1, vt1), (kt2, vt2)) = (c1.layer(0), c2.layer(0));
         let seqs = [
             SeqAttn {
                 row: 0,
                 n: 70,
                 past: 5,
-                k: &k1,
-                v: &v1,
+                k: kt1,
+                v: vt1,
             },
             SeqAttn {
                 row: 70,
                 n: 1,
                 past: 40,
-                k: &k2,
-                v: &v2,
+                k: kt2,
+                v: vt2,
             },
         ];
         let q_dim = h.n_head * h.head_dim;
         let q: Vec<f32> = (0..71 * q_dim).map(|i| val(i, 5)).collect();
         let got = attend(h, &q, &seqs);
         let mut want = vec![0f32; 71 * q_dim];
-        for s in &seqs {
-            naive(h, &q, s, &mut want);
+        for (s, kv) in seqs.iter().zip([(&k1[..], &v1[..]), (&k2[..], &v2[..])]) {
+            naive(h, &q, s, kv, &mut want);
         }
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!(

@@ -207,8 +207,8 @@ impl Llama {
                     self.rope(qr, pos[row + j]);
                     let mut k = r[q_dim..q_dim + kv_dim].to_vec();
                     self.rope(&mut k, pos[row + j]);
-                    s.cache.k[li].extend_from_slice(&k);
-                    s.cache.v[li].extend_from_slice(&r[q_dim + kv_dim..]);
+                    let v = &r[q_dim + kv_dim..];
+                    s.cache.push(li, pos[row + j], c.n_kv_head, &k, v);
                 }
                 row += n;
             }
@@ -216,12 +216,13 @@ impl Llama {
             let mut seqs = Vec::with_capacity(batch.len());
             let mut row = 0;
             for s in batch.iter() {
+                let (k, v) = s.cache.layer(li);
                 seqs.push(SeqAttn {
                     row,
                     n: s.tokens.len(),
                     past: s.cache.len(),
-                    k: &s.cache.k[li],
-                    v: &s.cache.v[li],
+                    k,
+                    v,
                 });
                 row += s.tokens.len();
             }
