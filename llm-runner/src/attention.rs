@@ -10,7 +10,7 @@
 //! softmax runs over whole 16-value runs.
 
 use half::f16;
-use ragmesh_kernels::attn::{block_scores, block_values};
+use ragmesh_kernels::attn::{block_scores, block_values, prefetch};
 use rayon::prelude::*;
 
 use crate::kv::KEY_BLOCK;
@@ -59,7 +59,18 @@ fn group_row(
     let blocks = upto.div_ceil(KEY_BLOCK);
     let w = &mut w[..blocks * run];
     let at = |b: usize| (b * h.n_kv_head + kvh) * per;
+    // the blocks come from memory (a step reads every sequence's cache):
+    // hint each a few blocks ahead, keys and values
+    const AHEAD: usize = 2;
+    for b in 0..AHEAD.min(blocks) {
+        prefetch(&s.k[at(b)..][..per]);
+        prefetch(&s.v[at(b)..][..per]);
+    }
     for (b, sb) in w.chunks_exact_mut(run).enumerate() {
+        if b + AHEAD < blocks {
+            prefetch(&s.k[at(b + AHEAD)..][..per]);
+            prefetch(&s.v[at(b + AHEAD)..][..per]);
+        }
         block_scores(q, hd, &s.k[at(b)..][..per], sb);
     }
     // softmax per head over its valid positions
@@ -97,40 +108,45 @@ pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
     let q_dim = h.n_head * hd;
     let group = h.n_head / h.n_kv_head.max(1);
     // (sequence, kv head, first row, rows)
+    // a job: one sequence's block of rows, all KV heads (a job per head
+    // was three times the per-task overhead for a decode row's ~1 µs of
+    // work per head)
     let mut jobs = Vec::new();
     for (si, s) in seqs.iter().enumerate() {
-        for kvh in 0..h.n_kv_head {
-            for j0 in (0..s.n).step_by(ROWS_PER_JOB) {
-                jobs.push((si, kvh, j0, ROWS_PER_JOB.min(s.n - j0)));
-            }
+        for j0 in (0..s.n).step_by(ROWS_PER_JOB) {
+            jobs.push((si, j0, ROWS_PER_JOB.min(s.n - j0)));
         }
     }
     let outs: Vec<Vec<f32>> = jobs
         .par_iter()
-        .map(|&(si, kvh, j0, rows)| {
+        .map(|&(si, j0, rows)| {
             let s = &seqs[si];
-            // out: rows × group × hd
-            let mut out = vec![0f32; rows * group * hd];
+            // out: rows × q_dim, like the rows of `q`
+            let mut out = vec![0f32; rows * q_dim];
             let n = s.past + j0 + rows;
             let mut w = vec![0f32; group * n.next_multiple_of(KEY_BLOCK)];
-            for j in 0..rows {
-                let r = s.row + j0 + j;
+            let qs = &q[(s.row + j0) * q_dim..][..rows * q_dim];
+            for (j, (qr, or)) in qs
+                .chunks_exact(q_dim)
+                .zip(out.chunks_exact_mut(q_dim))
+                .enumerate()
+            {
                 let upto = s.past + j0 + j + 1; // causal
-                let qs = &q[r * q_dim + kvh * group * hd..][..group * hd];
-                let o = &mut out[j * group * hd..(j + 1) * group * hd];
-                group_row(h, s, kvh, qs, upto, &mut w, o);
+                for (kvh, (qg, og)) in qr
+                    .chunks_exact(group * hd)
+                    .zip(or.chunks_exact_mut(group * hd))
+                    .enumerate()
+                {
+                    group_row(h, s, kvh, qg, upto, &mut w, og);
+                }
             }
             out
         })
         .collect();
     let rows: usize = seqs.iter().map(|s| s.n).sum();
     let mut attn = vec![0f32; rows * q_dim];
-    for (&(si, kvh, j0, n), out) in jobs.iter().zip(&outs) {
-        for j in 0..n {
-            let r = seqs[si].row + j0 + j;
-            attn[r * q_dim + kvh * group * hd..][..group * hd]
-                .copy_from_slice(&out[j * group * hd..(j + 1) * group * hd]);
-        }
+    for (&(si, j0, n), out) in jobs.iter().zip(&outs) {
+        attn[(seqs[si].row + j0) * q_dim..][..n * q_dim].copy_from_slice(out);
     }
     attn
 }
