@@ -83,7 +83,7 @@ pub(crate) fn group(
     // SAFETY: the features were detected on this CPU; `args` holds nb
     // records of the format and n activation rows of nb blocks, and dst
     // n·16 floats (checked above).
-    unsafe { dispatch!(1 2 3 4 5 6 7 8) };
+    unsafe { dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16) };
     true
 }
 
@@ -120,7 +120,7 @@ unsafe fn run<const R: usize, const Q41: bool>(a: Args<'_>, dst: &mut [f32]) {
                 true => _mm512_cvtph_ps(_mm256_loadu_si256(r0.add(qbytes + 32).cast())),
                 false => _mm512_setzero_ps(),
             };
-            // rows unrolled by hand: as a loop (7 or 8 rows) the compiler
+            // rows unrolled by hand: as a loop (7 rows or more) the compiler
             // kept the accumulators on the stack
             macro_rules! rows {
                 ($($i:literal)*) => {$(
@@ -129,7 +129,7 @@ unsafe fn run<const R: usize, const Q41: bool>(a: Args<'_>, dst: &mut [f32]) {
                     }
                 )*};
             }
-            rows!(0 1 2 3 4 5 6 7);
+            rows!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
         }
         for (i, acc) in acc.iter().enumerate() {
             _mm512_storeu_ps(dst.as_mut_ptr().add(i * GROUP), *acc);

@@ -55,9 +55,10 @@ pub const GROUP: usize = 16;
 
 /// Activation rows one kernel call takes (a larger batch is cut into
 /// calls of this many; each call re-reads the group's weights from L1).
-/// Eight rows keep the AVX-512 kernel's 8 weight vectors, 8 integer and
-/// 8 float accumulators within its 32 registers.
-pub const ROWS: usize = 8;
+/// Sixteen rows keep the AVX-512 kernel's 8 weight vectors and 16 float
+/// accumulators within its 32 registers; the AVX2 kernel takes them four
+/// at a time.
+pub const ROWS: usize = 16;
 
 /// Weight rows per parallel task (whole groups).
 const SLAB: usize = 64;

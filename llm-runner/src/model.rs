@@ -196,13 +196,21 @@ impl Llama {
             let qkv = layer.qkv.forward(&hbuf, total)?;
             let stride = q_dim + 2 * kv_dim;
             let mut q = vec![0f32; total * q_dim];
-            // rope on q and k; k, v appended to each sequence's cache
-            let mut row = 0;
+            // rope on q and k; k, v appended to each sequence's cache, the
+            // sequences in parallel (a serial pass here left the other core
+            // idle long enough to fall asleep before the attention region)
+            let mut parts = Vec::with_capacity(batch.len());
+            let (mut rest, mut row) = (&mut q[..], 0);
             for s in batch.iter_mut() {
                 let n = s.tokens.len();
-                for j in 0..n {
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(n * q_dim);
+                rest = tail;
+                parts.push((s, mine, row));
+                row += n;
+            }
+            parts.into_par_iter().for_each(|(s, qs, row)| {
+                for (j, qr) in qs.chunks_exact_mut(q_dim).enumerate() {
                     let r = &qkv[(row + j) * stride..(row + j + 1) * stride];
-                    let qr = &mut q[(row + j) * q_dim..(row + j + 1) * q_dim];
                     qr.copy_from_slice(&r[..q_dim]);
                     self.rope(qr, pos[row + j]);
                     let mut k = r[q_dim..q_dim + kv_dim].to_vec();
@@ -210,8 +218,7 @@ impl Llama {
                     let v = &r[q_dim + kv_dim..];
                     s.cache.push(li, pos[row + j], c.n_kv_head, &k, v);
                 }
-                row += n;
-            }
+            });
             // attention, each sequence against its own cache
             let mut seqs = Vec::with_capacity(batch.len());
             let mut row = 0;
