@@ -27,10 +27,10 @@
 //!
 //! This crate is the workspace's only `unsafe`: SIMD loads from slices
 //! whose lengths are checked first, in modules compiled only when the
-//! target has AVX2 (the workspace's x86-64-v3 baseline); the AVX-512
-//! kernel runs only after its features were detected.
-
-#![cfg_attr(not(target_feature = "avx2"), forbid(unsafe_code))]
+//! target has AVX2 (the workspace's x86-64-v3 baseline), the AVX-512
+//! kernel run only after its features were detected, and `columns.rs`,
+//! where parallel tasks write disjoint, bounds-checked column ranges of
+//! one output.
 
 mod acts;
 pub mod attn;
@@ -40,6 +40,8 @@ mod avx2;
 #[cfg(target_feature = "avx2")]
 #[allow(unsafe_code)]
 mod avx512;
+#[allow(unsafe_code)]
+mod columns;
 mod scalar;
 
 use half::f16;
@@ -294,23 +296,18 @@ impl QMatrix {
                 .for_each(|(s, part)| slab(s, part));
             return true;
         }
-        let mut by_w = vec![0f32; self.rows * n];
-        by_w.par_chunks_mut(SLAB * n)
-            .enumerate()
-            .for_each(|(s, part)| slab(s, part));
-        // copy whole runs into `out` (not a stride-n gather)
-        let gather = |(r, row): (usize, &mut [f32])| {
-            for (s, o) in row.chunks_mut(SLAB).enumerate() {
-                let len = o.len();
-                o.copy_from_slice(&by_w[s * SLAB * n + r * len..][..len]);
+        // each slab computes its results locally, then writes its column
+        // range of every output row (no output-sized staging buffer, no
+        // second copy)
+        let cols = columns::Columns::new(out, self.rows);
+        (0..self.rows.div_ceil(SLAB)).into_par_iter().for_each(|s| {
+            let len = SLAB.min(self.rows - s * SLAB);
+            let mut part = vec![0f32; n * len];
+            slab(s, &mut part);
+            for (r, run) in part.chunks_exact(len).enumerate() {
+                cols.write(r, s * SLAB, run);
             }
-        };
-        // a parallel region costs a few microseconds: only for large outputs
-        if by_w.len() >= 1 << 16 {
-            out.par_chunks_mut(self.rows).enumerate().for_each(gather);
-        } else {
-            out.chunks_mut(self.rows).enumerate().for_each(gather);
-        }
+        });
         true
     }
 
