@@ -24,7 +24,7 @@ pub struct EngineArgs {
     /// Requests waiting for a slot at most; beyond: RESOURCE_EXHAUSTED.
     #[arg(long, env = "RAGMESH_MAX_WAITING", default_value_t = 256)]
     pub max_waiting: usize,
-    /// KV-cache budget in tokens over all sequences (~46 KB each for
+    /// KV-cache budget in tokens over all sequences (f16: ~23 KB each for
     /// SmolLM2-135M).
     #[arg(long, env = "RAGMESH_KV_CACHE_TOKENS", default_value_t = 65_536)]
     pub kv_cache_tokens: usize,

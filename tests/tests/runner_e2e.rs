@@ -93,7 +93,10 @@ async fn serves_streams_and_reports_load() {
     let (text, last) = collect(&mut c, chat("What is the capital of France?", Some(16)))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(text.contains("Paris"), "{text:?}");
+    // llama.cpp (the reference decoder: same GGUF, greedy, chat template)
+    // answers "L'Étoile, la Cité, la Nation, …" (a 135M model): the served
+    // text must open the same way
+    assert!(text.starts_with("L'Étoile, la"), "{text:?}");
     let usage = last.usage.unwrap_or_default();
     assert!(usage.prompt_tokens > 10 && usage.completion_tokens >= 1);
 
