@@ -9,6 +9,11 @@ use std::time::Instant;
 
 use ragmesh_llm_runner::{Event, GenerateRequest, Generator, GeneratorConfig};
 
+// the runner binary's allocator, so the figures are the served ones (glibc
+// maps each step's large buffers fresh and faults their pages back in)
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A plain-text prompt of about `n` tokens (no template).
 fn prompt_of(g: &Generator, n: usize) -> anyhow::Result<String> {
     let base = "The quick brown fox jumps over the lazy dog while the river runs to the sea. ";
