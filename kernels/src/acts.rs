@@ -7,6 +7,12 @@ use rayon::prelude::*;
 
 use crate::BLOCK;
 
+/// A span of blocks being quantized: input, quants, scales, `d·Σq`, `Σq`.
+type Span<'a> = (
+    ((&'a [f32], &'a mut [i8]), &'a mut [f32]),
+    (&'a mut [f32], &'a mut [i32]),
+);
+
 /// Activation rows quantized to 8 bits per 32-value block.
 pub struct QuantizedActs {
     pub(crate) rows: usize,
@@ -34,10 +40,7 @@ impl QuantizedActs {
         let mut qsum = vec![0i32; blocks];
         let mut q = vec![0i8; x.len()];
         // a span of blocks: its quants, scales and sums
-        let span = |(((x, q), scale), (sum, qsum)): (
-            ((&[f32], &mut [i8]), &mut [f32]),
-            (&mut [f32], &mut [i32]),
-        )| {
+        let span = |(((x, q), scale), (sum, qsum)): Span<'_>| {
             let blocks = x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK));
             let out = scale.iter_mut().zip(sum.iter_mut()).zip(qsum.iter_mut());
             for ((b, qb), ((d, sm), qs)) in blocks.zip(out) {
