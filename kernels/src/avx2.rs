@@ -13,60 +13,26 @@
 
 use std::arch::x86_64::*;
 
-use crate::{BLOCK, Format, GROUP, QMatrix, QuantizedActs, ROWS};
+use crate::GroupArgs as Args;
+use crate::{BLOCK, Format, GROUP};
 
 /// Rows per inner pass: 16 ymm registers hold the two weight vectors,
 /// four integer and four float accumulators and the constants.
 const PASS: usize = 4;
 
-#[derive(Clone, Copy)]
-struct Args<'a> {
-    w: &'a [u8],
-    nb: usize,
-    q: &'a [i8],
-    scale: &'a [f32],
-    sum: &'a [f32],
-}
-
-/// Group `g` · activation rows `first..first + n` into `dst[i·16 + lane]`;
-/// false (nothing written) when a shape does not fit.
-pub(crate) fn group(
-    m: &QMatrix,
-    g: usize,
-    a: &QuantizedActs,
-    first: usize,
-    n: usize,
-    dst: &mut [f32],
-) -> bool {
-    let nb = m.cols / BLOCK;
-    let fits = (1..=ROWS).contains(&n)
-        && a.cols == m.cols
-        && first + n <= a.rows
-        && a.q.len() >= (first + n) * a.cols
-        && a.scale.len() >= (first + n) * nb
-        && a.sum.len() >= (first + n) * nb
-        && g < m.rows.div_ceil(GROUP)
-        && dst.len() >= n * GROUP;
-    if !fits {
-        return false;
-    }
-    let w = m.group_data(g);
+/// Group · `n` activation rows (`args`, shapes checked by
+/// `QMatrix::group_args`) into `dst[i·16 + lane]`, [`PASS`] rows at a
+/// time.
+pub(crate) fn group(format: Format, args: Args<'_>, n: usize, dst: &mut [f32]) -> bool {
     let mut i = 0;
     while i < n {
         let k = (n - i).min(PASS);
-        let r = first + i;
-        let args = Args {
-            w,
-            nb,
-            q: &a.q[r * a.cols..],
-            scale: &a.scale[r * nb..],
-            sum: &a.sum[r * nb..],
-        };
+        let args = args.skip_rows(i);
         let out = &mut dst[i * GROUP..];
         macro_rules! dispatch {
             ($($r:literal)*) => {
                 for h in 0..2 {
-                    match (m.format, k) {
+                    match (format, k) {
                         $((Format::Q4_1, $r) => run::<$r, true>(args, h, out),
                           (Format::Q8_0, $r) => run::<$r, false>(args, h, out),)*
                         _ => return false,
@@ -76,7 +42,8 @@ pub(crate) fn group(
         }
         // SAFETY: AVX2/FMA/F16C are compile-time target features (this
         // module is compiled only then); `args` holds nb records and k
-        // activation rows of nb blocks, `out` k·16 floats (checked above).
+        // activation rows of nb blocks, `out` k·16 floats (checked by
+        // `QMatrix::group_args`).
         unsafe { dispatch!(1 2 3 4) };
         i += k;
     }
@@ -85,7 +52,8 @@ pub(crate) fn group(
 
 /// Half `h` (lanes 8h..8h+8) of the group for `R` rows.
 ///
-/// Safety: AVX2/FMA/F16C; `a` and `dst` as [`group`] checks for `R` rows.
+/// Safety: AVX2/FMA/F16C; `a` and `dst` as `QMatrix::group_args` checks,
+/// for `R` rows.
 #[inline(always)]
 unsafe fn run<const R: usize, const Q41: bool>(a: Args<'_>, h: usize, dst: &mut [f32]) {
     let (rec, qbytes) = match Q41 {

@@ -14,7 +14,8 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use crate::{BLOCK, Format, GROUP, QMatrix, QuantizedActs, ROWS};
+use crate::GroupArgs as Args;
+use crate::{BLOCK, Format, GROUP};
 
 /// Whether this CPU runs the kernel (checked once).
 pub(crate) fn available() -> bool {
@@ -26,54 +27,16 @@ pub(crate) fn available() -> bool {
     })
 }
 
-/// What one call reads, checked by [`group`].
-#[derive(Clone, Copy)]
-struct Args<'a> {
-    /// The group's records, all blocks.
-    w: &'a [u8],
-    nb: usize,
-    /// Activation rows from the first of the call.
-    q: &'a [i8],
-    scale: &'a [f32],
-    sum: &'a [f32],
-    qsum: &'a [i32],
-}
-
-/// Group `g` · activation rows `first..first + n` into `dst[i·16 + lane]`;
-/// false (nothing written) when the CPU lacks the features or a shape
-/// does not fit.
-pub(crate) fn group(
-    m: &QMatrix,
-    g: usize,
-    a: &QuantizedActs,
-    first: usize,
-    n: usize,
-    dst: &mut [f32],
-) -> bool {
-    let nb = m.cols / BLOCK;
-    let fits = (1..=ROWS).contains(&n)
-        && a.cols == m.cols
-        && first + n <= a.rows
-        && a.q.len() >= (first + n) * a.cols
-        && a.scale.len() >= (first + n) * nb
-        && a.sum.len() >= (first + n) * nb
-        && a.qsum.len() >= (first + n) * nb
-        && g < m.rows.div_ceil(GROUP)
-        && dst.len() >= n * GROUP;
-    if !fits || !available() {
+/// Group · `n` activation rows (`args`, shapes checked by
+/// `QMatrix::group_args`) into `dst[i·16 + lane]`; false (nothing
+/// written) when the CPU lacks the features.
+pub(crate) fn group(format: Format, args: Args<'_>, n: usize, dst: &mut [f32]) -> bool {
+    if !available() {
         return false;
     }
-    let args = Args {
-        w: m.group_data(g),
-        nb,
-        q: &a.q[first * a.cols..],
-        scale: &a.scale[first * nb..],
-        sum: &a.sum[first * nb..],
-        qsum: &a.qsum[first * nb..],
-    };
     macro_rules! dispatch {
         ($($r:literal)*) => {
-            match (m.format, n) {
+            match (format, n) {
                 $((Format::Q4_1, $r) => run::<$r, true>(args, dst),
                   (Format::Q8_0, $r) => run::<$r, false>(args, dst),)*
                 _ => return false,
@@ -82,12 +45,12 @@ pub(crate) fn group(
     }
     // SAFETY: the features were detected on this CPU; `args` holds nb
     // records of the format and n activation rows of nb blocks, and dst
-    // n·16 floats (checked above).
+    // n·16 floats (checked by `QMatrix::group_args`).
     unsafe { dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16) };
     true
 }
 
-/// Safety: AVX-512F/BW/VNNI present; `a` and `dst` as [`group`] checks,
+/// Safety: AVX-512F/BW/VNNI present; `a` and `dst` as `QMatrix::group_args` checks,
 /// for `R` rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn run<const R: usize, const Q41: bool>(a: Args<'_>, dst: &mut [f32]) {

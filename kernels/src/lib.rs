@@ -117,6 +117,34 @@ fn f16_at(b: &[u8], i: usize) -> f16 {
     f16::from_le_bytes([b[i], b[i + 1]])
 }
 
+/// What a group kernel call reads: one group's records (all blocks) and
+/// the activation rows from the call's first (at least `n` rows, checked
+/// by [`QMatrix::group_args`]).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
+pub(crate) struct GroupArgs<'a> {
+    pub w: &'a [u8],
+    pub nb: usize,
+    pub q: &'a [i8],
+    pub scale: &'a [f32],
+    pub sum: &'a [f32],
+    pub qsum: &'a [i32],
+}
+
+impl GroupArgs<'_> {
+    /// The same call from activation row `i` on.
+    #[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
+    fn skip_rows(self, i: usize) -> Self {
+        Self {
+            q: &self.q[i * self.nb * BLOCK..],
+            scale: &self.scale[i * self.nb..],
+            sum: &self.sum[i * self.nb..],
+            qsum: &self.qsum[i * self.nb..],
+            ..self
+        }
+    }
+}
+
 /// Which kernel runs the groups.
 #[derive(Clone, Copy, Debug)]
 enum Kernel {
@@ -322,17 +350,48 @@ impl QMatrix {
         n: usize,
         dst: &mut [f32],
     ) {
-        let done = match kernel {
+        let done = match (kernel, self.group_args(g, acts, first, n, dst.len())) {
             #[cfg(target_feature = "avx2")]
-            Kernel::Vnni => avx512::group(self, g, acts, first, n, dst),
+            (Kernel::Vnni, Some(args)) => avx512::group(self.format, args, n, dst),
             #[cfg(target_feature = "avx2")]
-            Kernel::Avx2 => avx2::group(self, g, acts, first, n, dst),
-            #[cfg(not(target_feature = "avx2"))]
-            Kernel::Scalar => false,
+            (Kernel::Avx2, Some(args)) => avx2::group(self.format, args, n, dst),
+            _ => false,
         };
         if !done {
             scalar::group(self, g, acts, first, n, dst);
         }
+    }
+
+    /// What a SIMD kernel reads for group `g` · activation rows
+    /// `first..first + n` into `dst_len` floats, or `None` when a shape
+    /// does not fit (every slice is checked here, once for both kernels).
+    #[cfg_attr(not(target_feature = "avx2"), allow(dead_code))]
+    fn group_args<'a>(
+        &'a self,
+        g: usize,
+        a: &'a QuantizedActs,
+        first: usize,
+        n: usize,
+        dst_len: usize,
+    ) -> Option<GroupArgs<'a>> {
+        let nb = self.cols / BLOCK;
+        let fits = (1..=ROWS).contains(&n)
+            && a.cols == self.cols
+            && first + n <= a.rows
+            && a.q.len() >= (first + n) * a.cols
+            && a.scale.len() >= (first + n) * nb
+            && a.sum.len() >= (first + n) * nb
+            && a.qsum.len() >= (first + n) * nb
+            && g < self.rows.div_ceil(GROUP)
+            && dst_len >= n * GROUP;
+        fits.then(|| GroupArgs {
+            w: self.group_data(g),
+            nb,
+            q: &a.q[first * a.cols..],
+            scale: &a.scale[first * nb..],
+            sum: &a.sum[first * nb..],
+            qsum: &a.qsum[first * nb..],
+        })
     }
 
     /// Row `r` dequantised (an embedding lookup).
