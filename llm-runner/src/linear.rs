@@ -32,7 +32,7 @@ use crate::error::{GenError, Result};
 /// The engine's kernels (`--kernel`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Kernel {
-    /// Decode rows quantized, prompt rows GEMM per sequence.
+    /// Every row (prompt and decode) on the GGUF blocks, quantized kernels.
     #[default]
     Quantized,
     /// Every row in one GEMM on dequantised f32 weights.
