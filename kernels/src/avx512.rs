@@ -119,17 +119,15 @@ unsafe fn row<const Q41: bool>(
     unsafe {
         let q = a.q.as_ptr().add(i * a.nb * BLOCK + b * BLOCK);
         let four = |j: usize| _mm512_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
-        // two chains: `vpdpbusd` accumulates in place
-        let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-        for j in (0..8).step_by(2) {
-            s0 = _mm512_dpbusd_epi32(s0, w[j], four(j));
-            s1 = _mm512_dpbusd_epi32(s1, w[j + 1], four(j + 1));
-        }
-        let mut isum = _mm512_add_epi32(s0, s1);
         let k = i * a.nb + b;
-        if !Q41 {
-            // the weights were stored +128: subtract 128·Σq_a
-            isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*a.qsum.get_unchecked(k) << 7));
+        // one chain per row (16 rows give the core independent work); for
+        // Q8_0 it starts at -128·Σq_a, as the weights were stored +128
+        let mut isum = match Q41 {
+            true => _mm512_setzero_si512(),
+            false => _mm512_set1_epi32(-(*a.qsum.get_unchecked(k) << 7)),
+        };
+        for (j, wj) in w.iter().enumerate() {
+            isum = _mm512_dpbusd_epi32(isum, *wj, four(j));
         }
         let sc = _mm512_mul_ps(d, _mm512_set1_ps(*a.scale.get_unchecked(k)));
         let acc = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(isum), acc);
