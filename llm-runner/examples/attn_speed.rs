@@ -20,7 +20,8 @@ fn main() {
     let len: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(140);
+        .unwrap_or(140)
+        .max(1);
     let layers = 30;
     let mut caches: Vec<KvCache> = (0..seqs_n).map(|_| KvCache::new(layers)).collect();
     for c in caches.iter_mut() {

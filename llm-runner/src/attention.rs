@@ -71,7 +71,8 @@ fn group_row(
             prefetch(&s.k[at(b + AHEAD)..][..per]);
             prefetch(&s.v[at(b + AHEAD)..][..per]);
         }
-        block_scores(q, hd, &s.k[at(b)..][..per], sb);
+        let done = block_scores(q, hd, &s.k[at(b)..][..per], sb);
+        debug_assert!(done, "attention block shapes");
     }
     // softmax per head over its valid positions
     let valid = |b: usize| KEY_BLOCK.min(upto - b * KEY_BLOCK);
@@ -97,7 +98,8 @@ fn group_row(
     }
     out.fill(0.0);
     for (b, sb) in w.chunks_exact(run).enumerate() {
-        block_values(sb, hd, &s.v[at(b)..][..per], valid(b), out);
+        let done = block_values(sb, hd, &s.v[at(b)..][..per], valid(b), out);
+        debug_assert!(done, "attention block shapes");
     }
 }
 
@@ -107,8 +109,7 @@ pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
     let hd = h.head_dim;
     let q_dim = h.n_head * hd;
     let group = h.n_head / h.n_kv_head.max(1);
-    // (sequence, kv head, first row, rows)
-    // a job: one sequence's block of rows, all KV heads (a job per head
+    // a job (sequence, first row, rows): one sequence's block of rows, all KV heads (a job per head
     // was three times the per-task overhead for a decode row's ~1 µs of
     // work per head)
     let mut jobs = Vec::new();

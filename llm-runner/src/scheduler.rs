@@ -250,9 +250,10 @@ impl Engine {
             }
         }
         // prompts advance one chunk per step, cut at fixed multiples of
-        // `prefill_chunk` (a prompt's chunks are the same alone or batched,
-        // which keeps its GEMM calls, and so its bits, the same); a chunk
-        // that does not fit this step's budget waits for the next
+        // `prefill_chunk` (a prompt's chunks are the same alone or batched;
+        // with the quantized kernels a row's bits do not depend on its call
+        // anyway); a chunk that does not fit this step's budget waits for
+        // the next
         for (i, s) in self.running.iter().enumerate() {
             if s.next.is_none() {
                 let to = ((s.prefilled / self.prefill_chunk + 1) * self.prefill_chunk)
