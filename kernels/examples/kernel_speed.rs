@@ -23,13 +23,22 @@ fn main() {
         seed ^= seed << 17;
         seed
     };
-    let mut data = Vec::with_capacity(rows * cols / 32 * 20);
+    // RAGMESH_KERNEL_FORMAT=q8_0: the output matrix's format
+    let format = match std::env::var("RAGMESH_KERNEL_FORMAT").as_deref() {
+        Ok("q8_0") => Format::Q8_0,
+        _ => Format::Q4_1,
+    };
+    let mut data = Vec::with_capacity(rows * cols / 32 * format.block_bytes());
     for _ in 0..rows * cols / 32 {
         data.extend(half::f16::from_f32(0.01).to_le_bytes());
-        data.extend(half::f16::from_f32(-0.05).to_le_bytes());
-        data.extend((0..16).map(|_| rnd() as u8));
+        if format == Format::Q4_1 {
+            data.extend(half::f16::from_f32(-0.05).to_le_bytes());
+        }
+        data.extend(
+            (0..format.block_bytes() - data.len() % format.block_bytes()).map(|_| rnd() as u8),
+        );
     }
-    let Some(m) = QMatrix::new(Format::Q4_1, rows, cols, data) else {
+    let Some(m) = QMatrix::new(format, rows, cols, data) else {
         return;
     };
     let counts: Vec<usize> = std::env::args()
@@ -54,7 +63,7 @@ fn main() {
             m.matmul(&acts, &mut out);
         }
         let s = t.elapsed().as_secs_f64() / iters as f64;
-        let gbs = (rows * cols / 32 * 20) as f64 / s / 1e9;
+        let gbs = (rows * cols / 32 * format.block_bytes()) as f64 / s / 1e9;
         println!(
             "rows {n:>4}: {:8.2} ms per call, {:7.1} row-tokens/s, weights streamed at {gbs:.2} GB/s",
             s * 1e3,

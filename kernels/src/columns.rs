@@ -13,7 +13,7 @@ pub(crate) struct Columns<'a> {
     _out: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: tasks write disjoint column ranges (the matmul gives each slab
+// SAFETY: tasks write disjoint column ranges (the matmul gives each group
 // of weight rows to exactly one task), so no element is written twice or
 // read while written; the borrow of `out` outlives every task.
 unsafe impl Send for Columns<'_> {}

@@ -63,8 +63,12 @@ pub const GROUP: usize = 16;
 /// at a time.
 pub const ROWS: usize = 16;
 
-/// Weight rows per parallel task (whole groups).
-const SLAB: usize = 64;
+/// Parallel tasks per pool thread in one matmul. The tasks are equal runs
+/// of groups (within one group), so each thread gets the same work: a
+/// fixed 64-row slab split SmolLM2's 576-row matrices 5:4 over two
+/// threads. More than one per thread lets a thread that the OS delayed
+/// hand work over to the other.
+const TASKS_PER_THREAD: usize = 4;
 
 /// GGUF block formats this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,44 +301,25 @@ impl QMatrix {
         if n == 0 {
             return true;
         }
-        // one slab's results as n runs of its weight rows (activation row
-        // r: `part[r·len .. (r+1)·len]`)
-        let slab = |s: usize, part: &mut [f32]| {
-            let len = part.len() / n;
+        // task t: groups [t·G/T, (t+1)·G/T); every group's results go
+        // straight to their columns of every output row
+        let groups = self.rows.div_ceil(GROUP);
+        let tasks = groups.min(rayon::current_num_threads().max(1) * TASKS_PER_THREAD);
+        let cols = columns::Columns::new(out, self.rows);
+        (0..tasks).into_par_iter().for_each(|t| {
             let mut tmp = [0f32; GROUP * ROWS];
-            for gi in 0..len.div_ceil(GROUP) {
-                let g = s * SLAB / GROUP + gi;
-                let lanes = (len - gi * GROUP).min(GROUP);
+            for g in t * groups / tasks..(t + 1) * groups / tasks {
+                let lanes = (self.rows - g * GROUP).min(GROUP);
                 let mut first = 0;
                 while first < n {
                     let k = (n - first).min(ROWS);
                     let dst = &mut tmp[..k * GROUP];
                     self.group_dot(kernel, g, acts, first, k, dst);
                     for i in 0..k {
-                        part[(first + i) * len + gi * GROUP..][..lanes]
-                            .copy_from_slice(&dst[i * GROUP..][..lanes]);
+                        cols.write(first + i, g * GROUP, &dst[i * GROUP..][..lanes]);
                     }
                     first += k;
                 }
-            }
-        };
-        if n == 1 {
-            // one run per slab: straight into `out`
-            out.par_chunks_mut(SLAB)
-                .enumerate()
-                .for_each(|(s, part)| slab(s, part));
-            return true;
-        }
-        // each slab computes its results locally, then writes its column
-        // range of every output row (no output-sized staging buffer, no
-        // second copy)
-        let cols = columns::Columns::new(out, self.rows);
-        (0..self.rows.div_ceil(SLAB)).into_par_iter().for_each(|s| {
-            let len = SLAB.min(self.rows - s * SLAB);
-            let mut part = vec![0f32; n * len];
-            slab(s, &mut part);
-            for (r, run) in part.chunks_exact(len).enumerate() {
-                cols.write(r, s * SLAB, run);
             }
         });
         true

@@ -38,6 +38,18 @@ impl KvCache {
         }
     }
 
+    /// Reserves room for `tokens` positions of `kv_dim` values per layer
+    /// (address space only: pages are touched as positions arrive). The
+    /// scheduler reserves a sequence's whole KV budget at admission: grown
+    /// by doubling instead, 16 sequences copied and faulted their caches
+    /// back in at 64 and 128 tokens, 15–90 ms stalls in a 16-stream decode.
+    pub fn reserve(&mut self, kv_dim: usize, tokens: usize) {
+        let want = tokens.div_ceil(KEY_BLOCK) * KEY_BLOCK * kv_dim;
+        for b in self.k.iter_mut().chain(self.v.iter_mut()) {
+            b.reserve_exact(want.saturating_sub(b.len()));
+        }
+    }
+
     /// Positions cached (all layers have the same count after a forward).
     pub fn len(&self) -> usize {
         self.len
@@ -88,6 +100,25 @@ impl KvCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reserved cache fills without moving (no copy, no fresh pages);
+    /// past its reservation it still grows.
+    #[test]
+    fn reserved_cache_stays_put() {
+        let mut c = KvCache::new(2);
+        c.reserve(4, 40);
+        let at = (c.k[1].as_ptr(), c.v[1].as_ptr());
+        for p in 0..40 {
+            for l in 0..2 {
+                c.push(l, p, 2, &[p as f32; 4], &[1.0; 4]);
+            }
+        }
+        assert_eq!((c.k[1].as_ptr(), c.v[1].as_ptr()), at);
+        assert_eq!(c.k[1].len(), 3 * KEY_BLOCK * 4);
+        c.push(1, 48, 2, &[9.0; 4], &[9.0; 4]);
+        assert_eq!(c.k[1].len(), 4 * KEY_BLOCK * 4);
+        assert_eq!(c.layer(1).0[(3 * 4) * KEY_BLOCK], f16::from_f32(9.0));
+    }
 
     /// Keys land transposed within their block, values by head, across
     /// several blocks.

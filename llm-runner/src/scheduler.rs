@@ -225,8 +225,11 @@ impl Engine {
             m::queue_time(job.arrived.elapsed());
             let sampler = Sampler::new(job.req.sampling.clone());
             let stop = StopMatcher::new(job.stops.clone());
+            let c = &self.model.cfg;
+            let mut cache = KvCache::new(c.n_layer);
+            cache.reserve(c.n_kv_head * c.head_dim, need);
             self.running.push(Seq {
-                cache: KvCache::new(self.model.cfg.n_layer),
+                cache,
                 prefilled: 0,
                 generated: Vec::new(),
                 next: None,
