@@ -38,6 +38,9 @@ pub struct Sampler {
     p: SamplingParams,
     state: u64,
     counts: HashMap<u32, u32>,
+    /// Unnormalised probabilities, kept between tokens (a vocabulary-sized
+    /// buffer each token otherwise).
+    w: Vec<f32>,
 }
 
 pub struct Choice {
@@ -66,6 +69,7 @@ impl Sampler {
             p,
             state,
             counts: HashMap::new(),
+            w: Vec::new(),
         }
     }
 
@@ -142,12 +146,32 @@ impl Sampler {
             return 0;
         }
         // unnormalised probabilities
-        let w: Vec<f32> = logits.iter().map(|l| math::exp((l - max) / t)).collect();
+        let mut w = std::mem::take(&mut self.w);
+        w.clear();
+        w.extend(logits.iter().map(|l| math::exp((l - max) / t)));
+        let token = self.draw_from(&w);
+        self.w = w;
+        token
+    }
+
+    fn draw_from(&mut self, w: &[f32]) -> u32 {
         let n = w.len();
         let k = match self.p.top_k {
             0 => n,
             k => k.min(n),
         };
+        if k == n && self.p.top_p >= 1.0 {
+            // the whole vocabulary: no order needed, one pass in index order
+            let total: f32 = w.iter().sum();
+            let mut r = self.uniform() * total;
+            for (i, &p) in w.iter().enumerate() {
+                if r < p {
+                    return i as u32;
+                }
+                r -= p;
+            }
+            return (n - 1) as u32;
+        }
         let mut idx: Vec<u32> = (0..n as u32).collect();
         let heavier = |a: &u32, b: &u32| w[*b as usize].total_cmp(&w[*a as usize]);
         if k < n {
@@ -305,6 +329,34 @@ mod tests {
                 .iter()
                 .all(|&t| t == 0)
         );
+    }
+
+    /// Without a cut, draws follow softmax(logits / temperature).
+    #[test]
+    fn full_vocabulary_draws_follow_the_softmax() {
+        let probs = [0.5f32, 0.3, 0.15, 0.05];
+        let logits: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
+        for t in [1.0f32, 2.0] {
+            let mut s = Sampler::new(SamplingParams {
+                temperature: t,
+                seed: Some(11),
+                ..Default::default()
+            });
+            let n = 20_000;
+            let mut seen = [0usize; 4];
+            for _ in 0..n {
+                seen[s.sample(&mut logits.clone(), None).token as usize] += 1;
+            }
+            let z: f32 = probs.iter().map(|p| p.powf(1.0 / t)).sum();
+            for (i, p) in probs.iter().enumerate() {
+                let want = p.powf(1.0 / t) / z;
+                let got = seen[i] as f32 / n as f32;
+                assert!(
+                    (got - want).abs() < 0.015,
+                    "T={t} token {i}: {got} vs {want}"
+                );
+            }
+        }
     }
 
     /// top_k and top_p cut the right tokens, including a nucleus larger

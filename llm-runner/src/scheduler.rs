@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use rayon::prelude::*;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::generator::{Event, FinishReason, GeneratorConfig, Load, Stats, TokenLogprob};
@@ -20,7 +21,7 @@ use crate::kv::KvCache;
 use crate::metrics as m;
 use crate::model::{Llama, SeqBatch};
 use crate::request::GenerateRequest;
-use crate::sampling::{Sampler, StopMatcher};
+use crate::sampling::{Choice, Sampler, StopMatcher};
 use crate::tokenizer::{GgufTokenizer, StreamDecoder};
 
 pub struct Shared {
@@ -330,14 +331,34 @@ impl Engine {
                 return;
             }
         };
-        let mut finished = Vec::new();
+        // sampling in parallel over sequences (each scans the whole
+        // vocabulary: ~35 µs, half a millisecond a step at 16 sequences
+        // with the other core idle), then streaming in order
+        let mut per_seq: Vec<Option<Vec<f32>>> = vec![None; self.running.len()];
         for ((i, from, to), logits) in plan.iter().copied().zip(logits) {
-            let s = &mut self.running[i];
             if from != to {
-                s.prefilled = to;
+                self.running[i].prefilled = to;
             }
-            let Some(mut logits) = logits else { continue };
-            if self.sample_and_emit(i, &mut logits) {
+            per_seq[i] = logits;
+        }
+        let choices: Vec<Option<Choice>> = self
+            .running
+            .par_iter_mut()
+            .zip(per_seq.par_iter_mut())
+            .map(|(s, logits)| {
+                let report = s
+                    .job
+                    .req
+                    .logprobs
+                    .then_some(s.job.req.top_logprobs as usize);
+                logits.as_mut().map(|l| s.sampler.sample(l, report))
+            })
+            .collect();
+        let mut finished = Vec::new();
+        for (i, choice) in choices.into_iter().enumerate() {
+            if let Some(choice) = choice
+                && self.emit(i, choice)
+            {
                 finished.push(i);
             }
         }
@@ -356,14 +377,12 @@ impl Engine {
         }
     }
 
-    /// Samples one token for sequence `i`, streams its text; true when the
-    /// sequence finished.
-    fn sample_and_emit(&mut self, i: usize, logits: &mut [f32]) -> bool {
+    /// Streams sequence `i`'s sampled token; true when the sequence
+    /// finished.
+    fn emit(&mut self, i: usize, choice: Choice) -> bool {
         let tok = self.tokenizer.clone();
         let s = &mut self.running[i];
         let want_lp = s.job.req.logprobs;
-        let report = want_lp.then_some(s.job.req.top_logprobs as usize);
-        let choice = s.sampler.sample(logits, report);
         let now = Instant::now();
         match s.last_token_at {
             None => m::ttft(now - s.job.arrived),
