@@ -74,17 +74,6 @@ pub fn block_values(w: &[f32], hd: usize, v: &[f16], n: usize, out: &mut [f32]) 
     true
 }
 
-/// Asks the CPU to start loading `block` (a cache block about to be
-/// read: attention walks a sequence's blocks in order, and from memory the
-/// hardware prefetchers alone left it waiting on most lines). A hint only;
-/// nothing is read.
-pub fn prefetch(block: &[f16]) {
-    #[cfg(target_feature = "avx2")]
-    crate::avx2::prefetch(block);
-    #[cfg(not(target_feature = "avx2"))]
-    let _ = block;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,14 +275,3 @@ unsafe fn values_g<const G: usize>(
         }
     }
 }
-
-/// Prefetch hints for every 64-byte line of `data`.
-pub(crate) fn prefetch<T>(data: &[T]) {
-    let bytes = std::mem::size_of_val(data);
-    let p = data.as_ptr().cast::<i8>();
-    for off in (0..bytes).step_by(64) {
-        // SAFETY: a prefetch never faults and reads nothing; the address
-        // stays inside the slice.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
-    }
-}

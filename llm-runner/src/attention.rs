@@ -1,16 +1,16 @@
 //! Causal grouped-query attention of a batched step, each sequence
 //! against its own KV cache.
 //!
-//! Work is split by (sequence, KV head, block of query rows), and the
-//! query heads sharing a KV head (SmolLM2: 3 per group) are computed
-//! together: for each 16-position block of the f16 cache (`kv.rs`),
+//! Work is split by (sequence, block of query rows); a row walks its
+//! sequence's cache blocks in memory order, and the query heads sharing a
+//! KV head (SmolLM2: 3 per group) are computed together: for each 16-position block of the f16 cache (`kv.rs`),
 //! `ragmesh_kernels::attn` widens each key and value once and multiplies
 //! it into every head of the group, with the heads' running sums in
 //! registers. Scores are kept per block (`[block][head][16]`), so the
 //! softmax runs over whole 16-value runs.
 
 use half::f16;
-use ragmesh_kernels::attn::{block_scores, block_values, prefetch};
+use ragmesh_kernels::attn::{block_scores, block_values};
 use rayon::prelude::*;
 
 use crate::kv::KEY_BLOCK;
@@ -39,67 +39,70 @@ pub struct SeqAttn<'a> {
     pub v: &'a [f16],
 }
 
-/// One query row's group of heads (`q`: `group × hd`) against the first
-/// `upto` positions of KV head `kvh` of `s`'s cache, into `out` (`group ×
-/// hd`); `w`: scratch of at least `group × upto` rounded up to blocks (the
-/// scores, then the weights, `[block][head][16]`).
-fn group_row(
-    h: Heads,
-    s: &SeqAttn<'_>,
-    kvh: usize,
-    q: &[f32],
-    upto: usize,
-    w: &mut [f32],
-    out: &mut [f32],
-) {
+/// One query row (`q`: all heads, `n_head × hd`) against the first `upto`
+/// positions of `s`'s cache, into `out` (same layout); `w`: scratch of at
+/// least `n_head × upto` rounded up to blocks (the scores, then the
+/// weights, `[block][head][16]`).
+///
+/// Blocks are walked in memory order with every KV head of a block
+/// before the next block, keys in one pass and values in another, so the
+/// cache streams as two sequential runs. (Head by head over the blocks,
+/// the three passes each read a third of every 6 KB block and ran at a
+/// fraction of the bandwidth once 16 sequences' caches outgrew L3.) In
+/// this order the hardware prefetchers keep up: prefetch hints two blocks
+/// ahead made a 16-sequence step ~0.3 ms slower, not faster.
+fn row_attn(h: Heads, s: &SeqAttn<'_>, q: &[f32], upto: usize, w: &mut [f32], out: &mut [f32]) {
     let hd = h.head_dim;
-    let group = q.len() / hd;
-    let per = hd * KEY_BLOCK; // one head's part of a cache block
-    let run = group * KEY_BLOCK; // one block's scores
+    let group = h.n_head / h.n_kv_head.max(1);
+    let per = hd * KEY_BLOCK; // one KV head's part of a cache block
+    let block = h.n_kv_head * per;
+    let run = h.n_head * KEY_BLOCK; // one block's scores, all heads
     let blocks = upto.div_ceil(KEY_BLOCK);
     let w = &mut w[..blocks * run];
-    let at = |b: usize| (b * h.n_kv_head + kvh) * per;
-    // the blocks come from memory (a step reads every sequence's cache):
-    // hint each a few blocks ahead, keys and values
-    const AHEAD: usize = 2;
-    for b in 0..AHEAD.min(blocks) {
-        prefetch(&s.k[at(b)..][..per]);
-        prefetch(&s.v[at(b)..][..per]);
-    }
     for (b, sb) in w.chunks_exact_mut(run).enumerate() {
-        if b + AHEAD < blocks {
-            prefetch(&s.k[at(b + AHEAD)..][..per]);
-            prefetch(&s.v[at(b + AHEAD)..][..per]);
+        let kb = &s.k[b * block..][..block];
+        for ((qg, kh), sg) in q
+            .chunks_exact(group * hd)
+            .zip(kb.chunks_exact(per))
+            .zip(sb.chunks_exact_mut(group * KEY_BLOCK))
+        {
+            let done = block_scores(qg, hd, kh, sg);
+            debug_assert!(done, "attention block shapes");
         }
-        let done = block_scores(q, hd, &s.k[at(b)..][..per], sb);
-        debug_assert!(done, "attention block shapes");
     }
     // softmax per head over its valid positions
     let valid = |b: usize| KEY_BLOCK.min(upto - b * KEY_BLOCK);
     let scale = 1.0 / (hd as f32).sqrt();
-    for g in 0..group {
+    for head in 0..h.n_head {
         let mut max = f32::NEG_INFINITY;
         for (b, sb) in w.chunks_exact_mut(run).enumerate() {
-            for x in &mut sb[g * KEY_BLOCK..][..valid(b)] {
+            for x in &mut sb[head * KEY_BLOCK..][..valid(b)] {
                 *x *= scale;
                 max = max.max(*x);
             }
         }
         let mut sum = 0.0;
         for (b, sb) in w.chunks_exact_mut(run).enumerate() {
-            sum += math::exp_shifted_sum(&mut sb[g * KEY_BLOCK..][..valid(b)], max);
+            sum += math::exp_shifted_sum(&mut sb[head * KEY_BLOCK..][..valid(b)], max);
         }
         let inv = 1.0 / sum;
         for (b, sb) in w.chunks_exact_mut(run).enumerate() {
-            sb[g * KEY_BLOCK..][..valid(b)]
+            sb[head * KEY_BLOCK..][..valid(b)]
                 .iter_mut()
                 .for_each(|x| *x *= inv);
         }
     }
     out.fill(0.0);
     for (b, sb) in w.chunks_exact(run).enumerate() {
-        let done = block_values(sb, hd, &s.v[at(b)..][..per], valid(b), out);
-        debug_assert!(done, "attention block shapes");
+        let vb = &s.v[b * block..][..block];
+        for ((sg, vh), og) in sb
+            .chunks_exact(group * KEY_BLOCK)
+            .zip(vb.chunks_exact(per))
+            .zip(out.chunks_exact_mut(group * hd))
+        {
+            let done = block_values(sg, hd, vh, valid(b), og);
+            debug_assert!(done, "attention block shapes");
+        }
     }
 }
 
@@ -108,7 +111,6 @@ fn group_row(
 pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
     let hd = h.head_dim;
     let q_dim = h.n_head * hd;
-    let group = h.n_head / h.n_kv_head.max(1);
     // a job (sequence, first row, rows): one sequence's block of rows, all KV heads (a job per head
     // was three times the per-task overhead for a decode row's ~1 µs of
     // work per head)
@@ -125,7 +127,7 @@ pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
             // out: rows × q_dim, like the rows of `q`
             let mut out = vec![0f32; rows * q_dim];
             let n = s.past + j0 + rows;
-            let mut w = vec![0f32; group * n.next_multiple_of(KEY_BLOCK)];
+            let mut w = vec![0f32; h.n_head * n.next_multiple_of(KEY_BLOCK)];
             let qs = &q[(s.row + j0) * q_dim..][..rows * q_dim];
             for (j, (qr, or)) in qs
                 .chunks_exact(q_dim)
@@ -133,13 +135,7 @@ pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
                 .enumerate()
             {
                 let upto = s.past + j0 + j + 1; // causal
-                for (kvh, (qg, og)) in qr
-                    .chunks_exact(group * hd)
-                    .zip(or.chunks_exact_mut(group * hd))
-                    .enumerate()
-                {
-                    group_row(h, s, kvh, qg, upto, &mut w, og);
-                }
+                row_attn(h, s, qr, upto, &mut w, or);
             }
             out
         })
