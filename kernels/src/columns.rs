@@ -5,6 +5,7 @@
 //! raw pointer, checked against the matrix's bounds on every write.
 
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 pub(crate) struct Columns<'a> {
     ptr: *mut f32,
@@ -24,6 +25,17 @@ impl<'a> Columns<'a> {
     pub(crate) fn new(out: &'a mut [f32], cols: usize) -> Self {
         Self {
             ptr: out.as_mut_ptr(),
+            rows: out.len() / cols.max(1),
+            cols,
+            _out: PhantomData,
+        }
+    }
+
+    /// The same over memory not yet written (`MaybeUninit` is
+    /// `repr(transparent)`, so the cast keeps layout and alignment).
+    pub(crate) fn new_uninit(out: &'a mut [MaybeUninit<f32>], cols: usize) -> Self {
+        Self {
+            ptr: out.as_mut_ptr().cast::<f32>(),
             rows: out.len() / cols.max(1),
             cols,
             _out: PhantomData,

@@ -293,19 +293,47 @@ impl QMatrix {
         self.matmul_on(kernel(), acts, out)
     }
 
+    /// [`Self::matmul`] into a new vector, without zeroing it first (the
+    /// products write every element; for the output matrix a 16-row
+    /// step's logits are 3 MB); `None` on a shape mismatch.
+    pub fn matmul_new(&self, acts: &QuantizedActs) -> Option<Vec<f32>> {
+        if acts.cols != self.cols {
+            return None;
+        }
+        let len = acts.rows * self.rows;
+        let mut out = Vec::with_capacity(len);
+        let cols = columns::Columns::new_uninit(&mut out.spare_capacity_mut()[..len], self.rows);
+        self.fill(kernel(), acts, &cols);
+        // SAFETY: `fill` wrote every element of the first `len` (each
+        // group of weight rows is one task's, and it writes its lanes of
+        // every activation row), and they are initialised f32 values.
+        #[allow(unsafe_code)]
+        unsafe {
+            out.set_len(len)
+        };
+        Some(out)
+    }
+
     fn matmul_on(&self, kernel: Kernel, acts: &QuantizedActs, out: &mut [f32]) -> bool {
         let n = acts.rows;
         if acts.cols != self.cols || out.len() != n * self.rows {
             return false;
         }
+        self.fill(kernel, acts, &columns::Columns::new(out, self.rows));
+        true
+    }
+
+    /// Every element of `cols` (`acts.rows × self.rows`; shapes checked by
+    /// the callers): each group's results, for every activation row.
+    fn fill(&self, kernel: Kernel, acts: &QuantizedActs, cols: &columns::Columns<'_>) {
+        let n = acts.rows;
         if n == 0 {
-            return true;
+            return;
         }
         // task t: groups [t·G/T, (t+1)·G/T); every group's results go
         // straight to their columns of every output row
         let groups = self.rows.div_ceil(GROUP);
         let tasks = groups.min(rayon::current_num_threads().max(1) * TASKS_PER_THREAD);
-        let cols = columns::Columns::new(out, self.rows);
         (0..tasks).into_par_iter().for_each(|t| {
             let mut tmp = [0f32; GROUP * ROWS];
             for g in t * groups / tasks..(t + 1) * groups / tasks {
@@ -322,7 +350,6 @@ impl QMatrix {
                 }
             }
         });
-        true
     }
 
     /// Group `g` against activation rows `first..first + n` (`n ≤ ROWS`)

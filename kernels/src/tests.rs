@@ -144,6 +144,14 @@ fn every_batch_size_gives_the_reference_bits() {
                 let Some(acts) = acts else { panic!("acts") };
                 let mut out = vec![0f32; n * 70];
                 assert!(m.matmul_on(kernel, &acts, &mut out));
+                // the unzeroed output writes every element: same bits
+                let fresh = m
+                    .matmul_new(&acts)
+                    .map(|v| v.iter().map(|x| x.to_bits()).collect());
+                assert_eq!(
+                    fresh,
+                    Some(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                );
                 for r in 0..n {
                     for o in 0..70 {
                         let want = scalar::dot(&m, o, &acts, r);
@@ -207,5 +215,6 @@ fn bad_shapes_are_refused() {
     let a = QuantizedActs::quantize(&[0.0; 64], 1, 64);
     if let (Some(m), Some(a)) = (m, a) {
         assert!(!m.matmul(&a, &mut [0.0]));
+        assert!(m.matmul_new(&a).is_none());
     }
 }

@@ -157,14 +157,10 @@ impl QLinear {
     fn forward_quantized(&self, parts: &[QMatrix], x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let shape_err = || GenError::Internal("quantized linear: shape mismatch".into());
         let acts = QuantizedActs::quantize(x, rows, self.inp).ok_or_else(shape_err)?;
-        let mut out = vec![0f32; rows * self.out];
         if let [m] = parts {
-            return if m.matmul(&acts, &mut out) {
-                Ok(out)
-            } else {
-                Err(shape_err())
-            };
+            return m.matmul_new(&acts).ok_or_else(shape_err);
         }
+        let mut out = vec![0f32; rows * self.out];
         let mut offset = 0;
         for m in parts {
             let n = m.rows();
