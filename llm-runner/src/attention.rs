@@ -16,6 +16,10 @@ use rayon::prelude::*;
 use crate::kv::KEY_BLOCK;
 use crate::math;
 
+/// Query heads a layer may have (the softmax keeps one sum per head on
+/// the stack); the model loader refuses more.
+pub const MAX_HEADS: usize = 256;
+
 /// Query rows per job: enough work per task, enough tasks per prompt.
 const ROWS_PER_JOB: usize = 32;
 
@@ -70,27 +74,34 @@ fn row_attn(h: Heads, s: &SeqAttn<'_>, q: &[f32], upto: usize, w: &mut [f32], ou
             debug_assert!(done, "attention block shapes");
         }
     }
-    // softmax per head over its valid positions
+    // softmax per head, in whole 16-value runs: the last block's
+    // positions past `upto` are masked (their weights come out ~1e-38, and
+    // the value products stop at `valid` anyway); the weights stay
+    // unnormalised and each head's output is divided by their sum at the
+    // end (hd divisions instead of one per position). Lane-wise maxima and
+    // sums keep every pass vectorised: a running scalar max was a serial
+    // chain, and the softmax took half the attention time.
     let valid = |b: usize| KEY_BLOCK.min(upto - b * KEY_BLOCK);
     let scale = 1.0 / (hd as f32).sqrt();
-    for head in 0..h.n_head {
-        let mut max = f32::NEG_INFINITY;
-        for (b, sb) in w.chunks_exact_mut(run).enumerate() {
-            for x in &mut sb[head * KEY_BLOCK..][..valid(b)] {
-                *x *= scale;
-                max = max.max(*x);
+    let last = (blocks - 1) * run;
+    let mut inv = [0f32; MAX_HEADS];
+    for (head, inv) in inv.iter_mut().enumerate().take(h.n_head) {
+        w[last + head * KEY_BLOCK..][valid(blocks - 1)..KEY_BLOCK].fill(f32::NEG_INFINITY);
+        let mut m = [f32::NEG_INFINITY; KEY_BLOCK];
+        for sb in w.chunks_exact(run) {
+            for (a, x) in m.iter_mut().zip(&sb[head * KEY_BLOCK..][..KEY_BLOCK]) {
+                *a = a.max(*x);
             }
         }
-        let mut sum = 0.0;
-        for (b, sb) in w.chunks_exact_mut(run).enumerate() {
-            sum += math::exp_shifted_sum(&mut sb[head * KEY_BLOCK..][..valid(b)], max);
+        let max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = [0f32; KEY_BLOCK];
+        for sb in w.chunks_exact_mut(run) {
+            for (a, x) in sum.iter_mut().zip(&mut sb[head * KEY_BLOCK..][..KEY_BLOCK]) {
+                *x = math::exp((*x - max) * scale);
+                *a += *x;
+            }
         }
-        let inv = 1.0 / sum;
-        for (b, sb) in w.chunks_exact_mut(run).enumerate() {
-            sb[head * KEY_BLOCK..][..valid(b)]
-                .iter_mut()
-                .for_each(|x| *x *= inv);
-        }
+        *inv = 1.0 / sum.iter().sum::<f32>();
     }
     out.fill(0.0);
     for (b, sb) in w.chunks_exact(run).enumerate() {
@@ -103,6 +114,9 @@ fn row_attn(h: Heads, s: &SeqAttn<'_>, q: &[f32], upto: usize, w: &mut [f32], ou
             let done = block_values(sg, hd, vh, valid(b), og);
             debug_assert!(done, "attention block shapes");
         }
+    }
+    for (o, inv) in out.chunks_exact_mut(hd).zip(inv) {
+        o.iter_mut().for_each(|x| *x *= inv);
     }
 }
 

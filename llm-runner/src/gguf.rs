@@ -101,6 +101,15 @@ impl Gguf {
         if n_head == 0 || hidden % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
             return Err(bad(path, "inconsistent attention head counts"));
         }
+        if n_head > crate::attention::MAX_HEADS {
+            return Err(bad(
+                path,
+                format!(
+                    "{n_head} attention heads (at most {} supported)",
+                    crate::attention::MAX_HEADS
+                ),
+            ));
+        }
         let vocab_size = match self.get("tokenizer.ggml.tokens").map(|v| v.to_vec()) {
             Some(Ok(t)) => t.len(),
             _ => return Err(bad(path, "no tokenizer.ggml.tokens (the vocabulary)")),
