@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # LLM runner vs llama.cpp, same GGUF, 2 threads each, run one after the
-# other in this invocation. Usage: bench/llm_runner.sh [decode_tokens]
+# other in this invocation; every figure is the median of interleaved
+# rounds. Usage: bench/llm_runner.sh [decode_tokens] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ragmesh-target}"
@@ -8,8 +9,8 @@ MODEL="${RAGMESH_MODEL_DIR:-$HOME/.cache/ragmesh/models}/SmolLM2-135M-Instruct.Q
 PY="$(bench/setup-llama-reference.sh | tail -1)"
 # dev profile: dependencies and the runner crate build at opt-level 3 (Cargo.toml)
 cargo build --quiet -p ragmesh-llm-runner --example bench_runner
-ours="$("$CARGO_TARGET_DIR/debug/examples/bench_runner" "$MODEL" "${1:-128}")"
-peer="$("$PY" bench/llm_runner_peer.py "$MODEL" "${1:-128}")"
+ours="$("$CARGO_TARGET_DIR/debug/examples/bench_runner" "$MODEL" "${1:-128}" "${2:-3}")"
+peer="$("$PY" bench/llm_runner_peer.py "$MODEL" "${1:-128}" "${2:-3}")"
 echo "$ours"
 echo "$peer"
 python3 - "$ours" "$peer" <<'PY'

@@ -1,9 +1,10 @@
 //! Runner benchmark (run by `bench/llm_runner.sh`): prompt processing of a
 //! 512-token prompt, single-stream decode, and aggregate decode at 1, 4
 //! and 16 concurrent streams, through the `Generator` core. Prints one
-//! JSON line for `bench/compare_runner.py`.
+//! JSON line for `bench/llm_runner.sh`.
 //!
-//! Usage: `bench_runner MODEL.gguf [decode_tokens]`
+//! Usage: `bench_runner MODEL.gguf [decode_tokens] [rounds]` (3 rounds;
+//! each figure is the median over them).
 
 use std::time::Instant;
 
@@ -46,13 +47,24 @@ async fn run(g: &Generator, prompt: &str, max: usize) -> anyhow::Result<(usize, 
     Ok((n, first.unwrap_or(0.0), t.elapsed().as_secs_f64()))
 }
 
+/// Concurrent streams of the aggregate figures.
+const STREAMS: [usize; 3] = [1, 4, 16];
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let model = args
         .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: bench_runner MODEL [tokens]"))?;
+        .ok_or_else(|| anyhow::anyhow!("usage: bench_runner MODEL [tokens] [rounds]"))?;
     let decode: usize = args.next().map_or(Ok(128), |s| s.parse())?;
+    let reps: usize = args.next().map_or(Ok(3), |s| s.parse())?;
+    anyhow::ensure!(reps > 0, "at least one round");
     let mut cfg = GeneratorConfig::new(&model);
     cfg.max_model_len = 2048;
     if let Some(k) = ragmesh_llm_runner::linear::Kernel::from_env() {
@@ -66,29 +78,50 @@ async fn main() -> anyhow::Result<()> {
     let n_prompt = g
         .tokenize(&ragmesh_llm_runner::Input::Prompt(long.clone()), false)?
         .len();
-    let (_, ttft, _) = run(&g, &long, 1).await?;
-    let prefill = n_prompt as f64 / ttft;
-
+    // every figure is the median of `reps` rounds, the rounds interleaved
+    // (this machine's neighbours move single runs by ±20%)
+    let mut prefills = Vec::new();
+    let mut singles = Vec::new();
+    let mut aggregates: Vec<Vec<f64>> = vec![Vec::new(); STREAMS.len()];
     let short = "Once upon a time";
-    let (n, first, total) = run(&g, short, decode).await?;
-    let single = (n - 1) as f64 / (total - first);
-
-    let mut aggregate = Vec::new();
-    for streams in [1usize, 4, 16] {
-        let t = Instant::now();
-        let tasks: Vec<_> = (0..streams)
-            .map(|i| {
-                let g = g.clone();
-                let p = format!("{short} number {i}");
-                tokio::spawn(async move { run(&g, &p, decode).await })
-            })
-            .collect();
-        let mut tokens = 0;
-        for t in tasks {
-            tokens += t.await??.0;
+    for _ in 0..reps {
+        let (_, ttft, _) = run(&g, &long, 1).await?;
+        prefills.push(n_prompt as f64 / ttft);
+        let (n, first, total) = run(&g, short, decode).await?;
+        singles.push((n - 1) as f64 / (total - first));
+        for (k, &streams) in STREAMS.iter().enumerate() {
+            let t = Instant::now();
+            let tasks: Vec<_> = (0..streams)
+                .map(|i| {
+                    let g = g.clone();
+                    let p = format!("{short} number {i}");
+                    tokio::spawn(async move { run(&g, &p, decode).await })
+                })
+                .collect();
+            let mut tokens = 0;
+            for t in tasks {
+                tokens += t.await??.0;
+            }
+            aggregates[k].push(tokens as f64 / t.elapsed().as_secs_f64());
         }
-        aggregate.push((streams, tokens as f64 / t.elapsed().as_secs_f64()));
     }
+    let (prefill, single) = (median(&prefills), median(&singles));
+    let aggregate: Vec<(usize, f64)> = STREAMS
+        .iter()
+        .zip(&aggregates)
+        .map(|(&s, v)| (s, median(v)))
+        .collect();
+    let runs = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    eprintln!(
+        "rounds: single [{}], 16 streams [{}]",
+        runs(&singles),
+        runs(&aggregates[STREAMS.len() - 1])
+    );
     println!(
         "{{\"engine\":\"ragmesh\",\"prompt_tokens\":{n_prompt},\"prefill_tok_s\":{prefill:.1},\"decode_tok_s\":{single:.1},\"aggregate\":{{{}}}}}",
         aggregate
