@@ -58,7 +58,10 @@ impl QuantizedActs {
             x.par_chunks(per * cols)
                 .zip(q.par_chunks_mut(per * cols))
                 .zip(scale.par_chunks_mut(per * nb))
-                .zip(sum.par_chunks_mut(per * nb).zip(qsum.par_chunks_mut(per * nb)))
+                .zip(
+                    sum.par_chunks_mut(per * nb)
+                        .zip(qsum.par_chunks_mut(per * nb)),
+                )
                 .for_each(span);
         } else {
             span((((x, &mut q), &mut scale), (&mut sum, &mut qsum)));
@@ -106,6 +109,34 @@ fn quantize_plain(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows split over the pool (runs of rows, an uneven last run) are
+    /// quantized exactly as one row at a time.
+    #[test]
+    fn split_rows_match_single_rows() {
+        let (rows, cols) = (21, 608);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let Some(all) = QuantizedActs::quantize(&x, rows, cols) else {
+            panic!("shape")
+        };
+        let nb = cols / BLOCK;
+        for r in 0..rows {
+            let Some(one) = QuantizedActs::quantize(&x[r * cols..][..cols], 1, cols) else {
+                panic!("shape")
+            };
+            assert_eq!(&all.q[r * cols..][..cols], &one.q[..], "row {r}");
+            assert_eq!(&all.qsum[r * nb..][..nb], &one.qsum[..], "row {r}");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&all.scale[r * nb..][..nb]),
+                bits(&one.scale),
+                "row {r}"
+            );
+            assert_eq!(bits(&all.sum[r * nb..][..nb]), bits(&one.sum), "row {r}");
+        }
+    }
 
     /// The vectorised block quantization equals the plain one bit for bit
     /// (values at exact halves included, where rounding ties to even).
