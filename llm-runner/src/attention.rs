@@ -21,7 +21,7 @@ use crate::math;
 pub const MAX_HEADS: usize = 256;
 
 /// Query rows per job: enough work per task, enough tasks per prompt.
-const ROWS_PER_JOB: usize = 32;
+pub const ROWS_PER_JOB: usize = 32;
 
 /// Head layout of one layer.
 #[derive(Clone, Copy)]
@@ -123,11 +123,18 @@ fn row_attn(h: Heads, s: &SeqAttn<'_>, q: &[f32], upto: usize, w: &mut [f32], ou
 /// `q`: `rows × n_head·head_dim` (rotated); returns the attention output
 /// in the same layout.
 pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
-    let hd = h.head_dim;
-    let q_dim = h.n_head * hd;
-    // a job (sequence, first row, rows): one sequence's block of rows, all KV heads (a job per head
-    // was three times the per-task overhead for a decode row's ~1 µs of
-    // work per head)
+    let mut out = vec![0f32; q.len()];
+    attend_into(h, q, seqs, &mut out);
+    out
+}
+
+/// [`attend`] into `out` (`q`'s layout): only the rows of `seqs` are
+/// written.
+pub fn attend_into(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>], out: &mut [f32]) {
+    let q_dim = h.n_head * h.head_dim;
+    // a job (sequence, first row, rows): one sequence's block of rows, all
+    // KV heads (a job per head was three times the per-task overhead for a
+    // decode row's ~1 µs of work per head)
     let mut jobs = Vec::new();
     for (si, s) in seqs.iter().enumerate() {
         for j0 in (0..s.n).step_by(ROWS_PER_JOB) {
@@ -138,28 +145,35 @@ pub fn attend(h: Heads, q: &[f32], seqs: &[SeqAttn<'_>]) -> Vec<f32> {
         .par_iter()
         .map(|&(si, j0, rows)| {
             let s = &seqs[si];
-            // out: rows × q_dim, like the rows of `q`
-            let mut out = vec![0f32; rows * q_dim];
-            let n = s.past + j0 + rows;
-            let mut w = vec![0f32; h.n_head * n.next_multiple_of(KEY_BLOCK)];
+            let mut o = vec![0f32; rows * q_dim];
             let qs = &q[(s.row + j0) * q_dim..][..rows * q_dim];
-            for (j, (qr, or)) in qs
-                .chunks_exact(q_dim)
-                .zip(out.chunks_exact_mut(q_dim))
-                .enumerate()
-            {
-                let upto = s.past + j0 + j + 1; // causal
-                row_attn(h, s, qr, upto, &mut w, or);
-            }
-            out
+            attend_rows(h, qs, s, j0, &mut o);
+            o
         })
         .collect();
-    let rows: usize = seqs.iter().map(|s| s.n).sum();
-    let mut attn = vec![0f32; rows * q_dim];
-    for (&(si, j0, n), out) in jobs.iter().zip(&outs) {
-        attn[(seqs[si].row + j0) * q_dim..][..n * q_dim].copy_from_slice(out);
+    for (&(si, j0, n), o) in jobs.iter().zip(&outs) {
+        out[(seqs[si].row + j0) * q_dim..][..n * q_dim].copy_from_slice(o);
     }
-    attn
+}
+
+/// Rows `j0..` of sequence `s` (their queries `qs`, `rows × q_dim`) into
+/// `out` (same shape), causally: row `j` sees `s.past + j0 + j + 1`
+/// positions. One task's work: the caller may run it for a whole short
+/// sequence (see [`ROWS_PER_JOB`]) in the same task that stored its keys
+/// and values.
+pub fn attend_rows(h: Heads, qs: &[f32], s: &SeqAttn<'_>, j0: usize, out: &mut [f32]) {
+    let q_dim = h.n_head * h.head_dim;
+    let rows = qs.len() / q_dim.max(1);
+    let n = s.past + j0 + rows;
+    let mut w = vec![0f32; h.n_head * n.next_multiple_of(KEY_BLOCK)];
+    for (j, (qr, or)) in qs
+        .chunks_exact(q_dim)
+        .zip(out.chunks_exact_mut(q_dim))
+        .enumerate()
+    {
+        let upto = s.past + j0 + j + 1; // causal
+        row_attn(h, s, qr, upto, &mut w, or);
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use candle_core::Device;
 use candle_core::quantized::QTensor;
 use rayon::prelude::*;
 
-use crate::attention::{Heads, SeqAttn, attend};
+use crate::attention::{Heads, ROWS_PER_JOB, SeqAttn, attend_into, attend_rows};
 use crate::error::{GenError, Result};
 use crate::gguf::{Gguf, LlamaConfig};
 use crate::kv::KvCache;
@@ -156,6 +156,90 @@ impl Llama {
         }
     }
 
+    /// Layer `li`'s attention for the whole batch (`qkv`: the stacked q, k,
+    /// v rows; `pos`: each row's position): rope on q and k, k and v
+    /// appended to each sequence's cache, then each sequence's rows against
+    /// its cache. One task per sequence does all three for a sequence of
+    /// at most [`ROWS_PER_JOB`] rows (every decode sequence), so a decode
+    /// step opens one parallel region here, not two; longer prompt chunks
+    /// are attended afterwards in jobs of that many rows, once all their
+    /// keys are stored.
+    fn attention(
+        &self,
+        li: usize,
+        qkv: &[f32],
+        batch: &mut [SeqBatch<'_>],
+        pos: &[usize],
+    ) -> Vec<f32> {
+        let c = &self.cfg;
+        let hd = c.head_dim;
+        let (q_dim, kv_dim) = (c.n_head * hd, c.n_kv_head * hd);
+        let stride = q_dim + 2 * kv_dim;
+        let heads = Heads {
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: hd,
+        };
+        let total = pos.len();
+        let mut q = vec![0f32; total * q_dim];
+        let mut attn = vec![0f32; total * q_dim];
+        // each sequence's rows of q and of the output
+        let mut parts = Vec::with_capacity(batch.len());
+        let (mut qs, mut outs, mut row) = (&mut q[..], &mut attn[..], 0);
+        for s in batch.iter_mut() {
+            let n = s.tokens.len();
+            let (mq, tq) = std::mem::take(&mut qs).split_at_mut(n * q_dim);
+            let (mo, to) = std::mem::take(&mut outs).split_at_mut(n * q_dim);
+            (qs, outs) = (tq, to);
+            parts.push((s, mq, mo, row));
+            row += n;
+        }
+        parts.into_par_iter().for_each(|(s, qs, out, row)| {
+            for (j, qr) in qs.chunks_exact_mut(q_dim).enumerate() {
+                let r = &qkv[(row + j) * stride..(row + j + 1) * stride];
+                qr.copy_from_slice(&r[..q_dim]);
+                self.rope(qr, pos[row + j]);
+                let mut k = r[q_dim..q_dim + kv_dim].to_vec();
+                self.rope(&mut k, pos[row + j]);
+                let v = &r[q_dim + kv_dim..];
+                s.cache.push(li, pos[row + j], c.n_kv_head, &k, v);
+            }
+            let n = s.tokens.len();
+            if n <= ROWS_PER_JOB {
+                let (k, v) = s.cache.layer(li);
+                let sa = SeqAttn {
+                    row,
+                    n,
+                    past: s.cache.len(),
+                    k,
+                    v,
+                };
+                attend_rows(heads, qs, &sa, 0, out);
+            }
+        });
+        // prompt chunks longer than one job
+        let mut long = Vec::new();
+        let mut row = 0;
+        for s in batch.iter() {
+            let n = s.tokens.len();
+            if n > ROWS_PER_JOB {
+                let (k, v) = s.cache.layer(li);
+                long.push(SeqAttn {
+                    row,
+                    n,
+                    past: s.cache.len(),
+                    k,
+                    v,
+                });
+            }
+            row += n;
+        }
+        if !long.is_empty() {
+            attend_into(heads, &q, &long, &mut attn);
+        }
+        attn
+    }
+
     /// Runs one batched step. Every sequence's new tokens are appended to
     /// its cache; returns, per sequence, the last token's logits when asked.
     /// Callers guarantee `cache.len() + tokens.len() <= context_length`.
@@ -170,9 +254,7 @@ impl Llama {
 
     fn forward_on_worker(&self, batch: &mut [SeqBatch<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
         let c = &self.cfg;
-        let (h, hd) = (c.hidden, c.head_dim);
-        let kv_dim = c.n_kv_head * hd;
-        let q_dim = c.n_head * hd;
+        let h = c.hidden;
         let total: usize = batch.iter().map(|s| s.tokens.len()).sum();
         if total == 0 {
             return Ok(vec![None; batch.len()]);
@@ -194,51 +276,7 @@ impl Llama {
             let mut hbuf = x.clone();
             rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps, h);
             let qkv = layer.qkv.forward(&hbuf, total)?;
-            let stride = q_dim + 2 * kv_dim;
-            let mut q = vec![0f32; total * q_dim];
-            // rope on q and k; k, v appended to each sequence's cache, the
-            // sequences in parallel (a serial pass here left the other core
-            // idle long enough to fall asleep before the attention region)
-            let mut parts = Vec::with_capacity(batch.len());
-            let (mut rest, mut row) = (&mut q[..], 0);
-            for s in batch.iter_mut() {
-                let n = s.tokens.len();
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(n * q_dim);
-                rest = tail;
-                parts.push((s, mine, row));
-                row += n;
-            }
-            parts.into_par_iter().for_each(|(s, qs, row)| {
-                for (j, qr) in qs.chunks_exact_mut(q_dim).enumerate() {
-                    let r = &qkv[(row + j) * stride..(row + j + 1) * stride];
-                    qr.copy_from_slice(&r[..q_dim]);
-                    self.rope(qr, pos[row + j]);
-                    let mut k = r[q_dim..q_dim + kv_dim].to_vec();
-                    self.rope(&mut k, pos[row + j]);
-                    let v = &r[q_dim + kv_dim..];
-                    s.cache.push(li, pos[row + j], c.n_kv_head, &k, v);
-                }
-            });
-            // attention, each sequence against its own cache
-            let mut seqs = Vec::with_capacity(batch.len());
-            let mut row = 0;
-            for s in batch.iter() {
-                let (k, v) = s.cache.layer(li);
-                seqs.push(SeqAttn {
-                    row,
-                    n: s.tokens.len(),
-                    past: s.cache.len(),
-                    k,
-                    v,
-                });
-                row += s.tokens.len();
-            }
-            let heads = Heads {
-                n_head: c.n_head,
-                n_kv_head: c.n_kv_head,
-                head_dim: hd,
-            };
-            let attn = attend(heads, &q, &seqs);
+            let attn = self.attention(li, &qkv, batch, &pos);
             let o = layer.wo.forward(&attn, total)?;
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             // feed-forward
