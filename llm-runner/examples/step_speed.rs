@@ -69,8 +69,8 @@ impl Run {
         if !prompt {
             self.times.push(t.elapsed().as_secs_f64());
         }
-        for (nx, l) in self.next.iter_mut().zip(out) {
-            *nx = vec![argmax(&l.unwrap_or_default())];
+        for (i, nx) in self.next.iter_mut().enumerate() {
+            *nx = vec![argmax(out.get(i).unwrap_or_default())];
         }
         Ok(())
     }

@@ -248,16 +248,20 @@ impl Llama {
     /// matmul (about 200 per decode step), and from a thread outside the
     /// pool each one is a hand-off to the pool and a futex wake back, where
     /// a worker starts on its share at once.
-    pub fn forward(&self, batch: &mut [SeqBatch<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+    pub fn forward(&self, batch: &mut [SeqBatch<'_>]) -> Result<Logits> {
         rayon::scope(|_| self.forward_on_worker(batch))
     }
 
-    fn forward_on_worker(&self, batch: &mut [SeqBatch<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+    fn forward_on_worker(&self, batch: &mut [SeqBatch<'_>]) -> Result<Logits> {
         let c = &self.cfg;
         let h = c.hidden;
         let total: usize = batch.iter().map(|s| s.tokens.len()).sum();
         if total == 0 {
-            return Ok(vec![None; batch.len()]);
+            return Ok(Logits {
+                data: Vec::new(),
+                vocab: c.vocab_size,
+                of: vec![None; batch.len()],
+            });
         }
         // positions and token embeddings, stacked
         let mut x = Vec::with_capacity(total * h);
@@ -312,17 +316,78 @@ impl Llama {
             let head = self.output.as_ref().unwrap_or(&self.embed);
             logits = head.forward(&last_rows, want)?;
         }
-        let vocab = c.vocab_size;
-        let mut out = Vec::with_capacity(batch.len());
+        let mut of = Vec::with_capacity(batch.len());
         let mut k = 0;
         for s in batch.iter() {
-            if s.logits && !s.tokens.is_empty() {
-                out.push(Some(logits[k * vocab..(k + 1) * vocab].to_vec()));
-                k += 1;
-            } else {
-                out.push(None);
+            let has = s.logits && !s.tokens.is_empty();
+            of.push(has.then_some(k));
+            k += usize::from(has);
+        }
+        Ok(Logits {
+            data: logits,
+            vocab: c.vocab_size,
+            of,
+        })
+    }
+}
+
+/// A step's logits: one vocabulary-sized row per sequence that asked for
+/// them, in one allocation (16 rows of SmolLM2's 49k vocabulary are 3 MB;
+/// handed out as views, not copied per sequence).
+pub struct Logits {
+    data: Vec<f32>,
+    vocab: usize,
+    /// Per batch entry: its row, if it asked.
+    of: Vec<Option<usize>>,
+}
+
+impl Logits {
+    /// Batch entry `i`'s logits.
+    pub fn get(&self, i: usize) -> Option<&[f32]> {
+        let r = (*self.of.get(i)?)?;
+        self.data.get(r * self.vocab..(r + 1) * self.vocab)
+    }
+
+    /// Every batch entry's logits, mutable (sampling applies penalties in
+    /// place), `None` where it did not ask.
+    pub fn rows_mut(&mut self) -> Vec<Option<&mut [f32]>> {
+        let mut rows: Vec<Option<&mut [f32]>> = self
+            .data
+            .chunks_exact_mut(self.vocab.max(1))
+            .map(Some)
+            .collect();
+        self.of
+            .iter()
+            .map(|r| r.and_then(|r| rows.get_mut(r).and_then(Option::take)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Logits;
+
+    /// Each entry that asked sees its own row, the others none; the
+    /// mutable views are the same rows.
+    #[test]
+    fn logits_rows_per_entry() {
+        let mut l = Logits {
+            data: (0..6).map(|v| v as f32).collect(),
+            vocab: 2,
+            of: vec![Some(0), None, Some(1), Some(2)],
+        };
+        assert_eq!(l.get(0), Some(&[0.0, 1.0][..]));
+        assert_eq!(l.get(1), None);
+        assert_eq!(l.get(3), Some(&[4.0, 5.0][..]));
+        assert_eq!(l.get(4), None);
+        let rows = l.rows_mut();
+        assert_eq!(rows.len(), 4);
+        assert!(rows[1].is_none());
+        for (i, r) in rows.into_iter().enumerate() {
+            if let Some(r) = r {
+                r[0] = -(i as f32);
             }
         }
-        Ok(out)
+        assert_eq!(l.get(2), Some(&[-2.0, 3.0][..]));
     }
 }

@@ -310,7 +310,7 @@ impl Engine {
             .max_in_step
             .fetch_max(plan.len() as u64, Ordering::AcqRel);
         m::step(plan.len(), prompt_tokens, decoding as usize, elapsed);
-        let logits = match result {
+        let mut logits = match result {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "forward failed; failing the batch");
@@ -334,8 +334,8 @@ impl Engine {
         // sampling in parallel over sequences (each scans the whole
         // vocabulary: ~35 µs, half a millisecond a step at 16 sequences
         // with the other core idle), then streaming in order
-        let mut per_seq: Vec<Option<Vec<f32>>> = vec![None; self.running.len()];
-        for ((i, from, to), logits) in plan.iter().copied().zip(logits) {
+        let mut per_seq: Vec<Option<&mut [f32]>> = (0..self.running.len()).map(|_| None).collect();
+        for ((i, from, to), logits) in plan.iter().copied().zip(logits.rows_mut()) {
             if from != to {
                 self.running[i].prefilled = to;
             }

@@ -144,10 +144,8 @@ fn teacher_forced_argmax_agrees_where_llama_cpp_is_decisive() {
                     cache: &mut cache,
                     logits: true,
                 }])
-                .unwrap_or_else(|e| panic!("{e}"))
-                .pop()
-                .flatten()
-                .unwrap_or_default();
+                .unwrap_or_else(|e| panic!("{e}"));
+            let logits = logits.get(0).unwrap_or_default();
             let ours = logits
                 .iter()
                 .enumerate()
