@@ -7,10 +7,11 @@ use rayon::prelude::*;
 
 use crate::BLOCK;
 
-/// A span of blocks being quantized: input, quants, scales, `d·Σq`, `Σq`.
-type Span<'a> = (
-    ((&'a [f32], &'a mut [i8]), &'a mut [f32]),
-    (&'a mut [f32], &'a mut [i32]),
+/// A run of rows being quantized: its first row, quants, scales, `d·Σq`,
+/// `Σq`.
+type Run<'a> = (
+    (usize, &'a mut [i8]),
+    (&'a mut [f32], (&'a mut [f32], &'a mut [i32])),
 );
 
 /// Activation rows quantized to 8 bits per 32-value block.
@@ -32,39 +33,63 @@ impl QuantizedActs {
     /// `x`: `rows × cols` row-major; `None` unless `cols` is a multiple of
     /// 32 and `x` has `rows × cols` values.
     pub fn quantize(x: &[f32], rows: usize, cols: usize) -> Option<Self> {
-        if !cols.is_multiple_of(BLOCK) || x.len() != rows * cols {
+        if x.len() != rows * cols {
             return None;
         }
-        let blocks = x.len() / BLOCK;
+        Self::quantize_with(rows, cols, |r, out| {
+            out.copy_from_slice(&x[r * cols..(r + 1) * cols]);
+        })
+    }
+
+    /// Rows `row(r, out)` writes (`cols` values each), computed and
+    /// quantized in one pass, so an elementwise step before a matmul (a
+    /// norm, the gated activation) needs no buffer and no pass of its
+    /// own. `None` unless `cols` is a multiple of 32.
+    pub fn quantize_with<F>(rows: usize, cols: usize, row: F) -> Option<Self>
+    where
+        F: Fn(usize, &mut [f32]) + Sync,
+    {
+        if cols == 0 || !cols.is_multiple_of(BLOCK) {
+            return None;
+        }
+        let nb = cols / BLOCK;
+        let blocks = rows * nb;
         let (mut scale, mut sum) = (vec![0f32; blocks], vec![0f32; blocks]);
         let mut qsum = vec![0i32; blocks];
-        let mut q = vec![0i8; x.len()];
-        // a span of blocks: its quants, scales and sums
-        let span = |(((x, q), scale), (sum, qsum)): Span<'_>| {
-            let blocks = x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK));
-            let out = scale.iter_mut().zip(sum.iter_mut()).zip(qsum.iter_mut());
-            for ((b, qb), ((d, sm), qs)) in blocks.zip(out) {
-                let (dv, s) = quantize_block(b, qb);
-                (*d, *sm, *qs) = (dv, dv * s as f32, s);
+        let mut q = vec![0i8; rows * cols];
+        // a run of rows: each computed into a scratch row, then its blocks
+        let run = |((first, q), (scale, (sum, qsum))): Run<'_>| {
+            let mut x = vec![0f32; cols];
+            let rows = q.chunks_exact_mut(cols).zip(scale.chunks_exact_mut(nb));
+            let sums = sum.chunks_exact_mut(nb).zip(qsum.chunks_exact_mut(nb));
+            for (i, ((q, scale), (sum, qsum))) in rows.zip(sums).enumerate() {
+                row(first + i, &mut x);
+                let blocks = x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK));
+                let out = scale.iter_mut().zip(sum.iter_mut()).zip(qsum.iter_mut());
+                for ((b, qb), ((d, sm), qs)) in blocks.zip(out) {
+                    let (dv, s) = quantize_block(b, qb);
+                    (*d, *sm, *qs) = (dv, dv * s as f32, s);
+                }
             }
         };
         // serial, this would leave the other cores idle before every matmul
         // of a decode step; split in runs of rows, two runs per thread (a
         // task per row made 16 rows × 576 take 16 µs instead of 3)
         const SPLIT_FROM: usize = 4096;
-        if rows > 1 && x.len() >= SPLIT_FROM {
-            let nb = cols / BLOCK;
+        if rows > 1 && rows * cols >= SPLIT_FROM {
             let per = rows.div_ceil(2 * rayon::current_num_threads().max(1));
-            x.par_chunks(per * cols)
-                .zip(q.par_chunks_mut(per * cols))
-                .zip(scale.par_chunks_mut(per * nb))
+            q.par_chunks_mut(per * cols)
+                .enumerate()
+                .map(|(k, q)| (k * per, q))
                 .zip(
-                    sum.par_chunks_mut(per * nb)
-                        .zip(qsum.par_chunks_mut(per * nb)),
+                    scale.par_chunks_mut(per * nb).zip(
+                        sum.par_chunks_mut(per * nb)
+                            .zip(qsum.par_chunks_mut(per * nb)),
+                    ),
                 )
-                .for_each(span);
+                .for_each(run);
         } else {
-            span((((x, &mut q), &mut scale), (&mut sum, &mut qsum)));
+            run(((0, &mut q), (&mut scale, (&mut sum, &mut qsum))));
         }
         Some(Self {
             rows,

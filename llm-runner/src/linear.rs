@@ -154,18 +154,52 @@ impl QLinear {
         }
     }
 
+    /// [`Self::forward`] of the `rows` input rows that `row(r, out)`
+    /// writes (`in` values each): with the quantized kernel they are
+    /// computed and quantized in one pass (a norm or the gated activation
+    /// before this layer needs no buffer and no pass of its own).
+    pub fn forward_with<F>(&self, rows: usize, row: F) -> Result<Vec<f32>>
+    where
+        F: Fn(usize, &mut [f32]) + Sync,
+    {
+        match &self.quantized {
+            Some(parts) => {
+                let acts = QuantizedActs::quantize_with(rows, self.inp, row)
+                    .ok_or_else(|| GenError::Internal("quantized linear: shape mismatch".into()))?;
+                self.matmul_parts(parts, &acts, rows)
+            }
+            None => {
+                let mut x = vec![0f32; rows * self.inp];
+                for (r, out) in x.chunks_exact_mut(self.inp.max(1)).enumerate() {
+                    row(r, out);
+                }
+                self.forward(&x, rows)
+            }
+        }
+    }
+
     fn forward_quantized(&self, parts: &[QMatrix], x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let shape_err = || GenError::Internal("quantized linear: shape mismatch".into());
         let acts = QuantizedActs::quantize(x, rows, self.inp).ok_or_else(shape_err)?;
+        self.matmul_parts(parts, &acts, rows)
+    }
+
+    fn matmul_parts(
+        &self,
+        parts: &[QMatrix],
+        acts: &QuantizedActs,
+        rows: usize,
+    ) -> Result<Vec<f32>> {
+        let shape_err = || GenError::Internal("quantized linear: shape mismatch".into());
         if let [m] = parts {
-            return m.matmul_new(&acts).ok_or_else(shape_err);
+            return m.matmul_new(acts).ok_or_else(shape_err);
         }
         let mut out = vec![0f32; rows * self.out];
         let mut offset = 0;
         for m in parts {
             let n = m.rows();
             let mut y = vec![0f32; rows * n];
-            if !m.matmul(&acts, &mut y) {
+            if !m.matmul(acts, &mut y) {
                 return Err(shape_err());
             }
             for r in 0..rows {

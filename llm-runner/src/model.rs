@@ -57,9 +57,22 @@ pub struct SeqBatch<'a> {
 
 fn rms_norm(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
     for row in x.chunks_mut(dim) {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-        let scale = 1.0 / (ms + eps).sqrt();
+        let scale = rms_scale(row, eps);
         row.iter_mut().zip(w).for_each(|(v, g)| *v = *v * scale * g);
+    }
+}
+
+fn rms_scale(row: &[f32], eps: f32) -> f32 {
+    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+/// `out` = `x` RMS-normalised with gains `w` (the same arithmetic as
+/// [`rms_norm`], so the same bits).
+fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let scale = rms_scale(x, eps);
+    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+        *o = *v * scale * g;
     }
 }
 
@@ -277,25 +290,23 @@ impl Llama {
             }
         }
         for (li, layer) in self.layers.iter().enumerate() {
-            let mut hbuf = x.clone();
-            rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps, h);
-            let qkv = layer.qkv.forward(&hbuf, total)?;
+            // each linear layer's input rows are computed as they are
+            // quantized (norms, the gated activation)
+            let qkv = layer.qkv.forward_with(total, |r, out| {
+                rms_norm_into(&x[r * h..][..h], &layer.attn_norm, c.rms_eps, out)
+            })?;
             let attn = self.attention(li, &qkv, batch, &pos);
             let o = layer.wo.forward(&attn, total)?;
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             // feed-forward
-            let mut hbuf = x.clone();
-            rms_norm(&mut hbuf, &layer.ffn_norm, c.rms_eps, h);
-            let gu = layer.gate_up.forward(&hbuf, total)?;
+            let gu = layer.gate_up.forward_with(total, |r, out| {
+                rms_norm_into(&x[r * h..][..h], &layer.ffn_norm, c.rms_eps, out)
+            })?;
             let ffn = c.ffn;
-            let mut act = vec![0f32; total * ffn];
-            act.par_chunks_mut(ffn)
-                .zip(gu.par_chunks(2 * ffn))
-                .for_each(|(a, gu)| {
-                    let (g, u) = gu.split_at(ffn);
-                    math::swiglu(a, g, u);
-                });
-            let d = layer.down.forward(&act, total)?;
+            let d = layer.down.forward_with(total, |r, out| {
+                let (g, u) = gu[r * 2 * ffn..][..2 * ffn].split_at(ffn);
+                math::swiglu(out, g, u);
+            })?;
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
         // logits for the last token of the sequences that want them
