@@ -43,6 +43,40 @@ pub fn exp_shifted_sum(v: &mut [f32], max: f32) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
+/// Lanes of the reductions below: independent running values the compiler
+/// keeps in vector registers (one running max or sum over a 49k-entry
+/// vocabulary is a serial chain of ~150k cycles).
+const LANES: usize = 16;
+
+/// The largest value of `v` (NaNs ignored, as `f32::max` does; -inf when
+/// empty).
+pub fn max(v: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, x) in m.iter_mut().zip(c) {
+            *a = a.max(*x);
+        }
+    }
+    m.iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// The sum of `v`, in [`LANES`] partial sums.
+pub fn sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
 /// SiLU(g)·u, elementwise into `out`.
 pub fn swiglu(out: &mut [f32], g: &[f32], u: &[f32]) {
     for ((o, g), u) in out.iter_mut().zip(g).zip(u) {
@@ -75,6 +109,21 @@ mod tests {
         // far below the range: tiny, finite, ordered
         assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
         assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn lane_max_and_sum() {
+        let v: Vec<f32> = (0..37).map(|i| ((i * 17) % 23) as f32 - 5.0).collect();
+        assert_eq!(max(&v), 17.0);
+        assert_eq!(
+            max(&v[..3]),
+            v[..3].iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        );
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        assert_eq!(max(&[f32::NAN, 1.0]), 1.0);
+        let want: f32 = v.iter().sum();
+        assert!((sum(&v) - want).abs() < 1e-4);
+        assert_eq!(sum(&[]), 0.0);
     }
 
     #[test]

@@ -52,10 +52,15 @@ pub struct Choice {
 }
 
 fn log_softmax_at(logits: &[f32]) -> (f32, f32) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|l| math::exp(l - max)).sum();
-    (max, sum.ln())
+    let max = math::max(logits);
+    let e: Vec<f32> = logits.iter().map(|l| math::exp(l - max)).collect();
+    (max, math::sum(&e).ln())
 }
+
+/// Entries per partial sum of the draw: the draw finds its chunk from
+/// the sums, then scans one chunk (a scan in index order from the start
+/// went through half the vocabulary on average).
+const CHUNK: usize = 1024;
 
 impl Sampler {
     pub fn new(p: SamplingParams) -> Self {
@@ -116,13 +121,9 @@ impl Sampler {
             }
         }
         let token = if self.p.temperature <= 0.0 {
-            let mut best = 0usize;
-            for (i, l) in logits.iter().enumerate() {
-                if *l > logits[best] {
-                    best = i;
-                }
-            }
-            best as u32
+            // the first index holding the maximum
+            let max = math::max(logits);
+            logits.iter().position(|&l| l == max).unwrap_or(0) as u32
         } else {
             self.draw(logits)
         };
@@ -140,15 +141,15 @@ impl Sampler {
     /// nucleus is usually a few dozen tokens, and sorting all ~50k per
     /// token would cost milliseconds.
     fn draw(&mut self, logits: &[f32]) -> u32 {
-        let t = self.p.temperature;
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let inv_t = 1.0 / self.p.temperature;
+        let max = math::max(logits);
         if !max.is_finite() {
             return 0;
         }
         // unnormalised probabilities
         let mut w = std::mem::take(&mut self.w);
         w.clear();
-        w.extend(logits.iter().map(|l| math::exp((l - max) / t)));
+        w.extend(logits.iter().map(|l| math::exp((l - max) * inv_t)));
         let token = self.draw_from(&w);
         self.w = w;
         token
@@ -161,16 +162,29 @@ impl Sampler {
             k => k.min(n),
         };
         if k == n && self.p.top_p >= 1.0 {
-            // the whole vocabulary: no order needed, one pass in index order
-            let total: f32 = w.iter().sum();
-            let mut r = self.uniform() * total;
-            for (i, &p) in w.iter().enumerate() {
-                if r < p {
-                    return i as u32;
+            // the whole vocabulary: no order needed; the chunk, then the
+            // entry within it, in index order
+            let sums: Vec<f32> = w.chunks(CHUNK).map(math::sum).collect();
+            let mut r = self.uniform() * sums.iter().sum::<f32>();
+            for (c, (chunk, &s)) in w.chunks(CHUNK).zip(&sums).enumerate() {
+                if r >= s {
+                    r -= s;
+                    continue;
                 }
-                r -= p;
+                let mut last = None;
+                for (i, &p) in chunk.iter().enumerate() {
+                    if r < p {
+                        return (c * CHUNK + i) as u32;
+                    }
+                    r -= p;
+                    last = (p > 0.0).then_some(i).or(last);
+                }
+                // rounding left r past the chunk's last weight: its last
+                // token that has any
+                return (c * CHUNK + last.unwrap_or(chunk.len() - 1)) as u32;
             }
-            return (n - 1) as u32;
+            // the same past the last chunk: the last token that has any
+            return w.iter().rposition(|&p| p > 0.0).unwrap_or(n - 1) as u32;
         }
         let mut idx: Vec<u32> = (0..n as u32).collect();
         let heavier = |a: &u32, b: &u32| w[*b as usize].total_cmp(&w[*a as usize]);
@@ -356,6 +370,34 @@ mod tests {
                     "T={t} token {i}: {got} vs {want}"
                 );
             }
+        }
+    }
+
+    /// Over a vocabulary of several draw chunks, draws land in the right
+    /// chunk and entry.
+    #[test]
+    fn draws_across_chunks() {
+        let mut logits = vec![-40.0f32; 3 * CHUNK + 7];
+        let (a, b, c) = (10, 2 * CHUNK + 500, 3 * CHUNK + 6);
+        logits[a] = 0.2f32.ln();
+        logits[b] = 0.5f32.ln();
+        logits[c] = 0.3f32.ln();
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            seed: Some(5),
+            ..Default::default()
+        });
+        let n = 10_000;
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..n {
+            *seen
+                .entry(s.sample(&mut logits.clone(), None).token)
+                .or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        for (t, p) in [(a, 0.2), (b, 0.5), (c, 0.3)] {
+            let got = seen.get(&(t as u32)).copied().unwrap_or(0) as f32 / n as f32;
+            assert!((got - p).abs() < 0.02, "token {t}: {got} vs {p}");
         }
     }
 
