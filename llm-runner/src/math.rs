@@ -22,8 +22,13 @@ pub fn exp(x: f32) -> f32 {
         .mul_add(r, 1.666_666_5e-1)
         .mul_add(r, 0.5);
     let e = p.mul_add(r * r, r) + 1.0;
-    // n ∈ [-126, 127] after the clamp: a normal power of two
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n: n ∈ [-126, 127] after the clamp, so the biased exponent n + 127
+    // is in 1..=254. Added to 1.5·2^23 it lands exactly in the low mantissa
+    // bits, and shifting them into the exponent field gives the power of
+    // two. (`n as i32` gave the same bits, but its saturating conversion
+    // kept every caller's loop scalar.)
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    e * f32::from_bits((n + (127.0 + MAGIC)).to_bits() << 23)
 }
 
 /// `v[i] = e^(v[i] - max)` in place; returns their sum (eight partial
@@ -109,6 +114,17 @@ mod tests {
         // far below the range: tiny, finite, ordered
         assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
         assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    /// The power of two built from the mantissa bits equals the integer
+    /// conversion it replaced, over the whole clamped range.
+    #[test]
+    fn power_of_two_bits() {
+        for n in -126..=127 {
+            let old = f32::from_bits(((n + 127) as u32) << 23);
+            let new = f32::from_bits(((n as f32) + (127.0 + 12_582_912.0)).to_bits() << 23);
+            assert_eq!(old.to_bits(), new.to_bits(), "n = {n}");
+        }
     }
 
     #[test]

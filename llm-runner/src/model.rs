@@ -62,8 +62,20 @@ fn rms_norm(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
     }
 }
 
+/// `1/√(mean(x²) + eps)`. As llama.cpp's `rms_norm`: f32 squares summed
+/// in f64, the mean back in f32; here in 8 f64 lanes, so it vectorises (a
+/// single running f32 sum was a serial chain of 576 adds per row, ~0.35 ms
+/// of a 16-row step).
 fn rms_scale(row: &[f32], eps: f32) -> f32 {
-    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    let mut acc = [0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|v| f64::from(v * v)).sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v * v);
+        }
+    }
+    let ms = ((acc.iter().sum::<f64>() + rest) / row.len() as f64) as f32;
     1.0 / (ms + eps).sqrt()
 }
 
