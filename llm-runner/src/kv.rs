@@ -27,6 +27,8 @@ pub struct KvCache {
     pub(crate) k: Vec<Vec<f16>>,
     pub(crate) v: Vec<Vec<f16>>,
     len: usize,
+    /// Positions every layer has room for without growing.
+    room: usize,
 }
 
 impl KvCache {
@@ -35,6 +37,21 @@ impl KvCache {
             k: vec![Vec::new(); n_layer],
             v: vec![Vec::new(); n_layer],
             len: 0,
+            room: 0,
+        }
+    }
+
+    /// Positions reserved (see [`Self::reserve`]).
+    pub fn room(&self) -> usize {
+        self.room
+    }
+
+    /// Empties the cache for another sequence, keeping its memory (and
+    /// its pages resident).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        for b in self.k.iter_mut().chain(self.v.iter_mut()) {
+            b.clear();
         }
     }
 
@@ -48,6 +65,7 @@ impl KvCache {
         for b in self.k.iter_mut().chain(self.v.iter_mut()) {
             b.reserve_exact(want.saturating_sub(b.len()));
         }
+        self.room = self.room.max(tokens.div_ceil(KEY_BLOCK) * KEY_BLOCK);
     }
 
     /// Positions cached (all layers have the same count after a forward).
@@ -118,6 +136,14 @@ mod tests {
         c.push(1, 48, 2, &[9.0; 4], &[9.0; 4]);
         assert_eq!(c.k[1].len(), 4 * KEY_BLOCK * 4);
         assert_eq!(c.layer(1).0[(3 * 4) * KEY_BLOCK], f16::from_f32(9.0));
+        // cleared, it keeps its memory and fills again from position 0
+        assert_eq!(c.room(), 48);
+        c.clear();
+        assert!(c.is_empty() && c.layer(1).0.is_empty());
+        let at = c.k[1].as_ptr();
+        c.push(1, 0, 2, &[3.0; 4], &[3.0; 4]);
+        assert_eq!(c.k[1].as_ptr(), at);
+        assert_eq!(c.layer(1).0[0], f16::from_f32(3.0));
     }
 
     /// Keys land transposed within their block, values by head, across

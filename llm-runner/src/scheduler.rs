@@ -130,6 +130,12 @@ pub struct Engine {
     prefill_chunk: usize,
     reserved: usize,
     kv_capacity: usize,
+    /// Caches of finished sequences, emptied, for the next admissions:
+    /// their pages stay resident (a fresh cache faults in a 4 KB page every
+    /// ~11 positions per layer and value kind). Their room counts against
+    /// the KV budget together with the running reservations; the largest
+    /// go first when that is exceeded.
+    pool: Vec<KvCache>,
 }
 
 impl Engine {
@@ -155,7 +161,51 @@ impl Engine {
             prefill_chunk: max_batched_tokens - max_sequences,
             reserved: 0,
             kv_capacity: cfg.kv_cache_tokens,
+            pool: Vec::new(),
         }
+    }
+
+    /// Removes the running sequences `gone` picks, releasing their
+    /// reservations and keeping their caches for reuse.
+    fn remove(&mut self, mut gone: impl FnMut(usize, &Seq) -> bool) {
+        for (i, s) in std::mem::take(&mut self.running).into_iter().enumerate() {
+            if gone(i, &s) {
+                self.reserved -= s.reserved();
+                let mut cache = s.cache;
+                cache.clear();
+                self.pool.push(cache);
+            } else {
+                self.running.push(s);
+            }
+        }
+        self.trim_pool();
+    }
+
+    /// Drops pooled caches, largest first, while they and the running
+    /// reservations exceed the KV budget (or there are more of them than
+    /// sequence slots).
+    fn trim_pool(&mut self) {
+        self.pool.sort_by_key(KvCache::room);
+        loop {
+            let pooled: usize = self.pool.iter().map(KvCache::room).sum();
+            let over =
+                self.reserved + pooled > self.kv_capacity || self.pool.len() > self.max_sequences;
+            if !over || self.pool.pop().is_none() {
+                break;
+            }
+        }
+    }
+
+    /// A cache with room for `need` positions: the smallest pooled one that
+    /// has it, else a new one.
+    fn cache_for(&mut self, need: usize) -> KvCache {
+        let c = &self.model.cfg;
+        let mut cache = match self.pool.iter().position(|k| k.room() >= need) {
+            Some(i) => self.pool.remove(i), // sorted by room: the smallest fit
+            None => KvCache::new(c.n_layer),
+        };
+        cache.reserve(c.n_kv_head * c.head_dim, need);
+        cache
     }
 
     pub fn run(mut self) {
@@ -197,16 +247,13 @@ impl Engine {
         if gone > 0 {
             self.shared.waiting.fetch_sub(gone, Ordering::AcqRel);
         }
-        let mut freed = 0;
-        self.running.retain(|s| {
-            let keep = !s.job.tx.is_closed();
-            if !keep {
-                freed += s.reserved();
+        self.remove(|_, s| {
+            let gone = s.job.tx.is_closed();
+            if gone {
                 m::cancelled();
             }
-            keep
+            gone
         });
-        self.reserved -= freed;
     }
 
     fn admit(&mut self) {
@@ -226,9 +273,8 @@ impl Engine {
             m::queue_time(job.arrived.elapsed());
             let sampler = Sampler::new(job.req.sampling.clone());
             let stop = StopMatcher::new(job.stops.clone());
-            let c = &self.model.cfg;
-            let mut cache = KvCache::new(c.n_layer);
-            cache.reserve(c.n_kv_head * c.head_dim, need);
+            let cache = self.cache_for(need);
+            self.trim_pool();
             self.running.push(Seq {
                 cache,
                 prefilled: 0,
@@ -319,15 +365,8 @@ impl Engine {
                         crate::error::GenError::Internal(e.to_string()),
                     ));
                 }
-                let freed: usize = plan.iter().map(|p| self.running[p.0].reserved()).sum();
-                self.reserved -= freed;
                 let doomed: Vec<usize> = plan.iter().map(|p| p.0).collect();
-                let mut idx = 0;
-                self.running.retain(|_| {
-                    let keep = !doomed.contains(&idx);
-                    idx += 1;
-                    keep
-                });
+                self.remove(|i, _| doomed.contains(&i));
                 return;
             }
         };
@@ -363,17 +402,7 @@ impl Engine {
             }
         }
         if !finished.is_empty() {
-            let mut idx = 0;
-            let mut freed = 0;
-            self.running.retain(|s| {
-                let keep = !finished.contains(&idx);
-                if !keep {
-                    freed += s.reserved();
-                }
-                idx += 1;
-                keep
-            });
-            self.reserved -= freed;
+            self.remove(|i, _| finished.contains(&i));
         }
     }
 
