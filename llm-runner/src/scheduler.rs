@@ -168,8 +168,17 @@ impl Engine {
     /// Removes the running sequences `gone` picks, releasing their
     /// reservations and keeping their caches for reuse.
     fn remove(&mut self, mut gone: impl FnMut(usize, &Seq) -> bool) {
-        for (i, s) in std::mem::take(&mut self.running).into_iter().enumerate() {
-            if gone(i, &s) {
+        let gone: Vec<bool> = self
+            .running
+            .iter()
+            .enumerate()
+            .map(|(i, s)| gone(i, s))
+            .collect();
+        if !gone.contains(&true) {
+            return; // the usual step: nothing to rebuild
+        }
+        for (s, gone) in std::mem::take(&mut self.running).into_iter().zip(gone) {
+            if gone {
                 self.reserved -= s.reserved();
                 let mut cache = s.cache;
                 cache.clear();
