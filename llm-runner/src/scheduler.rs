@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::generator::{Event, FinishReason, GeneratorConfig, Load, Stats, TokenLogprob};
-use crate::kv::KvCache;
+use crate::kv::{CachePool, KvCache};
 use crate::metrics as m;
 use crate::model::{Llama, SeqBatch};
 use crate::request::GenerateRequest;
@@ -130,12 +130,10 @@ pub struct Engine {
     prefill_chunk: usize,
     reserved: usize,
     kv_capacity: usize,
-    /// Caches of finished sequences, emptied, for the next admissions:
-    /// their pages stay resident (a fresh cache faults in a 4 KB page every
-    /// ~11 positions per layer and value kind). Their room counts against
-    /// the KV budget together with the running reservations; the largest
-    /// go first when that is exceeded.
-    pool: Vec<KvCache>,
+    /// Caches of finished sequences, for the next admissions. Their room
+    /// counts against the KV budget together with the running
+    /// reservations; the largest go first when that is exceeded.
+    pool: CachePool,
 }
 
 impl Engine {
@@ -161,7 +159,7 @@ impl Engine {
             prefill_chunk: max_batched_tokens - max_sequences,
             reserved: 0,
             kv_capacity: cfg.kv_cache_tokens,
-            pool: Vec::new(),
+            pool: CachePool::default(),
         }
     }
 
@@ -180,9 +178,7 @@ impl Engine {
         for (s, gone) in std::mem::take(&mut self.running).into_iter().zip(gone) {
             if gone {
                 self.reserved -= s.reserved();
-                let mut cache = s.cache;
-                cache.clear();
-                self.pool.push(cache);
+                self.pool.put(s.cache);
             } else {
                 self.running.push(s);
             }
@@ -190,31 +186,9 @@ impl Engine {
         self.trim_pool();
     }
 
-    /// Drops pooled caches, largest first, while they and the running
-    /// reservations exceed the KV budget (or there are more of them than
-    /// sequence slots).
     fn trim_pool(&mut self) {
-        self.pool.sort_by_key(KvCache::room);
-        loop {
-            let pooled: usize = self.pool.iter().map(KvCache::room).sum();
-            let over =
-                self.reserved + pooled > self.kv_capacity || self.pool.len() > self.max_sequences;
-            if !over || self.pool.pop().is_none() {
-                break;
-            }
-        }
-    }
-
-    /// A cache with room for `need` positions: the smallest pooled one that
-    /// has it, else a new one.
-    fn cache_for(&mut self, need: usize) -> KvCache {
-        let c = &self.model.cfg;
-        let mut cache = match self.pool.iter().position(|k| k.room() >= need) {
-            Some(i) => self.pool.remove(i), // sorted by room: the smallest fit
-            None => KvCache::new(c.n_layer),
-        };
-        cache.reserve(c.n_kv_head * c.head_dim, need);
-        cache
+        self.pool
+            .trim(self.reserved, self.kv_capacity, self.max_sequences);
     }
 
     pub fn run(mut self) {
@@ -282,7 +256,8 @@ impl Engine {
             m::queue_time(job.arrived.elapsed());
             let sampler = Sampler::new(job.req.sampling.clone());
             let stop = StopMatcher::new(job.stops.clone());
-            let cache = self.cache_for(need);
+            let c = &self.model.cfg;
+            let cache = self.pool.take(c.n_layer, c.n_kv_head * c.head_dim, need);
             self.trim_pool();
             self.running.push(Seq {
                 cache,
