@@ -354,9 +354,9 @@ impl Engine {
                 return;
             }
         };
-        // sampling in parallel over sequences (each scans the whole
-        // vocabulary: ~35 µs, half a millisecond a step at 16 sequences
-        // with the other core idle), then streaming in order
+        // sampling and streaming in parallel over sequences (each scans the
+        // whole vocabulary; serial, 16 sequences left the other core idle
+        // for a good part of a millisecond per step)
         let mut per_seq: Vec<Option<&mut [f32]>> = (0..self.running.len()).map(|_| None).collect();
         for ((i, from, to), logits) in plan.iter().copied().zip(logits.rows_mut()) {
             if from != to {
@@ -364,7 +364,8 @@ impl Engine {
             }
             per_seq[i] = logits;
         }
-        let choices: Vec<Option<Choice>> = self
+        let tok = &*self.tokenizer;
+        let finished: Vec<bool> = self
             .running
             .par_iter_mut()
             .zip(per_seq.par_iter_mut())
@@ -374,101 +375,98 @@ impl Engine {
                     .req
                     .logprobs
                     .then_some(s.job.req.top_logprobs as usize);
-                logits.as_mut().map(|l| s.sampler.sample(l, report))
+                match logits.as_mut() {
+                    Some(l) => {
+                        let choice = s.sampler.sample(l, report);
+                        emit(tok, s, choice)
+                    }
+                    None => false,
+                }
             })
             .collect();
-        let mut finished = Vec::new();
-        for (i, choice) in choices.into_iter().enumerate() {
-            if let Some(choice) = choice
-                && self.emit(i, choice)
-            {
-                finished.push(i);
-            }
-        }
-        if !finished.is_empty() {
-            self.remove(|i, _| finished.contains(&i));
+        if finished.contains(&true) {
+            self.remove(|i, _| finished[i]);
         }
     }
+}
 
-    /// Streams sequence `i`'s sampled token; true when the sequence
-    /// finished.
-    fn emit(&mut self, i: usize, choice: Choice) -> bool {
-        let tok = self.tokenizer.clone();
-        let s = &mut self.running[i];
-        let want_lp = s.job.req.logprobs;
-        let now = Instant::now();
-        match s.last_token_at {
-            None => m::ttft(now - s.job.arrived),
-            Some(t) => m::itl(now - t),
-        }
-        s.last_token_at = Some(now);
-        s.generated.push(choice.token);
-        m::generation_tokens(1);
-        let end_token = tok.stop_ids.contains(&choice.token);
-        let is_eos = end_token && !s.job.req.ignore_eos;
-        let mut text = String::new();
-        let mut stopped = is_eos;
-        if !is_eos {
-            // an end token generated under ignore_eos adds no text (as a
-            // special token in vLLM's default detokenisation)
-            let bytes = if end_token {
-                &[][..]
-            } else {
-                tok.token_bytes(choice.token)
-            };
-            let piece = s.decoder.push(bytes);
-            let (out, hit) = s.stop.push(&piece);
-            text = out;
-            stopped = hit;
-        }
-        let length = !stopped && s.generated.len() >= s.job.max_tokens;
-        if length {
-            text.push_str(&s.decoder.finish());
-            let (out, hit) = s.stop.push("");
-            text.push_str(&out);
-            if !hit {
-                text.push_str(&s.stop.finish());
-            }
-        }
-        let logprobs = if want_lp {
-            vec![TokenLogprob {
-                token: choice.token,
-                text: tok.token_text(choice.token),
-                logprob: choice.logprob.unwrap_or(0.0),
-                top: choice
-                    .top
-                    .iter()
-                    .map(|&(t, lp)| (t, tok.token_text(t), lp))
-                    .collect(),
-            }]
-        } else {
-            Vec::new()
-        };
-        let delta = Event::Delta {
-            text,
-            token_ids: if is_eos {
-                Vec::new()
-            } else {
-                vec![choice.token]
-            },
-            logprobs,
-        };
-        let _ = s.job.tx.send(delta);
-        s.next = Some(choice.token);
-        if stopped || length {
-            let finish = if length {
-                FinishReason::Length
-            } else {
-                FinishReason::Stop
-            };
-            let _ = s.job.tx.send(Event::Done {
-                finish,
-                prompt_tokens: s.job.prompt.len(),
-                completion_tokens: s.generated.len(),
-            });
-            m::finished(s.job.arrived.elapsed(), s.job.prompt.len(), finish);
-            return true;
-        }
-        false
+/// Streams sequence `s`'s sampled token; true when the sequence finished.
+/// Sequences emit in parallel (each has its own decoder, stop matcher and
+/// channel), in the pass that samples them.
+fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
+    let want_lp = s.job.req.logprobs;
+    let now = Instant::now();
+    match s.last_token_at {
+        None => m::ttft(now - s.job.arrived),
+        Some(t) => m::itl(now - t),
     }
+    s.last_token_at = Some(now);
+    s.generated.push(choice.token);
+    m::generation_tokens(1);
+    let end_token = tok.stop_ids.contains(&choice.token);
+    let is_eos = end_token && !s.job.req.ignore_eos;
+    let mut text = String::new();
+    let mut stopped = is_eos;
+    if !is_eos {
+        // an end token generated under ignore_eos adds no text (as a
+        // special token in vLLM's default detokenisation)
+        let bytes = if end_token {
+            &[][..]
+        } else {
+            tok.token_bytes(choice.token)
+        };
+        let piece = s.decoder.push(bytes);
+        let (out, hit) = s.stop.push(&piece);
+        text = out;
+        stopped = hit;
+    }
+    let length = !stopped && s.generated.len() >= s.job.max_tokens;
+    if length {
+        text.push_str(&s.decoder.finish());
+        let (out, hit) = s.stop.push("");
+        text.push_str(&out);
+        if !hit {
+            text.push_str(&s.stop.finish());
+        }
+    }
+    let logprobs = if want_lp {
+        vec![TokenLogprob {
+            token: choice.token,
+            text: tok.token_text(choice.token),
+            logprob: choice.logprob.unwrap_or(0.0),
+            top: choice
+                .top
+                .iter()
+                .map(|&(t, lp)| (t, tok.token_text(t), lp))
+                .collect(),
+        }]
+    } else {
+        Vec::new()
+    };
+    let delta = Event::Delta {
+        text,
+        token_ids: if is_eos {
+            Vec::new()
+        } else {
+            vec![choice.token]
+        },
+        logprobs,
+    };
+    let _ = s.job.tx.send(delta);
+    s.next = Some(choice.token);
+    if stopped || length {
+        let finish = if length {
+            FinishReason::Length
+        } else {
+            FinishReason::Stop
+        };
+        let _ = s.job.tx.send(Event::Done {
+            finish,
+            prompt_tokens: s.job.prompt.len(),
+            completion_tokens: s.generated.len(),
+        });
+        m::finished(s.job.arrived.elapsed(), s.job.prompt.len(), finish);
+        return true;
+    }
+    false
 }
