@@ -336,6 +336,32 @@ mod tests {
         }
     }
 
+    /// Rows handed over by a closure (computed as they are quantized) give
+    /// exactly what the same rows as a matrix give, on both kernels; a
+    /// layer whose input width is not whole blocks is refused, not a panic.
+    #[test]
+    fn rows_from_a_closure_equal_a_matrix() {
+        let (out, inp, n) = (80, 192, 7);
+        let x = input(n, inp);
+        for kernel in [Kernel::Quantized, Kernel::Gemm] {
+            let l = QLinear::new(vec![tensor(out, inp, 5, GgmlDType::Q4_1)], kernel)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let want = l.forward(&x, n).unwrap_or_else(|e| panic!("{e}"));
+            let got = l
+                .forward_with(n, |r, o| o.copy_from_slice(&x[r * inp..][..inp]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{kernel:?}");
+        }
+        let l = QLinear::new(
+            vec![tensor(out, inp, 5, GgmlDType::Q4_1)],
+            Kernel::Quantized,
+        );
+        let Ok(mut l) = l else { panic!("load") };
+        l.inp = 100; // not whole 32-value blocks
+        assert!(l.forward_with(1, |_, o| o.fill(1.0)).is_err());
+    }
+
     /// Both kernels compute the same product (up to the activations'
     /// 8-bit quantization).
     #[test]

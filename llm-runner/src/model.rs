@@ -55,13 +55,6 @@ pub struct SeqBatch<'a> {
     pub logits: bool,
 }
 
-fn rms_norm(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
-    for row in x.chunks_mut(dim) {
-        let scale = rms_scale(row, eps);
-        row.iter_mut().zip(w).for_each(|(v, g)| *v = *v * scale * g);
-    }
-}
-
 /// `1/√(mean(x²) + eps)`. As llama.cpp's `rms_norm`: f32 squares summed
 /// in f64, the mean back in f32; here in 8 f64 lanes, so it vectorises (a
 /// single running f32 sum was a serial chain of 576 adds per row, ~0.35 ms
@@ -79,8 +72,7 @@ fn rms_scale(row: &[f32], eps: f32) -> f32 {
     1.0 / (ms + eps).sqrt()
 }
 
-/// `out` = `x` RMS-normalised with gains `w` (the same arithmetic as
-/// [`rms_norm`], so the same bits).
+/// `out` = `x` RMS-normalised with gains `w`.
 fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let scale = rms_scale(x, eps);
     for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
@@ -322,22 +314,23 @@ impl Llama {
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
         // logits for the last token of the sequences that want them
-        let mut last_rows = Vec::new();
+        let mut last = Vec::new();
         let mut row = 0;
         for s in batch.iter_mut() {
             let n = s.tokens.len();
             s.cache.advance(n);
             row += n;
             if s.logits && n > 0 {
-                last_rows.extend_from_slice(&x[(row - 1) * h..row * h]);
+                last.push(row - 1);
             }
         }
-        let want = last_rows.len() / h;
         let mut logits = Vec::new();
-        if want > 0 {
-            rms_norm(&mut last_rows, &self.out_norm, c.rms_eps, h);
+        if !last.is_empty() {
+            // normalised as they are quantized, like every layer's input
             let head = self.output.as_ref().unwrap_or(&self.embed);
-            logits = head.forward(&last_rows, want)?;
+            logits = head.forward_with(last.len(), |r, out| {
+                rms_norm_into(&x[last[r] * h..][..h], &self.out_norm, c.rms_eps, out)
+            })?;
         }
         let mut of = Vec::with_capacity(batch.len());
         let mut k = 0;
