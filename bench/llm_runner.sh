@@ -18,7 +18,6 @@ import json, sys
 o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"prefill ({o['prompt_tokens']} tokens): ragmesh {o['prefill_tok_s']} tok/s, llama.cpp {p['prefill_tok_s']} tok/s -> {o['prefill_tok_s']/p['prefill_tok_s']:.2f}x")
 print(f"single-stream decode: ragmesh {o['decode_tok_s']} tok/s, llama.cpp {p['decode_tok_s']} tok/s -> {o['decode_tok_s']/p['decode_tok_s']:.2f}x")
-agg = o["aggregate"]
-for s, v in agg.items():
-    print(f"aggregate decode, {s} streams: {v} tok/s = {v/o['decode_tok_s']:.2f}x ragmesh single-stream")
+for s, v in o["aggregate"].items():
+    print(f"aggregate decode, {s} streams: {v} tok/s = {v/o['decode_tok_s']:.2f}x ragmesh single-stream (output incl. prefill: {o['output'][s]} tok/s)")
 PY

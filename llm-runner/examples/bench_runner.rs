@@ -25,26 +25,43 @@ fn prompt_of(g: &Generator, n: usize) -> anyhow::Result<String> {
     Ok(g.tokenizer().decode(&ids[..n.min(ids.len())]))
 }
 
-async fn run(g: &Generator, prompt: &str, max: usize) -> anyhow::Result<(usize, f64, f64)> {
-    let t = Instant::now();
+/// One request of `max` tokens; returns each token's arrival in seconds
+/// after `t0`.
+async fn run(g: &Generator, prompt: &str, max: usize, t0: Instant) -> anyhow::Result<Vec<f64>> {
     // fixed output lengths (vLLM's benchmarks do the same): a stream that
     // met an end token early would leave the batch and shrink it
     let mut req = GenerateRequest::prompt(prompt, max as i64);
     req.ignore_eos = true;
     let mut rx = g.generate(req)?;
-    let mut first = None;
-    let mut n = 0;
+    let mut arrivals = Vec::with_capacity(max);
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Delta { .. } => {
-                n += 1;
-                first.get_or_insert_with(|| t.elapsed().as_secs_f64());
-            }
+            Event::Delta { .. } => arrivals.push(t0.elapsed().as_secs_f64()),
             Event::Done { .. } => break,
             Event::Error(e) => anyhow::bail!("{e}"),
         }
     }
-    Ok((n, first.unwrap_or(0.0), t.elapsed().as_secs_f64()))
+    anyhow::ensure!(!arrivals.is_empty(), "a stream ended without a token");
+    Ok(arrivals)
+}
+
+/// Decode tokens/s of streams started together: the tokens that arrived
+/// after every stream had its first one, over that window (llama.cpp's
+/// batched-bench `S_TG`: prompt processing and the first token, which the
+/// prefill step produces, are outside it). With one stream this is the
+/// single-stream decode figure, so the two compare like for like.
+fn decode_rate(streams: &[Vec<f64>]) -> anyhow::Result<f64> {
+    anyhow::ensure!(
+        streams.iter().all(|a| a.len() > 1),
+        "a stream ended after its first token"
+    );
+    let start = streams.iter().map(|a| a[0]).fold(f64::MIN, f64::max);
+    let end = streams
+        .iter()
+        .flat_map(|a| a.last())
+        .fold(f64::MIN, |m, &t| m.max(t));
+    let tokens = streams.iter().flatten().filter(|&&t| t > start).count();
+    Ok(tokens as f64 / (end - start))
 }
 
 /// Concurrent streams of the aggregate figures.
@@ -72,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let g = Generator::load(cfg)?;
     // warm-up
-    run(&g, "Hello", 4).await?;
+    run(&g, "Hello", 4, Instant::now()).await?;
 
     let long = prompt_of(&g, 512)?;
     let n_prompt = g
@@ -83,34 +100,40 @@ async fn main() -> anyhow::Result<()> {
     let mut prefills = Vec::new();
     let mut singles = Vec::new();
     let mut aggregates: Vec<Vec<f64>> = vec![Vec::new(); STREAMS.len()];
+    let mut outputs: Vec<Vec<f64>> = vec![Vec::new(); STREAMS.len()];
     let short = "Once upon a time";
     for _ in 0..reps {
-        let (_, ttft, _) = run(&g, &long, 1).await?;
+        let ttft = run(&g, &long, 1, Instant::now()).await?[0];
         prefills.push(n_prompt as f64 / ttft);
-        let (n, first, total) = run(&g, short, decode).await?;
-        singles.push((n - 1) as f64 / (total - first));
+        let one = run(&g, short, decode, Instant::now()).await?;
+        singles.push(decode_rate(&[one])?);
         for (k, &streams) in STREAMS.iter().enumerate() {
-            let t = Instant::now();
+            let t0 = Instant::now();
             let tasks: Vec<_> = (0..streams)
                 .map(|i| {
                     let g = g.clone();
                     let p = format!("{short} number {i}");
-                    tokio::spawn(async move { run(&g, &p, decode).await })
+                    tokio::spawn(async move { run(&g, &p, decode, t0).await })
                 })
                 .collect();
-            let mut tokens = 0;
+            let mut all = Vec::new();
             for t in tasks {
-                tokens += t.await??.0;
+                all.push(t.await??);
             }
-            aggregates[k].push(tokens as f64 / t.elapsed().as_secs_f64());
+            let elapsed = t0.elapsed().as_secs_f64();
+            aggregates[k].push(decode_rate(&all)?);
+            outputs[k].push(all.iter().map(Vec::len).sum::<usize>() as f64 / elapsed);
         }
     }
     let (prefill, single) = (median(&prefills), median(&singles));
-    let aggregate: Vec<(usize, f64)> = STREAMS
-        .iter()
-        .zip(&aggregates)
-        .map(|(&s, v)| (s, median(v)))
-        .collect();
+    let by_streams = |figures: &[Vec<f64>]| {
+        STREAMS
+            .iter()
+            .zip(figures)
+            .map(|(&s, v)| format!("\"{s}\":{:.1}", median(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let runs = |v: &[f64]| {
         v.iter()
             .map(|x| format!("{x:.1}"))
@@ -122,13 +145,13 @@ async fn main() -> anyhow::Result<()> {
         runs(&singles),
         runs(&aggregates[STREAMS.len() - 1])
     );
+    // `aggregate`: decode tokens/s (see `decode_rate`); `output`: every
+    // token over the whole wall time, prompt processing included (vLLM's
+    // "output throughput")
     println!(
-        "{{\"engine\":\"ragmesh\",\"prompt_tokens\":{n_prompt},\"prefill_tok_s\":{prefill:.1},\"decode_tok_s\":{single:.1},\"aggregate\":{{{}}}}}",
-        aggregate
-            .iter()
-            .map(|(s, v)| format!("\"{s}\":{v:.1}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        "{{\"engine\":\"ragmesh\",\"prompt_tokens\":{n_prompt},\"prefill_tok_s\":{prefill:.1},\"decode_tok_s\":{single:.1},\"aggregate\":{{{}}},\"output\":{{{}}}}}",
+        by_streams(&aggregates),
+        by_streams(&outputs)
     );
     Ok(())
 }

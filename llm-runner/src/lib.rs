@@ -20,6 +20,7 @@ pub mod gguf;
 pub mod grpc;
 pub mod kv;
 pub mod linear;
+pub mod logits;
 pub mod math;
 pub mod metrics;
 pub mod model;

@@ -22,7 +22,15 @@ use crate::error::{GenError, Result};
 use crate::gguf::{Gguf, LlamaConfig};
 use crate::kv::KvCache;
 use crate::linear::{Kernel, QLinear};
+pub use crate::logits::Logits;
+use crate::logits::Part;
 use crate::math;
+
+/// Decode rows per part, at least, before a step is split by sequences
+/// (see [`Llama::forward`]): fewer, and streaming all the weights per part
+/// costs more than the hand-offs it saves (4 sequences on 2 threads: 4.3
+/// ms split against 4.1 ms; 8: the same; 16: 10.15 against 10.5 ms).
+pub const SPLIT_ROWS: usize = 4;
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -265,18 +273,49 @@ impl Llama {
     /// matmul (about 200 per decode step), and from a thread outside the
     /// pool each one is a hand-off to the pool and a futex wake back, where
     /// a worker starts on its share at once.
+    ///
+    /// A decode step of at least [`SPLIT_ROWS`] sequences per part is split
+    /// by sequences: each part (a run of sequences) is a whole forward of
+    /// its own, one per thread, whose inner regions only spill over to a
+    /// thread that ran out of work. Split by weight rows instead, every one
+    /// of those ~200 regions hands the activations to the other cores and
+    /// the results back and waits for the slowest; each part streams all
+    /// the weights instead, which a decode step of 8 rows per thread can
+    /// afford (it is compute-bound). On this 2-vCPU VM a 16-sequence step
+    /// went from 10.5 to 10.15 ms, and from 15–16 to 12 ms in the periods
+    /// when the host makes cross-core hand-offs slow; see
+    /// docs/benchmarks.md. Rows come out bit-identical either way (a row's
+    /// products do not depend on its call), so greedy output is unchanged.
     pub fn forward(&self, batch: &mut [SeqBatch<'_>]) -> Result<Logits> {
-        rayon::scope(|_| self.forward_on_worker(batch))
+        let vocab = self.cfg.vocab_size;
+        rayon::scope(|_| {
+            let decode = batch.iter().all(|s| s.tokens.len() == 1);
+            let parts = match decode {
+                true => (batch.len() / SPLIT_ROWS).clamp(1, rayon::current_num_threads()),
+                false => 1,
+            };
+            if parts == 1 {
+                return Ok(Logits::new(vocab, vec![self.forward_part(batch)?]));
+            }
+            let per = batch.len().div_ceil(parts);
+            let runs: Vec<&mut [SeqBatch<'_>]> = batch.chunks_mut(per).collect();
+            let parts = runs
+                .into_par_iter()
+                .map(|run| self.forward_part(run))
+                .collect::<Result<Vec<Part>>>()?;
+            Ok(Logits::new(vocab, parts))
+        })
     }
 
-    fn forward_on_worker(&self, batch: &mut [SeqBatch<'_>]) -> Result<Logits> {
+    /// One part of a step (the whole step unless it was split), its
+    /// parallel regions opened from this thread.
+    fn forward_part(&self, batch: &mut [SeqBatch<'_>]) -> Result<Part> {
         let c = &self.cfg;
         let h = c.hidden;
         let total: usize = batch.iter().map(|s| s.tokens.len()).sum();
         if total == 0 {
-            return Ok(Logits {
+            return Ok(Part {
                 data: Vec::new(),
-                vocab: c.vocab_size,
                 of: vec![None; batch.len()],
             });
         }
@@ -339,71 +378,6 @@ impl Llama {
             of.push(has.then_some(k));
             k += usize::from(has);
         }
-        Ok(Logits {
-            data: logits,
-            vocab: c.vocab_size,
-            of,
-        })
-    }
-}
-
-/// A step's logits: one vocabulary-sized row per sequence that asked for
-/// them, in one allocation (16 rows of SmolLM2's 49k vocabulary are 3 MB;
-/// handed out as views, not copied per sequence).
-pub struct Logits {
-    data: Vec<f32>,
-    vocab: usize,
-    /// Per batch entry: its row, if it asked.
-    of: Vec<Option<usize>>,
-}
-
-impl Logits {
-    /// Batch entry `i`'s logits.
-    pub fn get(&self, i: usize) -> Option<&[f32]> {
-        let r = (*self.of.get(i)?)?;
-        self.data.get(r * self.vocab..(r + 1) * self.vocab)
-    }
-
-    /// Every batch entry's logits, mutable (sampling applies penalties in
-    /// place), `None` where it did not ask.
-    pub fn rows_mut(&mut self) -> Vec<Option<&mut [f32]>> {
-        let mut rows: Vec<Option<&mut [f32]>> = self
-            .data
-            .chunks_exact_mut(self.vocab.max(1))
-            .map(Some)
-            .collect();
-        self.of
-            .iter()
-            .map(|r| r.and_then(|r| rows.get_mut(r).and_then(Option::take)))
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Logits;
-
-    /// Each entry that asked sees its own row, the others none; the
-    /// mutable views are the same rows.
-    #[test]
-    fn logits_rows_per_entry() {
-        let mut l = Logits {
-            data: (0..6).map(|v| v as f32).collect(),
-            vocab: 2,
-            of: vec![Some(0), None, Some(1), Some(2)],
-        };
-        assert_eq!(l.get(0), Some(&[0.0, 1.0][..]));
-        assert_eq!(l.get(1), None);
-        assert_eq!(l.get(3), Some(&[4.0, 5.0][..]));
-        assert_eq!(l.get(4), None);
-        let rows = l.rows_mut();
-        assert_eq!(rows.len(), 4);
-        assert!(rows[1].is_none());
-        for (i, r) in rows.into_iter().enumerate() {
-            if let Some(r) = r {
-                r[0] = -(i as f32);
-            }
-        }
-        assert_eq!(l.get(2), Some(&[-2.0, 3.0][..]));
+        Ok(Part { data: logits, of })
     }
 }

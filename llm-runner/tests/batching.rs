@@ -152,3 +152,78 @@ async fn stops_seeds_lengths_and_usage() {
     assert!(long.text.starts_with(&short.text), "{:?}", long.text);
     assert!(!long.text.contains("<|im_end|>"), "{:?}", long.text);
 }
+
+/// A decode step split by sequences (9 sequences on 2 threads: parts of 5
+/// and 4, see `Llama::forward`) gives each sequence the logits it gets
+/// decoded alone, to the bit, and stores the same cache.
+#[test]
+fn a_step_split_by_sequences_equals_each_sequence_alone() {
+    use ragmesh_llm_runner::kv::KvCache;
+    use ragmesh_llm_runner::model::{Llama, SPLIT_ROWS, SeqBatch};
+    let (model, _) = Llama::load(&common::model_path(), common::config().kernel)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = 9;
+    assert!(n >= 2 * SPLIT_ROWS, "the step would not be split");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // prompts of different lengths, prefilled one by one, twice
+    let prompt =
+        |i: usize| -> Vec<u32> { (0..3 + i).map(|j| (100 + 37 * i + 11 * j) as u32).collect() };
+    let prefill = |model: &Llama| -> Vec<KvCache> {
+        (0..n)
+            .map(|i| {
+                let mut c = KvCache::new(model.cfg.n_layer);
+                let mut b = [SeqBatch {
+                    tokens: &prompt(i),
+                    cache: &mut c,
+                    logits: false,
+                }];
+                model.forward(&mut b).unwrap_or_else(|e| panic!("{e}"));
+                c
+            })
+            .collect()
+    };
+    let (mut split, mut alone) = (prefill(&model), prefill(&model));
+    let next: Vec<[u32; 1]> = (0..n).map(|i| [200 + 13 * i as u32]).collect();
+    let together = pool.install(|| {
+        let mut batch: Vec<SeqBatch<'_>> = split
+            .iter_mut()
+            .zip(&next)
+            .map(|(cache, t)| SeqBatch {
+                tokens: t,
+                cache,
+                logits: true,
+            })
+            .collect();
+        model.forward(&mut batch).unwrap_or_else(|e| panic!("{e}"))
+    });
+    for (i, (cache, t)) in alone.iter_mut().zip(&next).enumerate() {
+        let one = pool.install(|| {
+            model
+                .forward(&mut [SeqBatch {
+                    tokens: t,
+                    cache,
+                    logits: true,
+                }])
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        let (a, b) = (
+            one.get(0).unwrap_or_default(),
+            together.get(i).unwrap_or_default(),
+        );
+        assert_eq!(a.len(), model.cfg.vocab_size);
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "sequence {i}: logits differ when the step is split"
+        );
+        assert_eq!(cache.len(), split[i].len());
+        for layer in 0..model.cfg.n_layer {
+            assert!(
+                cache.layer(layer) == split[i].layer(layer),
+                "sequence {i}, layer {layer}: cache differs"
+            );
+        }
+    }
+}
