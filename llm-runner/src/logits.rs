@@ -1,82 +1,55 @@
 //! A step's logits: one vocabulary-sized row per sequence that asked for
-//! them, handed out as views (16 rows of SmolLM2's 49k vocabulary are
-//! 3 MB; they are not copied per sequence, nor gathered when the step ran
-//! in parts).
-
-/// The rows of one part of a step (a step split by sequences has one part
-/// per thread, see `Llama::forward`).
-pub(crate) struct Part {
-    /// `rows × vocab`.
-    pub data: Vec<f32>,
-    /// Per batch entry of the part: its row, if it asked.
-    pub of: Vec<Option<usize>>,
-}
+//! them, in one allocation (16 rows of SmolLM2's 49k vocabulary are 3 MB;
+//! handed out as views, not copied per sequence).
 
 pub struct Logits {
+    data: Vec<f32>,
     vocab: usize,
-    /// In batch order.
-    parts: Vec<Part>,
+    /// Per batch entry: its row, if it asked.
+    of: Vec<Option<usize>>,
 }
 
 impl Logits {
-    pub(crate) fn new(vocab: usize, parts: Vec<Part>) -> Self {
-        Self { vocab, parts }
+    pub(crate) fn new(data: Vec<f32>, vocab: usize, of: Vec<Option<usize>>) -> Self {
+        Self { data, vocab, of }
     }
 
     /// Batch entry `i`'s logits.
     pub fn get(&self, i: usize) -> Option<&[f32]> {
-        let mut i = i;
-        for p in &self.parts {
-            if i < p.of.len() {
-                let r = p.of[i]?;
-                return p.data.get(r * self.vocab..(r + 1) * self.vocab);
-            }
-            i -= p.of.len();
-        }
-        None
+        let r = (*self.of.get(i)?)?;
+        self.data.get(r * self.vocab..(r + 1) * self.vocab)
     }
 
     /// Every batch entry's logits, mutable (sampling applies penalties in
     /// place), `None` where it did not ask.
     pub fn rows_mut(&mut self) -> Vec<Option<&mut [f32]>> {
-        let vocab = self.vocab.max(1);
-        let mut out = Vec::new();
-        for p in &mut self.parts {
-            let mut rows: Vec<Option<&mut [f32]>> =
-                p.data.chunks_exact_mut(vocab).map(Some).collect();
-            out.extend(
-                p.of.iter()
-                    .map(|r| r.and_then(|r| rows.get_mut(r).and_then(Option::take))),
-            );
-        }
-        out
+        let mut rows: Vec<Option<&mut [f32]>> = self
+            .data
+            .chunks_exact_mut(self.vocab.max(1))
+            .map(Some)
+            .collect();
+        self.of
+            .iter()
+            .map(|r| r.and_then(|r| rows.get_mut(r).and_then(Option::take)))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::Logits;
 
-    /// Each entry that asked sees its own row, the others none, across
-    /// parts; the mutable views are the same rows.
+    /// Each entry that asked sees its own row, the others none; the
+    /// mutable views are the same rows.
     #[test]
     fn logits_rows_per_entry() {
         let mut l = Logits::new(
+            (0..6).map(|v| v as f32).collect(),
             2,
-            vec![
-                Part {
-                    data: (0..4).map(|v| v as f32).collect(),
-                    of: vec![Some(0), None, Some(1)],
-                },
-                Part {
-                    data: vec![4.0, 5.0],
-                    of: vec![Some(0)],
-                },
-            ],
+            vec![Some(0), None, Some(1), Some(2)],
         );
         assert_eq!(l.get(0), Some(&[0.0, 1.0][..]));
         assert_eq!(l.get(1), None);
-        assert_eq!(l.get(2), Some(&[2.0, 3.0][..]));
         assert_eq!(l.get(3), Some(&[4.0, 5.0][..]));
         assert_eq!(l.get(4), None);
         let rows = l.rows_mut();
@@ -88,6 +61,5 @@ mod tests {
             }
         }
         assert_eq!(l.get(2), Some(&[-2.0, 3.0][..]));
-        assert_eq!(l.get(3), Some(&[-3.0, 5.0][..]));
     }
 }

@@ -23,7 +23,6 @@ use crate::gguf::{Gguf, LlamaConfig};
 use crate::kv::KvCache;
 use crate::linear::{Kernel, QLinear};
 pub use crate::logits::Logits;
-use crate::logits::Part;
 use crate::math;
 
 /// Decode rows per part, at least, before a step is split by sequences
@@ -275,47 +274,69 @@ impl Llama {
     /// a worker starts on its share at once.
     ///
     /// A decode step of at least [`SPLIT_ROWS`] sequences per part is split
-    /// by sequences: each part (a run of sequences) is a whole forward of
+    /// by sequences: each part (a run of sequences) runs all the layers on
     /// its own, one per thread, whose inner regions only spill over to a
-    /// thread that ran out of work. Split by weight rows instead, every one
-    /// of those ~200 regions hands the activations to the other cores and
-    /// the results back and waits for the slowest; each part streams all
-    /// the weights instead, which a decode step of 8 rows per thread can
-    /// afford (it is compute-bound). On this 2-vCPU VM a 16-sequence step
-    /// went from 10.5 to 10.15 ms, and from 15–16 to 12 ms in the periods
-    /// when the host makes cross-core hand-offs slow; see
+    /// thread that ran out of work; then the output matrix takes every
+    /// part's rows in one call. Split by weight rows instead, each of the
+    /// ~150 regions of the layers hands the activations to the other cores
+    /// and the results back and waits for the slowest; each part streams
+    /// all the layers' weights instead, which a decode step of 8 rows per
+    /// thread can afford (it is compute-bound). On this 2-vCPU VM a
+    /// 16-sequence step went from 10.5 to ~10.1 ms, and from 15–16 to ~12
+    /// ms in the periods when the host makes cross-core hand-offs slow; see
     /// docs/benchmarks.md. Rows come out bit-identical either way (a row's
     /// products do not depend on its call), so greedy output is unchanged.
     pub fn forward(&self, batch: &mut [SeqBatch<'_>]) -> Result<Logits> {
-        let vocab = self.cfg.vocab_size;
         rayon::scope(|_| {
             let decode = batch.iter().all(|s| s.tokens.len() == 1);
             let parts = match decode {
                 true => (batch.len() / SPLIT_ROWS).clamp(1, rayon::current_num_threads()),
                 false => 1,
             };
-            if parts == 1 {
-                return Ok(Logits::new(vocab, vec![self.forward_part(batch)?]));
-            }
-            let per = batch.len().div_ceil(parts);
-            let runs: Vec<&mut [SeqBatch<'_>]> = batch.chunks_mut(per).collect();
-            let parts = runs
-                .into_par_iter()
-                .map(|run| self.forward_part(run))
-                .collect::<Result<Vec<Part>>>()?;
-            Ok(Logits::new(vocab, parts))
+            let last = match parts {
+                1 => self.layers(batch)?,
+                _ => {
+                    let per = batch.len().div_ceil(parts);
+                    let runs: Vec<&mut [SeqBatch<'_>]> = batch.chunks_mut(per).collect();
+                    let parts = runs
+                        .into_par_iter()
+                        .map(|run| self.layers(run))
+                        .collect::<Result<Vec<LastRows>>>()?;
+                    LastRows::concat(parts, self.cfg.hidden)
+                }
+            };
+            self.head(last)
         })
     }
 
-    /// One part of a step (the whole step unless it was split), its
-    /// parallel regions opened from this thread.
-    fn forward_part(&self, batch: &mut [SeqBatch<'_>]) -> Result<Part> {
+    /// The output matrix over every part's last rows at once: per part it
+    /// streamed the 30 MB matrix once per thread, at the memory bandwidth's
+    /// limit (1.87 ms for 8 rows; the joined 16-row step is ~3% shorter).
+    fn head(&self, last: LastRows) -> Result<Logits> {
+        let c = &self.cfg;
+        let h = c.hidden;
+        let n = last.rows.len() / h.max(1);
+        let mut data = Vec::new();
+        if n > 0 {
+            // normalised as they are quantized, like every layer's input
+            let head = self.output.as_ref().unwrap_or(&self.embed);
+            data = head.forward_with(n, |r, out| {
+                rms_norm_into(&last.rows[r * h..][..h], &self.out_norm, c.rms_eps, out)
+            })?;
+        }
+        Ok(Logits::new(data, c.vocab_size, last.of))
+    }
+
+    /// The layers over `batch` (the whole step, or one part of a split
+    /// one, its parallel regions opened from this thread): the hidden rows
+    /// of the sequences that want logits.
+    fn layers(&self, batch: &mut [SeqBatch<'_>]) -> Result<LastRows> {
         let c = &self.cfg;
         let h = c.hidden;
         let total: usize = batch.iter().map(|s| s.tokens.len()).sum();
         if total == 0 {
-            return Ok(Part {
-                data: Vec::new(),
+            return Ok(LastRows {
+                rows: Vec::new(),
                 of: vec![None; batch.len()],
             });
         }
@@ -363,13 +384,9 @@ impl Llama {
                 last.push(row - 1);
             }
         }
-        let mut logits = Vec::new();
-        if !last.is_empty() {
-            // normalised as they are quantized, like every layer's input
-            let head = self.output.as_ref().unwrap_or(&self.embed);
-            logits = head.forward_with(last.len(), |r, out| {
-                rms_norm_into(&x[last[r] * h..][..h], &self.out_norm, c.rms_eps, out)
-            })?;
+        let mut rows = Vec::with_capacity(last.len() * h);
+        for r in last {
+            rows.extend_from_slice(&x[r * h..][..h]);
         }
         let mut of = Vec::with_capacity(batch.len());
         let mut k = 0;
@@ -378,6 +395,29 @@ impl Llama {
             of.push(has.then_some(k));
             k += usize::from(has);
         }
-        Ok(Part { data: logits, of })
+        Ok(LastRows { rows, of })
+    }
+}
+
+/// The hidden rows (`hidden` values each) of the sequences that want
+/// logits, and per batch entry its row.
+struct LastRows {
+    rows: Vec<f32>,
+    of: Vec<Option<usize>>,
+}
+
+impl LastRows {
+    /// The parts of a split step, in batch order.
+    fn concat(parts: Vec<LastRows>, hidden: usize) -> LastRows {
+        let mut all = LastRows {
+            rows: Vec::new(),
+            of: Vec::new(),
+        };
+        for p in parts {
+            let base = all.rows.len() / hidden.max(1);
+            all.of.extend(p.of.iter().map(|r| r.map(|r| r + base)));
+            all.rows.extend(p.rows);
+        }
+        all
     }
 }
