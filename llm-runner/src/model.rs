@@ -28,7 +28,7 @@ use crate::math;
 /// Decode rows per part, at least, before a step is split by sequences
 /// (see [`Llama::forward`]): fewer, and streaming all the weights per part
 /// costs more than the hand-offs it saves (4 sequences on 2 threads: 4.3
-/// ms split against 4.1 ms; 8: the same; 16: 10.15 against 10.5 ms).
+/// ms split against 4.1 ms; 8: the same; 16: ~10.1 against 10.5 ms).
 pub const SPLIT_ROWS: usize = 4;
 
 struct Layer {
@@ -311,7 +311,7 @@ impl Llama {
 
     /// The output matrix over every part's last rows at once: per part it
     /// streamed the 30 MB matrix once per thread, at the memory bandwidth's
-    /// limit (1.87 ms for 8 rows; the joined 16-row step is ~3% shorter).
+    /// limit (1.87 ms for 8 rows; the joined 16-row step is ~2% shorter).
     fn head(&self, last: LastRows) -> Result<Logits> {
         let c = &self.cfg;
         let h = c.hidden;
