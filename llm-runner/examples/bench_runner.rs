@@ -60,6 +60,9 @@ fn decode_rate(streams: &[Vec<f64>]) -> anyhow::Result<f64> {
         .iter()
         .flat_map(|a| a.last())
         .fold(f64::MIN, |m, &t| m.max(t));
+    // an empty window would print `inf`, which the bench script's JSON
+    // parser rejects without saying why
+    anyhow::ensure!(end > start, "no decode window: every token arrived at once");
     let tokens = streams.iter().flatten().filter(|&&t| t > start).count();
     Ok(tokens as f64 / (end - start))
 }
