@@ -15,7 +15,7 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-gateway bench-overhead fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-gateway bench-rag-quality bench-overhead fmt
 
 run: system-deps models
 	$(CARGO) build --release -p ragmesh-gateway
@@ -58,6 +58,11 @@ bench-runner: system-deps models
 # end-to-end RAG through the all-in-one gateway vs the plain model
 bench-gateway: system-deps models build
 	bench/gateway_rag.sh
+
+# RAG answer quality on an invented corpus (release build): retrieval hit@k,
+# fact in answer, citations, degenerate loops. Flags: RAG_QUALITY_ARGS="--out q.json"
+bench-rag-quality: system-deps models
+	bench/rag_quality.sh $(RAG_QUALITY_ARGS)
 
 # Gateway overhead vs a zero-work upstream (release build, oha)
 bench-overhead:

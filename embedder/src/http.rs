@@ -186,9 +186,15 @@ pub fn parse_request(
             for (i, item) in items.iter().enumerate() {
                 match item {
                     Value::String(s) => out.push(s.clone()),
+                    // OpenAI accepts token ids, but they are ids of
+                    // OpenAI's tokenizers (LangChain counts with tiktoken
+                    // and sends those): read as this model's WordPiece ids
+                    // they would embed other words, silently. Refused.
                     Value::Number(_) | Value::Array(_) => {
                         return Err(ApiError::bad_request(
-                            format!("input[{i}]: token-id input is not supported; send text"),
+                            format!(
+                                "input[{i}]: token-id input is not supported (ids of another tokenizer would embed other words); send text (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))"
+                            ),
                             Some("input"),
                         ));
                     }

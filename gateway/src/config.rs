@@ -10,7 +10,9 @@
 //! score_threshold = 0.2          # optional
 //! hybrid = true                  # dense + BM25 fused by RRF (default)
 //! template = "prompts/docs.j2"   # optional minijinja file
-//! temperature = 0.0              # when the request sends none
+//! temperature = 0.0              # when the request sends none (default 0)
+//! repetition_penalty = 1.1       # default 1.1; frequency_penalty, presence_penalty: 0
+//! stop_on_repeat = true          # default: end an answer at a repeated sentence
 //! filter = { lang = "en" }       # optional fixed metadata filter
 //!
 //! [[model]]                      # llm-runner replicas (the mesh)

@@ -10,6 +10,10 @@ use crate::rag::collections::{Document, ingest_documents};
 use crate::rag::profile::ProfileConfig;
 use crate::state::{AppState, DEFAULT_TENANT};
 
+/// The question `make run` prints with its curl line (the first-run test
+/// asks it too, `tests/tests/gateway_e2e.rs`).
+pub const QUESTION: &str = "What does make test do?";
+
 /// The demo profile (unless the config file defines one of that name):
 /// greedy, so the same question gets the same cited answer.
 pub fn profile(collection: &str) -> ProfileConfig {
@@ -21,7 +25,11 @@ pub fn profile(collection: &str) -> ProfileConfig {
         top_k: 3,
         score_threshold: None,
         hybrid: true,
-        temperature: Some(0.0),
+        temperature: None,
+        frequency_penalty: None,
+        presence_penalty: None,
+        repetition_penalty: None,
+        stop_on_repeat: None,
         reserve_tokens: None,
         filter: None,
     }

@@ -1,6 +1,8 @@
 //! Request ids: every response carries `x-request-id` (the caller's own
 //! when it sent a sane one, else a fresh one), and completion ids are
-//! unique per process.
+//! unique per process. The same middleware writes the access log: one
+//! INFO line per API request (`/health` and `/metrics`, which probes and
+//! scrapers call every few seconds, at DEBUG).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,6 +41,10 @@ pub fn of(req: &Request) -> String {
 }
 
 pub async fn middleware(mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    // bounded: a path is the caller's to choose
+    let path: String = req.uri().path().chars().take(200).collect();
     let id = req
         .headers()
         .get("x-request-id")
@@ -50,6 +56,15 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
         req.headers_mut().insert("x-request-id", id.clone());
     }
     let mut resp = next.run(req).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let status = resp.status().as_u16();
+    let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    // streamed answers log when their headers go out (ms = time to headers)
+    if path == "/health" || path == "/metrics" {
+        tracing::debug!(%method, %path, status, ms, request_id = %rid, "request");
+    } else {
+        tracing::info!(%method, %path, status, ms = (ms * 10.0).round() / 10.0, request_id = %rid, "request");
+    }
     if let Some(id) = id {
         resp.headers_mut().insert("x-request-id", id);
     }

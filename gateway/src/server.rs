@@ -232,8 +232,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !args.demo_ingest.is_empty() {
         println!(
             "try: curl -s {addr}/v1/chat/completions -H 'content-type: application/json' \
-             -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"What does make test do?\"}}],\"max_tokens\":96}}'",
-            args.demo_collection
+             -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}],\"max_tokens\":96}}'",
+            args.demo_collection,
+            crate::demo::QUESTION,
         );
     }
     // no Nagle delay: SSE chunks and small JSON answers go out at once

@@ -82,6 +82,7 @@ fn sampling(s: Option<pb::SamplingParams>) -> SamplingParams {
         seed: s.seed,
         frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
         presence_penalty: s.presence_penalty.unwrap_or(0.0),
+        repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
     }
 }
 
@@ -163,6 +164,7 @@ impl LlmRunner for RunnerGrpc {
             top_logprobs: r.top_logprobs,
             request_id: r.request_id,
             ignore_eos: r.ignore_eos,
+            stop_on_repeat: r.stop_on_repeat,
         };
         let mut rx = self.core.generate(g)?;
         let stream = async_stream::stream! {

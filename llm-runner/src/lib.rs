@@ -24,6 +24,8 @@ pub mod logits;
 pub mod math;
 pub mod metrics;
 pub mod model;
+pub mod penalty;
+pub mod repeat;
 pub mod request;
 pub mod sampling;
 pub mod scheduler;

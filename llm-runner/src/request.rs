@@ -31,6 +31,9 @@ pub struct GenerateRequest {
     /// text; only `max_tokens` or a stop sequence ends it (fixed-length
     /// benchmarks).
     pub ignore_eos: bool,
+    /// End the answer with `stop` when it starts to repeat a sentence or
+    /// line it already wrote (see [`crate::repeat`]).
+    pub stop_on_repeat: bool,
 }
 
 impl GenerateRequest {
@@ -47,6 +50,7 @@ impl GenerateRequest {
             top_logprobs: 0,
             request_id: String::new(),
             ignore_eos: false,
+            stop_on_repeat: false,
         }
     }
 }
@@ -73,6 +77,15 @@ pub fn validate(r: &GenerateRequest) -> Result<Vec<String>> {
     }
     range("frequency_penalty", s.frequency_penalty, -2.0, 2.0)?;
     range("presence_penalty", s.presence_penalty, -2.0, 2.0)?;
+    if !(s.repetition_penalty.is_finite()
+        && s.repetition_penalty > 0.0
+        && s.repetition_penalty <= 2.0)
+    {
+        return Err(GenError::invalid(format!(
+            "repetition_penalty must be in (0, 2], got {}",
+            s.repetition_penalty
+        )));
+    }
     if r.top_logprobs > MAX_TOP_LOGPROBS {
         return Err(GenError::invalid(format!(
             "top_logprobs must be at most {MAX_TOP_LOGPROBS}, got {}",

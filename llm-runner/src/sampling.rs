@@ -1,12 +1,12 @@
-//! Choosing the next token: OpenAI-style frequency/presence penalties,
+//! Choosing the next token: repetition penalties ([`crate::penalty`]),
 //! then greedy (temperature 0) or temperature + top-k + top-p sampling
 //! from a per-request seeded generator (same seed, same output).
 //! Log-probabilities are those of the model (raw logits, log-softmax),
 //! as vLLM reports them by default.
 
-use std::collections::HashMap;
-
 use crate::math;
+use crate::penalty::Penalties;
+use crate::repeat::RepeatGuard;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -19,6 +19,8 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     pub frequency_penalty: f32,
     pub presence_penalty: f32,
+    /// Multiplicative, over the last generated tokens; 1 = off.
+    pub repetition_penalty: f32,
 }
 
 impl Default for SamplingParams {
@@ -30,6 +32,7 @@ impl Default for SamplingParams {
             seed: None,
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
+            repetition_penalty: 1.0,
         }
     }
 }
@@ -37,7 +40,7 @@ impl Default for SamplingParams {
 pub struct Sampler {
     p: SamplingParams,
     state: u64,
-    counts: HashMap<u32, u32>,
+    penalties: Penalties,
     /// Unnormalised probabilities, kept between tokens (a vocabulary-sized
     /// buffer each token otherwise).
     w: Vec<f32>,
@@ -71,9 +74,13 @@ impl Sampler {
                 .unwrap_or(0x5EED)
         });
         Self {
+            penalties: Penalties::new(
+                p.frequency_penalty,
+                p.presence_penalty,
+                p.repetition_penalty,
+            ),
             p,
             state,
-            counts: HashMap::new(),
             w: Vec::new(),
         }
     }
@@ -112,14 +119,10 @@ impl Sampler {
         } else {
             Vec::new()
         };
-        let penalised = self.p.frequency_penalty != 0.0 || self.p.presence_penalty != 0.0;
         // the logprob reported is the model's, before penalties
-        let original: Option<Vec<f32>> = (penalised && lse.is_some()).then(|| logits.to_vec());
-        for (&t, &c) in &self.counts {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l -= c as f32 * self.p.frequency_penalty + self.p.presence_penalty;
-            }
-        }
+        let original: Option<Vec<f32>> =
+            (self.penalties.active() && lse.is_some()).then(|| logits.to_vec());
+        self.penalties.apply(logits);
         let token = if self.p.temperature <= 0.0 {
             // the first index holding the maximum
             let max = math::max(logits);
@@ -127,7 +130,7 @@ impl Sampler {
         } else {
             self.draw(logits)
         };
-        *self.counts.entry(token).or_insert(0) += 1;
+        self.penalties.record(token);
         let chosen = original.as_deref().unwrap_or(logits)[token as usize];
         Choice {
             token,
@@ -235,21 +238,40 @@ impl Sampler {
 /// Stop sequences over streamed text: text that could be the start of a
 /// stop sequence is held back until it is known not to be; a matched stop
 /// sequence and everything after it are never emitted.
+/// With `stop_on_repeat`, the released text then passes a
+/// [`RepeatGuard`], which ends the sequence at a repeated sentence.
 pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
+    repeat: Option<RepeatGuard>,
 }
 
 impl StopMatcher {
-    pub fn new(stops: Vec<String>) -> Self {
+    pub fn new(stops: Vec<String>, stop_on_repeat: bool) -> Self {
         Self {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             held: String::new(),
+            repeat: stop_on_repeat.then(RepeatGuard::default),
         }
     }
 
-    /// Returns the text that is safe to emit and whether a stop matched.
+    /// Returns the text that is safe to emit and whether the sequence
+    /// stops (a stop sequence matched, or a repeat began).
     pub fn push(&mut self, text: &str) -> (String, bool) {
+        let (out, hit) = self.match_stops(text);
+        let Some(g) = &mut self.repeat else {
+            return (out, hit);
+        };
+        // the text before a stop sequence is still checked for a repeat,
+        // and what the guard held is released when the stop ends it
+        let (mut out, repeat) = g.push(&out);
+        if hit && !repeat {
+            out.push_str(&g.finish());
+        }
+        (out, hit || repeat)
+    }
+
+    fn match_stops(&mut self, text: &str) -> (String, bool) {
         self.held.push_str(text);
         let hit = self
             .stops
@@ -280,7 +302,14 @@ impl StopMatcher {
 
     /// Held text once generation ended without a stop.
     pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.held)
+        let held = std::mem::take(&mut self.held);
+        match &mut self.repeat {
+            Some(g) => match g.push(&held) {
+                (out, true) => out,
+                (out, false) => out + &g.finish(),
+            },
+            None => held,
+        }
     }
 }
 
@@ -290,15 +319,42 @@ mod tests {
 
     #[test]
     fn stop_spanning_pushes_is_not_emitted() {
-        let mut m = StopMatcher::new(vec!["END".into(), "\n\n".into()]);
+        let mut m = StopMatcher::new(vec!["END".into(), "\n\n".into()], false);
         assert_eq!(m.push("abc E"), ("abc ".into(), false));
         assert_eq!(m.push("N"), (String::new(), false));
         assert_eq!(m.push("Dx"), (String::new(), true));
-        let mut m = StopMatcher::new(vec!["END".into()]);
+        let mut m = StopMatcher::new(vec!["END".into()], false);
         assert_eq!(m.push("EN"), (String::new(), false));
         assert_eq!(m.push("x"), ("ENx".into(), false));
         assert_eq!(m.push("é E"), ("é ".into(), false));
         assert_eq!(m.finish(), "E");
+    }
+
+    #[test]
+    fn stops_and_repeats_together_lose_no_text() {
+        let mut m = StopMatcher::new(vec!["\n\n".into()], true);
+        assert_eq!(
+            m.push("The reactor runs hot. "),
+            ("The reactor runs hot. ".into(), false)
+        );
+        // held: it may be the start of a repeat
+        assert_eq!(m.push("The reactor"), (String::new(), false));
+        // a stop sequence ends it: the held text comes out first
+        assert_eq!(
+            m.push(" is blue.\n\nMore"),
+            ("The reactor is blue.".into(), true)
+        );
+        // a repeat before a stop sequence ends the text at the repeat
+        let mut m = StopMatcher::new(vec!["END".into()], true);
+        assert_eq!(m.push("Red is nice. "), ("Red is nice. ".into(), false));
+        assert_eq!(m.push("Red is nice. END"), (String::new(), true));
+        // at the end, held text is released unless it completes a repeat
+        let mut m = StopMatcher::new(vec![], true);
+        assert_eq!(
+            m.push("Red is nice. Red is"),
+            ("Red is nice. ".into(), false)
+        );
+        assert_eq!(m.finish(), "Red is");
     }
 
     #[test]

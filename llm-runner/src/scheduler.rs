@@ -255,7 +255,7 @@ impl Engine {
             self.reserved += need;
             m::queue_time(job.arrived.elapsed());
             let sampler = Sampler::new(job.req.sampling.clone());
-            let stop = StopMatcher::new(job.stops.clone());
+            let stop = StopMatcher::new(job.stops.clone(), job.req.stop_on_repeat);
             let c = &self.model.cfg;
             let cache = self.pool.take(c.n_layer, c.n_kv_head * c.head_dim, need);
             self.trim_pool();
@@ -421,9 +421,11 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
         stopped = hit;
     }
     let length = !stopped && s.generated.len() >= s.job.max_tokens;
-    if length {
-        text.push_str(&s.decoder.finish());
-        let (out, hit) = s.stop.push("");
+    if length || is_eos {
+        // the end: what the decoder and the stop matcher still hold is
+        // text of the answer (a partial stop sequence that never
+        // completed, the last sentence the repeat guard was watching)
+        let (out, hit) = s.stop.push(&s.decoder.finish());
         text.push_str(&out);
         if !hit {
             text.push_str(&s.stop.finish());

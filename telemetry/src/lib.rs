@@ -10,12 +10,27 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// The log filter when `RUST_LOG` is unset. qdrant-edge 0.7 warns
+/// "Feature flags not initialized!" on every search and
+/// "MULTI_MMAP_SUPPORT_CHECK_RESULT should be initialized" when a
+/// collection opens: both globals are set by the Qdrant server's start-up,
+/// which the embedded engine has not got, and the crate does not export
+/// their initialisers (the defaults it falls back to are the ones we want).
+/// Those two targets are held to errors. The engine's INFO lines (a WAL
+/// opened, with its path) are below what an operator needs per request;
+/// its warnings and errors still show.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,qdrant_edge=warn,qdrant_edge::common::flags=error,qdrant_edge::common::mmap::ops=error";
+
+/// Logs to stderr, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]);
+/// colours only on a terminal, so log files and collectors get plain text.
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -21,6 +21,16 @@ pub struct Gateway {
 
 /// Starts the gateway binary with `extra` flags.
 pub fn start(extra: &[&str]) -> Gateway {
+    start_with(extra, false)
+}
+
+/// As [`start`], with the gateway's log written to [`Gateway::log_path`]
+/// under its default log filter.
+pub fn start_logged(extra: &[&str]) -> Gateway {
+    start_with(extra, true)
+}
+
+fn start_with(extra: &[&str], logged: bool) -> Gateway {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let cfg = dir.path().join("gateway.toml");
     std::fs::write(
@@ -43,7 +53,12 @@ pub fn start(extra: &[&str]) -> Gateway {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let svc = Service::start("ragmesh-gateway", &args, STARTUP).unwrap_or_else(|e| panic!("{e:#}"));
+    let svc = if logged {
+        Service::start_logged("ragmesh-gateway", &args, &dir.path().join(LOG), STARTUP)
+    } else {
+        Service::start("ragmesh-gateway", &args, STARTUP)
+    };
+    let svc = svc.unwrap_or_else(|e| panic!("{e:#}"));
     Gateway {
         svc,
         http: reqwest::Client::new(),
@@ -51,7 +66,14 @@ pub fn start(extra: &[&str]) -> Gateway {
     }
 }
 
+const LOG: &str = "gateway.log";
+
 impl Gateway {
+    /// The log file of a gateway started with [`start_logged`].
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self._dir.path().join(LOG)
+    }
+
     /// The gateway's address with `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.svc.http_url())

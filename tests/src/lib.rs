@@ -75,18 +75,48 @@ impl Service {
         env: &[(&str, &str)],
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        Self::spawn(bin, args, env, None, timeout)
+    }
+
+    /// As [`Service::start`], with its log (stderr) written to `log` under
+    /// the binary's default log filter (`RUST_LOG` removed).
+    pub fn start_logged(
+        bin: &str,
+        args: &[&str],
+        log: &std::path::Path,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(log)?;
+        Self::spawn(bin, args, &[], Some(file), timeout)
+    }
+
+    fn spawn(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<std::fs::File>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let path = bin_dir().join(bin);
         anyhow::ensure!(
             path.exists(),
             "{} not built: run `cargo build --workspace --bins` (make test does)",
             path.display()
         );
-        let mut child = Command::new(&path)
+        let mut cmd = Command::new(&path);
+        let stderr = match log {
+            Some(f) => {
+                cmd.env_remove("RUST_LOG");
+                Stdio::from(f)
+            }
+            None => Stdio::inherit(),
+        };
+        let mut child = cmd
             .args(args)
             .env("RAGMESH_MODEL_DIR", model_dir())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()?;
         let stdout = child
             .stdout

@@ -211,17 +211,41 @@ async fn context_budget_drops_lowest_ranked_chunks_and_reports_it() {
     assert_eq!(status, 200);
 }
 
+/// The question `make run` prints (`gateway/src/demo.rs`, `QUESTION`),
+/// and words its answer must contain.
+const DEMO_QUESTION: &str = "What does make test do?";
+const DEMO_ANSWER_WORDS: [&str; 2] = ["make test", "runs"];
+
+/// True if some run of `n` words occurs twice in `text` (the RAG quality
+/// benchmark's definition of a degenerate answer).
+fn repeats_a_run(text: &str, n: usize) -> bool {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    words.windows(n).any(|w| !seen.insert(w.to_vec()))
+}
+
+/// The first run as `make run` gives it: the demo's own question answered
+/// from the docs with a citation and without looping, then a mix of
+/// successful requests that leaves no WARN or ERROR in the log and one
+/// INFO line per request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_mode_ingests_the_docs_and_answers_with_citations() {
+async fn demo_mode_answers_its_question_with_a_citation_and_logs_quietly() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let ingest = format!("{root}/docs,{root}/README.md");
-    let gw = start(&["--demo-ingest", &ingest]);
+    let gw = ragmesh_tests::gateway::start_logged(&["--demo-ingest", &ingest]);
     let r = gw
         .ok(
             "POST",
             "/v1/chat/completions",
-            Some(json!({"model": "ragmesh-docs", "max_tokens": 48,
-                        "messages": [{"role": "user", "content": "What does make test do?"}]})),
+            Some(json!({"model": "ragmesh-docs", "max_tokens": 96,
+                        "messages": [{"role": "user", "content": DEMO_QUESTION}]})),
         )
         .await;
     let cites = r["choices"][0]["message"]["citations"]
@@ -235,14 +259,74 @@ async fn demo_mode_ingests_the_docs_and_answers_with_citations() {
             .all(|c| c["doc_id"].as_str().is_some_and(|d| d.ends_with(".md"))),
         "{r}"
     );
+    let answer = r["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_lowercase();
+    for w in DEMO_ANSWER_WORDS {
+        assert!(answer.contains(w), "answer lacks '{w}': {r}");
+    }
+    let cited = (1..=cites.len()).any(|i| answer.contains(&format!("[{i}]")));
+    assert!(cited, "the answer cites no source: {r}");
+    assert!(!repeats_a_run(&answer, 6), "the answer loops: {r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop", "{r}");
+
+    // a mix of successful requests; each is one INFO line, nothing louder
+    let model = gw.chat_model().await;
+    let mix = [
+        ("GET", "/v1/models", None),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": model, "max_tokens": 8, "stream": true,
+                        "messages": [{"role": "user", "content": "Hi"}]})),
+        ),
+        (
+            "POST",
+            "/v1/completions",
+            Some(json!({"model": model, "max_tokens": 4, "prompt": "One, two,"})),
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"model": "all-MiniLM-L6-v2", "input": ["a", "b"]})),
+        ),
+        (
+            "POST",
+            "/v1/collections/ragmesh-docs/search",
+            Some(json!({"query": "profiles", "top_k": 2})),
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": "ragmesh-docs", "max_tokens": 16,
+                        "messages": [{"role": "user", "content": "What is a RAG profile?"}]})),
+        ),
+    ];
+    for (method, path, body) in &mix {
+        gw.ok(method, path, body.clone()).await;
+    }
+    let log = std::fs::read_to_string(gw.log_path()).unwrap_or_default();
+    // start-up may warn (open mode says so once); serving must not
+    let serving = log
+        .find("gateway serving")
+        .unwrap_or_else(|| panic!("no start line:\n{log}"));
+    let log = &log[serving..];
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
     assert!(
-        !r["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or("")
-            .trim()
-            .is_empty(),
-        "{r}"
+        loud.is_empty(),
+        "warnings or errors logged:\n{}",
+        loud.join("\n")
     );
+    let requests = log
+        .lines()
+        .filter(|l| l.contains(" INFO ") && l.contains(" request ") && l.contains("status=200"))
+        .count();
+    // the chat model lookup is one more GET /v1/models
+    assert_eq!(requests, mix.len() + 2, "one INFO line per request:\n{log}");
     let metrics = gw.svc.http_url() + "/metrics";
     let text = reqwest::get(metrics)
         .await

@@ -89,6 +89,7 @@ fn request_pb(r: GenerateRequest) -> pb::GenerateRequest {
             seed: s.seed,
             frequency_penalty: Some(s.frequency_penalty),
             presence_penalty: Some(s.presence_penalty),
+            repetition_penalty: Some(s.repetition_penalty),
         }),
         // the gateway validated max_tokens >= 0; beyond u32 the runner's
         // own window check answers
@@ -100,6 +101,7 @@ fn request_pb(r: GenerateRequest) -> pb::GenerateRequest {
         top_logprobs: r.top_logprobs,
         request_id: r.request_id,
         ignore_eos: r.ignore_eos,
+        stop_on_repeat: r.stop_on_repeat,
     }
 }
 

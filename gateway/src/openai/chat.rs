@@ -16,7 +16,7 @@ use ragmesh_llm_runner::Input;
 use serde_json::{Value, json};
 
 use super::output::{self, Kind, Meta};
-use super::params::GenParams;
+use super::params::{GenParams, SamplingDefaults};
 use crate::auth::Caller;
 use crate::error::{ApiResult, bad_request, read_json_body};
 use crate::fields::{self, Body};
@@ -254,9 +254,11 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
     }
 
     let id = crate::request_id::new("chatcmpl");
-    let temperature = profile.as_ref().and_then(|p| p.temperature).unwrap_or(1.0);
+    let defaults = profile
+        .as_ref()
+        .map_or_else(SamplingDefaults::default, |p| p.sampling.clone());
     let events = llm
-        .generate(params.request(Input::Chat(messages), temperature, &id))
+        .generate(params.request(Input::Chat(messages), &defaults, &id))
         .await?;
     let meta = Meta {
         id,

@@ -10,7 +10,7 @@ use ragmesh_llm_runner::Input;
 use serde_json::Value;
 
 use super::output::{self, Kind, Meta};
-use super::params::GenParams;
+use super::params::{GenParams, SamplingDefaults};
 use crate::error::{ApiResult, bad_request, read_json_body};
 use crate::fields;
 use crate::metrics as m;
@@ -70,7 +70,7 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     }
     let id = crate::request_id::new("cmpl");
     let events = llm
-        .generate(params.request(Input::Prompt(text), 1.0, &id))
+        .generate(params.request(Input::Prompt(text), &SamplingDefaults::default(), &id))
         .await?;
     let meta = Meta {
         id,

@@ -61,7 +61,9 @@ fn chat_logprobs(lps: &[TokenLogprob]) -> Value {
             json!({"token": t.text, "logprob": t.logprob, "bytes": t.text.as_bytes(), "top_logprobs": top})
         })
         .collect();
-    json!({ "content": content })
+    // OpenAI's schema requires `refusal` beside `content` (null: the
+    // runner never refuses)
+    json!({ "content": content, "refusal": null })
 }
 
 /// Legacy completions logprobs, with offsets counted from `offset`.

@@ -6,6 +6,29 @@ use ragmesh_llm_runner::{GenerateRequest, Input, SamplingParams};
 use crate::error::{ApiResult, bad_request};
 use crate::fields::{self, Body};
 
+/// What a request gets for the sampling fields it does not send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingDefaults {
+    pub temperature: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub repetition_penalty: f32,
+    pub stop_on_repeat: bool,
+}
+
+impl Default for SamplingDefaults {
+    /// OpenAI's defaults: temperature 1, no penalties.
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            repetition_penalty: 1.0,
+            stop_on_repeat: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GenParams {
     pub max_tokens: Option<i64>,
@@ -13,8 +36,12 @@ pub struct GenParams {
     pub top_p: f32,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    /// vLLM's extra parameter (llama.cpp's `repeat_penalty`).
+    pub repetition_penalty: Option<f32>,
+    /// ragmesh's extra parameter: end a sentence-level loop.
+    pub stop_on_repeat: Option<bool>,
     pub logprobs: bool,
     pub top_logprobs: u32,
     pub stream: bool,
@@ -82,8 +109,18 @@ impl GenParams {
             top_p: fields::opt_f32(b, "top_p", 0.0, 1.0)?.unwrap_or(1.0),
             seed: fields::opt_i64(b, "seed")?.map(|s| s as u64),
             stop: fields::stop_sequences(b)?,
-            frequency_penalty: fields::opt_f32(b, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0),
-            presence_penalty: fields::opt_f32(b, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0),
+            frequency_penalty: fields::opt_f32(b, "frequency_penalty", -2.0, 2.0)?,
+            presence_penalty: fields::opt_f32(b, "presence_penalty", -2.0, 2.0)?,
+            repetition_penalty: match fields::opt_f32(b, "repetition_penalty", 0.0, 2.0)? {
+                Some(p) if p <= 0.0 => {
+                    return Err(bad_request(
+                        "'repetition_penalty' must be greater than 0 (1 is off)",
+                        "repetition_penalty",
+                    ));
+                }
+                p => p,
+            },
+            stop_on_repeat: fields::opt_bool(b, "stop_on_repeat")?,
             logprobs,
             top_logprobs,
             stream,
@@ -92,18 +129,19 @@ impl GenParams {
         })
     }
 
-    /// The runner request; `default_temperature` applies when the caller
-    /// sent none (OpenAI's default is 1.0; a profile may choose another).
+    /// The runner request; `defaults` fill what the caller did not send
+    /// (OpenAI's for a plain model; a profile may choose others).
     pub fn request(
         &self,
         input: Input,
-        default_temperature: f32,
+        defaults: &SamplingDefaults,
         request_id: &str,
     ) -> GenerateRequest {
+        let d = defaults;
         GenerateRequest {
             input,
             sampling: SamplingParams {
-                temperature: self.temperature.unwrap_or(default_temperature),
+                temperature: self.temperature.unwrap_or(d.temperature),
                 // top_p = 0 means "the single most likely token"
                 top_p: if self.top_p <= 0.0 {
                     f32::MIN_POSITIVE
@@ -112,8 +150,9 @@ impl GenParams {
                 },
                 top_k: 0,
                 seed: self.seed,
-                frequency_penalty: self.frequency_penalty,
-                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty.unwrap_or(d.frequency_penalty),
+                presence_penalty: self.presence_penalty.unwrap_or(d.presence_penalty),
+                repetition_penalty: self.repetition_penalty.unwrap_or(d.repetition_penalty),
             },
             max_tokens: self.max_tokens,
             stop: self.stop.iter().map(|s| s.as_bytes().to_vec()).collect(),
@@ -121,6 +160,7 @@ impl GenParams {
             top_logprobs: self.top_logprobs,
             request_id: request_id.to_owned(),
             ignore_eos: self.ignore_eos,
+            stop_on_repeat: self.stop_on_repeat.unwrap_or(d.stop_on_repeat),
         }
     }
 }
@@ -160,7 +200,42 @@ mod tests {
         assert_eq!(p.map(|p| (p.logprobs, p.top_logprobs)), Some((true, 2)));
         // vLLM's ignore_eos reaches the runner request
         let p = GenParams::parse(&body(json!({"ignore_eos": true})), true);
-        let r = p.map(|p| p.request(Input::Prompt("x".into()), 1.0, "id"));
+        let r = p.map(|p| {
+            p.request(
+                Input::Prompt("x".into()),
+                &SamplingDefaults::default(),
+                "id",
+            )
+        });
         assert!(r.is_ok_and(|r| r.ignore_eos));
+        for bad in [
+            json!({"repetition_penalty": 0}),
+            json!({"repetition_penalty": 2.5}),
+        ] {
+            assert!(GenParams::parse(&body(bad.clone()), true).is_err(), "{bad}");
+        }
+        // a profile's defaults fill only what the request did not send
+        let d = SamplingDefaults {
+            temperature: 0.0,
+            frequency_penalty: 0.3,
+            presence_penalty: 0.0,
+            repetition_penalty: 1.2,
+            stop_on_repeat: true,
+        };
+        let p = GenParams::parse(
+            &body(json!({"repetition_penalty": 1.0, "stop_on_repeat": false})),
+            true,
+        );
+        let r = p.map(|p| p.request(Input::Prompt("x".into()), &d, "id"));
+        let r = r.ok();
+        assert_eq!(
+            r.as_ref().map(|r| (
+                r.sampling.temperature,
+                r.sampling.frequency_penalty,
+                r.sampling.repetition_penalty,
+                r.stop_on_repeat
+            )),
+            Some((0.0, 0.3, 1.0, false))
+        );
     }
 }

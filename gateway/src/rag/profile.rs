@@ -14,6 +14,7 @@ use super::filter;
 use super::prompt::PromptTemplate;
 use crate::error::{ApiResult, bad_request};
 use crate::fields::{self, Body};
+use crate::openai::params::SamplingDefaults;
 use crate::routing::{Backend, Models};
 use crate::stages::Llm;
 
@@ -37,13 +38,79 @@ pub struct ProfileConfig {
     pub score_threshold: Option<f32>,
     #[serde(default = "default_true")]
     pub hybrid: bool,
-    /// Temperature when the request sends none.
+    /// Temperature when the request sends none (default 0: RAG answers
+    /// should be the sources' facts, not samples).
     pub temperature: Option<f32>,
+    /// Penalties when the request sends none (OpenAI's, and the
+    /// multiplicative `repetition_penalty` of llama.cpp and vLLM).
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    /// End an answer that starts to repeat a sentence (default true).
+    pub stop_on_repeat: Option<bool>,
     /// Completion tokens kept free when budgeting context if the request
     /// sets no max_tokens (default 512, at most a quarter of the window).
     pub reserve_tokens: Option<usize>,
     /// A fixed filter in the request filter form (see `filter.rs`).
     pub filter: Option<Value>,
+}
+
+/// What a profile answers with when the request does not say: greedy,
+/// with the repetition control that keeps a small instruction model from
+/// looping (chosen with `make bench-rag-quality`; docs/benchmarks.md).
+pub const PROFILE_SAMPLING: SamplingDefaults = SamplingDefaults {
+    temperature: 0.0,
+    frequency_penalty: 0.0,
+    presence_penalty: 0.0,
+    repetition_penalty: 1.1,
+    stop_on_repeat: true,
+};
+
+impl ProfileConfig {
+    /// The profile's sampling defaults, each value checked against the
+    /// range the API accepts (an error names the key).
+    pub fn sampling_defaults(&self) -> anyhow::Result<SamplingDefaults> {
+        let d = PROFILE_SAMPLING;
+        let check = |key: &str, v: Option<f32>, lo: f32, hi: f32, def: f32| match v {
+            Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => Err(anyhow::anyhow!(
+                "profile {}: {key} must be between {lo} and {hi}, got {x}",
+                self.name
+            )),
+            Some(x) => Ok(x),
+            None => Ok(def),
+        };
+        let repetition = check(
+            "repetition_penalty",
+            self.repetition_penalty,
+            0.0,
+            2.0,
+            d.repetition_penalty,
+        )?;
+        anyhow::ensure!(
+            repetition > 0.0,
+            "profile {}: repetition_penalty must be greater than 0 (1 is off)",
+            self.name
+        );
+        Ok(SamplingDefaults {
+            temperature: check("temperature", self.temperature, 0.0, 2.0, d.temperature)?,
+            frequency_penalty: check(
+                "frequency_penalty",
+                self.frequency_penalty,
+                -2.0,
+                2.0,
+                d.frequency_penalty,
+            )?,
+            presence_penalty: check(
+                "presence_penalty",
+                self.presence_penalty,
+                -2.0,
+                2.0,
+                d.presence_penalty,
+            )?,
+            repetition_penalty: repetition,
+            stop_on_repeat: self.stop_on_repeat.unwrap_or(d.stop_on_repeat),
+        })
+    }
 }
 
 fn default_top_k() -> usize {
@@ -60,7 +127,7 @@ pub struct Profile {
     pub model: String,
     pub llm: Llm,
     pub spec: RagSpec,
-    pub temperature: Option<f32>,
+    pub sampling: SamplingDefaults,
     pub reserve_tokens: Option<usize>,
 }
 
@@ -121,7 +188,7 @@ impl Profile {
                 filter,
                 template,
             },
-            temperature: c.temperature,
+            sampling: c.sampling_defaults()?,
             reserve_tokens: c.reserve_tokens,
         })
     }
@@ -171,4 +238,44 @@ pub fn override_spec(
         filter,
         template: base.map_or_else(|| builtin.clone(), |b| b.template.clone()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> ProfileConfig {
+        toml::from_str(&format!("name = \"p\"\ncollection = \"c\"\n{extra}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn profiles_default_to_greedy_with_repetition_control() {
+        let d = config("").sampling_defaults().ok();
+        assert_eq!(d, Some(PROFILE_SAMPLING));
+        let d = config("temperature = 0.7\nrepetition_penalty = 1.0\nstop_on_repeat = false")
+            .sampling_defaults()
+            .ok();
+        assert_eq!(
+            d.map(|d| (d.temperature, d.repetition_penalty, d.stop_on_repeat)),
+            Some((0.7, 1.0, false))
+        );
+    }
+
+    #[test]
+    fn out_of_range_sampling_keys_name_the_key() {
+        for (bad, key) in [
+            ("temperature = 3.0", "temperature"),
+            ("repetition_penalty = 0.0", "repetition_penalty"),
+            ("repetition_penalty = 2.5", "repetition_penalty"),
+            ("frequency_penalty = -2.5", "frequency_penalty"),
+            ("presence_penalty = nan", "presence_penalty"),
+        ] {
+            let e = config(bad).sampling_defaults().err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(key)),
+                "{bad}: {e:?}"
+            );
+        }
+    }
 }
