@@ -54,6 +54,25 @@ pub fn python() -> String {
     std::env::var("RAGMESH_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// Runs `tests/python/<script>` with `args` under [`python`], asserts it
+/// exited 0 (showing its output if not) and returns its stdout.
+pub async fn python_script(script: &str, args: &[&str]) -> String {
+    let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A running service process; killed when dropped.
 pub struct Service {
     pub child: Child,

@@ -4,7 +4,7 @@
 use ragmesh_proto::v1::EmbedRequest;
 use ragmesh_proto::v1::embedder_client::EmbedderClient;
 use ragmesh_tests::services::embedder;
-use ragmesh_tests::{assert_openai_error, python};
+use ragmesh_tests::{assert_openai_error, python_script};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -209,19 +209,7 @@ async fn http_embeddings_and_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_python_sdk() {
     let svc = embedder(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/embeddings_sdk.py");
-    let out = tokio::process::Command::new(python())
-        .arg(script)
-        .arg(svc.http_url())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_script("embeddings_sdk.py", &[&svc.http_url()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

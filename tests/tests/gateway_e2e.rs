@@ -4,7 +4,7 @@
 //! in `gateway_errors_e2e.rs`.
 
 use ragmesh_tests::gateway::{PROFILE, start};
-use ragmesh_tests::python;
+use ragmesh_tests::python_script;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,18 +12,7 @@ async fn openai_python_sdk_chat_completions_embeddings_and_rag() {
     let gw = start(&[]);
     gw.seed().await;
     let model = gw.chat_model().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/gateway_sdk.py");
-    let out = tokio::process::Command::new(python())
-        .args([script, &gw.svc.http_url(), &model, PROFILE])
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_script("gateway_sdk.py", &[&gw.svc.http_url(), &model, PROFILE]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 //! commit named there). The checks are in `python/schema_conformance.py`.
 
 use ragmesh_tests::gateway::{PROFILE, start};
-use ragmesh_tests::python;
+use ragmesh_tests::python_script;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_body_validates_against_openais_schemas() {
@@ -12,17 +12,10 @@ async fn every_body_validates_against_openais_schemas() {
     let gw = start(&["--max-body-bytes", "65536"]);
     gw.seed().await;
     let model = gw.chat_model().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/schema_conformance.py");
-    let out = tokio::process::Command::new(python())
-        .args([script, &gw.svc.http_url(), &model, PROFILE])
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "schema conformance failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = python_script(
+        "schema_conformance.py",
+        &[&gw.svc.http_url(), &model, PROFILE],
+    )
+    .await;
     assert!(stdout.contains("every body valid"), "{stdout}");
 }
