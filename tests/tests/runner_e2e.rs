@@ -243,6 +243,17 @@ async fn bad_input_gets_invalid_argument_and_serving_continues() {
             "top_p",
         ),
         (
+            "zero repetition_penalty",
+            with(&|r| {
+                r.sampling = Some(pb::SamplingParams {
+                    repetition_penalty: Some(0.0),
+                    ..Default::default()
+                })
+            }),
+            Code::InvalidArgument,
+            "repetition_penalty",
+        ),
+        (
             "long prompt",
             chat(&long, Some(8)),
             Code::InvalidArgument,
