@@ -15,7 +15,7 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-gateway bench-rag-quality bench-overhead fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-gateway bench-rag-quality bench-ingest bench-overhead fmt
 
 run: system-deps models
 	$(CARGO) build --release -p ragmesh-gateway
@@ -63,6 +63,11 @@ bench-gateway: system-deps models build
 # fact in answer, citations, degenerate loops. Flags: RAG_QUALITY_ARGS="--out q.json"
 bench-rag-quality: system-deps models
 	bench/rag_quality.sh $(RAG_QUALITY_ARGS)
+
+# Ingest throughput vs the embedding ceiling, and RSS under ~7 MB chat bodies
+# (release build). Flags: INGEST_ARGS="--out i.json --kb 1024"
+bench-ingest: system-deps models
+	bench/ingest.sh $(INGEST_ARGS)
 
 # Gateway overhead vs a zero-work upstream (release build, oha)
 bench-overhead:

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use axum::body::{Body, to_bytes};
+use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -133,18 +133,48 @@ async fn not_found() -> ApiError {
     }
 }
 
-/// Reads a JSON object body, mapping every failure to an OpenAI error.
-pub async fn read_json_body(
-    body: Body,
-    limit: usize,
-) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let bytes = to_bytes(body, limit).await.map_err(|_| ApiError {
+fn too_large(limit: usize) -> ApiError {
+    ApiError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         message: format!("request body exceeds the limit of {limit} bytes"),
         kind: "invalid_request_error",
         param: None,
         code: Some("request_too_large"),
-    })?;
+    }
+}
+
+/// Reads a JSON object body, mapping every failure to an OpenAI error: a
+/// `Content-Length` past `limit` is a 413 before anything is read (so an
+/// `Expect: 100-continue` client is never sent `100 Continue`), a body
+/// growing past it a 413, a broken transfer (malformed chunking) a 400.
+pub async fn read_json_body(
+    req: Request,
+    limit: usize,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let bytes = match to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = cur {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large(limit));
+                }
+                cur = err.source();
+            }
+            return Err(ApiError::bad_request(
+                format!("the request body could not be read: {e}"),
+                None,
+            ));
+        }
+    };
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::bad_request(
@@ -282,7 +312,7 @@ async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn handle_embeddings(st: &AppState, req: Request) -> Result<Value, ApiError> {
-    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let body = read_json_body(req, st.max_body_bytes).await?;
     let info = st.embedder.info();
     let parsed = parse_request(&body, info.dims)?;
     st.embedder.check_model(&parsed.model)?;

@@ -29,7 +29,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -217,7 +216,7 @@ impl Entry {
     }
 }
 
-fn unauthorized(message: &str) -> Response {
+fn unauthorized(message: &str) -> ApiError {
     ApiError {
         status: StatusCode::UNAUTHORIZED,
         message: message.into(),
@@ -225,7 +224,6 @@ fn unauthorized(message: &str) -> Response {
         param: None,
         code: Some("invalid_api_key"),
     }
-    .into_response()
 }
 
 fn too_many(message: String, retry_after: u64) -> Response {
@@ -259,64 +257,123 @@ fn presented(req: &Request) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Authenticates, applies the key's limits and records the caller.
-pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+/// The key a request presents, checked: `Ok(None)` in open mode, a 401
+/// response when a key is required and missing or unknown.
+fn authenticate<'a>(st: &'a AppState, req: &Request) -> Result<Option<&'a Entry>, ApiError> {
     if st.keys.open() {
-        req.extensions_mut().insert(Caller {
-            tenant: DEFAULT_TENANT.into(),
-            key: None,
-        });
-        return next.run(req).await;
+        return Ok(None);
     }
-    let entry = match presented(&req) {
-        None | Some("") => {
-            return unauthorized("missing API key: send 'Authorization: Bearer <key>'");
+    match presented(req) {
+        None | Some("") => Err(unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>'",
+        )),
+        Some(k) => st
+            .keys
+            .find(k)
+            .map(Some)
+            .ok_or_else(|| unauthorized("invalid API key")),
+    }
+}
+
+/// For routes that match nothing (404) or not with this method (405):
+/// with keys configured, a caller without a valid key learns only 401, so
+/// the route table cannot be mapped without a key.
+pub fn guard_unmatched(st: &AppState, req: &Request) -> Result<(), ApiError> {
+    authenticate(st, req).map(|_| ())
+}
+
+/// Authenticates, applies the key's limits and records the caller.
+///
+/// The concurrency cap is checked before the rate bucket: a request the
+/// cap refuses never ran, so it must not spend a rate token.
+pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let mut held = Vec::with_capacity(2);
+    let caller = match authenticate(&st, &req) {
+        Ok(None) => {
+            if let Err(refused) = crate::origin::check(&st, &req) {
+                return refused.into_response();
+            }
+            Caller {
+                tenant: DEFAULT_TENANT.into(),
+                key: None,
+            }
         }
-        Some(k) => match st.keys.find(k) {
-            Some(e) => e,
-            None => return unauthorized("invalid API key"),
-        },
-    };
-    if let Err(wait) = entry.take() {
-        metrics::counter!(crate::metrics::RATE_LIMITED, "key" => entry.name.to_string(), "limit" => "rate")
-            .increment(1);
-        return too_many(
-            format!(
-                "rate limit of key '{}' reached; retry in {wait} s",
-                entry.name
-            ),
-            wait,
-        );
-    }
-    let permit = match &entry.in_flight {
-        None => None,
-        Some(sem) => match sem.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                metrics::counter!(crate::metrics::RATE_LIMITED, "key" => entry.name.to_string(), "limit" => "concurrency")
+        Ok(Some(entry)) => {
+            if let Some(sem) = &entry.in_flight {
+                match sem.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) => {
+                        metrics::counter!(crate::metrics::RATE_LIMITED, "key" => entry.name.to_string(), "limit" => "concurrency")
+                            .increment(1);
+                        return too_many(
+                            format!("key '{}' has its maximum of requests in flight", entry.name),
+                            1,
+                        );
+                    }
+                }
+            }
+            if let Err(wait) = entry.take() {
+                metrics::counter!(crate::metrics::RATE_LIMITED, "key" => entry.name.to_string(), "limit" => "rate")
                     .increment(1);
                 return too_many(
-                    format!("key '{}' has its maximum of requests in flight", entry.name),
-                    1,
+                    format!(
+                        "rate limit of key '{}' reached; retry in {wait} s",
+                        entry.name
+                    ),
+                    wait,
                 );
             }
-        },
+            Caller {
+                tenant: entry.tenant.clone(),
+                key: Some(entry.name.clone()),
+            }
+        }
+        Err(refused) => return refused.into_response(),
     };
-    req.extensions_mut().insert(Caller {
-        tenant: entry.tenant.clone(),
-        key: Some(entry.name.clone()),
-    });
+    // the gateway-wide cap, after the key's own limits
+    match st.in_flight.clone().try_acquire_owned() {
+        Ok(p) => held.push(p),
+        Err(_) => {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "key" => caller.key.as_deref().unwrap_or("").to_owned(), "limit" => "gateway")
+                .increment(1);
+            return too_many(
+                "the gateway has its maximum of requests in flight; retry shortly".into(),
+                1,
+            );
+        }
+    }
+    req.extensions_mut().insert(caller);
     let resp = next.run(req).await;
-    match permit {
-        None => resp,
-        // the permit lives as long as the body: a stream holds its slot
-        // until the last event or the client's disconnect
-        Some(p) => resp.map(|body| {
-            Body::from_stream(body.into_data_stream().map(move |chunk| {
-                let _held = &p;
-                chunk
-            }))
-        }),
+    // the permits live as long as the body: a stream holds its slots
+    // until the last event or the client's disconnect
+    resp.map(|inner| Body::new(Holding { inner, _held: held }))
+}
+
+/// A response body that keeps admission permits until it is dropped; its
+/// size hint is the inner body's, so a JSON answer keeps its
+/// Content-Length.
+struct Holding {
+    inner: Body,
+    _held: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

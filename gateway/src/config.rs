@@ -94,6 +94,25 @@ pub struct Args {
     /// Largest accepted request body, in bytes (beyond: 413).
     #[arg(long, env = "RAGMESH_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Seconds a connection may take to send a request head, counted from
+    /// when the gateway waits for one: bounds slow-header clients and idle
+    /// keep-alive connections alike (see `listen.rs`).
+    #[arg(long, env = "RAGMESH_HTTP_HEADER_TIMEOUT_S", default_value_t = 10)]
+    pub http_header_timeout_s: u64,
+    /// Seconds a request body may take to arrive (beyond: 408).
+    #[arg(long, env = "RAGMESH_HTTP_BODY_TIMEOUT_S", default_value_t = 60)]
+    pub http_body_timeout_s: u64,
+    /// Open connections at most; past it new ones get 503 and are closed.
+    #[arg(long, env = "RAGMESH_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Request-body bytes being read or held at once, over all requests
+    /// (beyond: 429 with Retry-After). Bounds the memory bodies take.
+    #[arg(long, env = "RAGMESH_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_body_bytes: usize,
+    /// API requests in flight at once, over all keys (a stream holds its
+    /// slot until it ends; beyond: 429 with Retry-After).
+    #[arg(long, env = "RAGMESH_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
     /// Embedding requests queued or running at once (beyond: 429).
     #[arg(long, env = "RAGMESH_EMBED_MAX_CONCURRENT", default_value_t = 512)]
     pub embed_max_concurrent: usize,
@@ -102,6 +121,10 @@ pub struct Args {
     /// open mode, every caller is tenant `default`.
     #[arg(long, env = "RAGMESH_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
+    /// Web origins (`scheme://host[:port]`, comma-separated) a browser UI
+    /// may call an open-mode gateway from; loopback origins always may.
+    #[arg(long, env = "RAGMESH_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Compute threads (0: one per core).
     #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
     pub threads: usize,

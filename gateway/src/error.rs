@@ -4,7 +4,7 @@
 //! errors map onto it here, once.
 
 use axum::http::StatusCode;
-pub use ragmesh_embedder::http::{ApiError, read_json_body};
+pub use ragmesh_embedder::http::ApiError;
 use ragmesh_llm_runner::GenError;
 use ragmesh_retriever::RetrieverError;
 
@@ -78,6 +78,13 @@ pub fn from_status(s: tonic::Status) -> ApiError {
             ApiError::bad_request(message, None)
         }
         Code::NotFound => not_found(message, None, "not_found"),
+        Code::AlreadyExists | Code::Aborted => ApiError {
+            status: StatusCode::CONFLICT,
+            message,
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("conflict"),
+        },
         Code::ResourceExhausted => from_gen(GenError::Overloaded(message)),
         Code::Unavailable => unavailable(message),
         Code::DeadlineExceeded => timeout(message),
@@ -110,6 +117,13 @@ pub fn from_retriever(e: RetrieverError) -> ApiError {
             kind: "invalid_request_error",
             param: Some("name"),
             code: Some("collection_exists"),
+        },
+        RetrieverError::Conflict(_) => ApiError {
+            status: StatusCode::CONFLICT,
+            message,
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("conflict"),
         },
         RetrieverError::Unavailable(_) => unavailable(message),
         RetrieverError::Backend(_) => internal(message),

@@ -13,13 +13,19 @@
 //! - [`server`]: the host; [`config`]: flags, env and the profile file.
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fields;
+pub mod json_scan;
+pub mod listen;
 pub mod mesh;
 pub mod metrics;
 pub mod openai;
+pub mod origin;
+#[cfg(test)]
+mod props;
 pub mod rag;
 pub mod request_id;
 pub mod routing;

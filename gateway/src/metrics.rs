@@ -14,6 +14,7 @@ pub const INGESTED_CHUNKS: &str = "ragmesh_gateway_ingested_chunks_total";
 pub const RATE_LIMITED: &str = "ragmesh_gateway_rate_limited_total";
 pub const RETRIES: &str = "ragmesh_gateway_backend_retries_total";
 pub const UPSTREAM: &str = "ragmesh_gateway_upstream_requests_total";
+pub const CONNECTIONS_REFUSED: &str = "ragmesh_gateway_connections_refused_total";
 
 pub fn describe() {
     metrics::describe_counter!(REQUESTS, "HTTP requests by route and status");
@@ -33,6 +34,10 @@ pub fn describe() {
     metrics::describe_counter!(
         RETRIES,
         "Calls moved to another replica after one refused them, by stage"
+    );
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections answered 503 and closed because --max-connections were open"
     );
     metrics::describe_counter!(
         UPSTREAM,

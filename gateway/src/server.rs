@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::serve::ListenerExt;
 use ragmesh_embedder::{Embedder, EmbedderConfig};
 use ragmesh_llm_runner::Generator;
 use ragmesh_retriever::Retriever;
@@ -66,11 +67,17 @@ pub fn router(st: AppState) -> Router {
         .with_state(st)
 }
 
-async fn no_route() -> ApiError {
-    crate::error::not_found("no such route", None, "not_found")
+async fn no_route(State(st): State<AppState>, req: Request) -> Response {
+    if let Err(refused) = crate::auth::guard_unmatched(&st, &req) {
+        return refused.into_response();
+    }
+    crate::error::not_found("no such route", None, "not_found").into_response()
 }
 
-async fn wrong_method() -> ApiError {
+async fn wrong_method(State(st): State<AppState>, req: Request) -> Response {
+    if let Err(refused) = crate::auth::guard_unmatched(&st, &req) {
+        return refused.into_response();
+    }
     ApiError {
         status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
         message: "method not allowed on this route".into(),
@@ -78,6 +85,7 @@ async fn wrong_method() -> ApiError {
         param: None,
         code: Some("method_not_allowed"),
     }
+    .into_response()
 }
 
 /// Loads each stage (in-process, or clients of its replicas), the
@@ -180,7 +188,25 @@ pub async fn build(args: &Args) -> anyhow::Result<AppState> {
         builtin_template: builtin,
         chunking,
         max_body_bytes: args.max_body_bytes,
+        body_timeout: Duration::from_secs(args.http_body_timeout_s.max(1)),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(
+            args.max_inflight_body_bytes
+                .div_ceil(1024)
+                .max(args.max_body_bytes.div_ceil(1024))
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            args.max_concurrent_requests
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        )),
         keys,
+        origins: crate::origin::Policy {
+            loopback_listener: args
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            allowed_origins: args.allowed_origins.clone(),
+        },
         started: unix_now(),
     }))
 }
@@ -237,12 +263,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             crate::demo::QUESTION,
         );
     }
-    // no Nagle delay: SSE chunks and small JSON answers go out at once
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(st))
-        .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
-        .await
-        .context("HTTP server")
+    let limits = crate::listen::Limits {
+        header_timeout: Duration::from_secs(args.http_header_timeout_s.max(1)),
+        max_connections: args.max_connections,
+    };
+    crate::listen::serve(
+        listener,
+        router(st),
+        limits,
+        ragmesh_telemetry::shutdown_signal(),
+    )
+    .await
+    .context("HTTP server")
 }

@@ -85,12 +85,13 @@ impl LlmStage for LocalRunner {
     }
     async fn count_tokens(&self, input: &Input) -> ApiResult<usize> {
         self.0
-            .tokenize(input, true)
+            .tokenize_blocking(input.clone(), true)
+            .await
             .map(|t| t.len())
             .map_err(from_gen)
     }
     async fn generate(&self, req: GenerateRequest) -> ApiResult<BoxStream<'static, Event>> {
-        let rx = self.0.generate(req).map_err(from_gen)?;
+        let rx = self.0.generate_blocking(req).await.map_err(from_gen)?;
         Ok(tokio_stream_from(rx).boxed())
     }
 }

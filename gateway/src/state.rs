@@ -28,7 +28,15 @@ pub struct Inner {
     pub builtin_template: Arc<PromptTemplate>,
     pub chunking: ChunkSettings,
     pub max_body_bytes: usize,
+    /// `--max-inflight-body-bytes`, in KiB permits (see `body.rs`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// `--max-concurrent-requests` (see `auth.rs`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// How long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
     pub keys: crate::auth::Keys,
+    /// Open mode's Origin/Host guard.
+    pub origins: crate::origin::Policy,
     /// Unix time the gateway started (`created` of /v1/models).
     pub started: u64,
 }

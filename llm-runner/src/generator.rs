@@ -24,6 +24,8 @@ pub struct GeneratorConfig {
     pub max_batched_tokens: usize,
     /// Requests waiting for a slot at most; beyond: `Overloaded`.
     pub max_waiting: usize,
+    /// How long a request may wait for a slot before it is refused.
+    pub max_queue_wait: std::time::Duration,
     /// KV-cache budget in tokens, summed over sequences.
     pub kv_cache_tokens: usize,
     /// Caps the model's context window (0: the model's own).
@@ -39,6 +41,7 @@ impl GeneratorConfig {
             max_sequences: 16,
             max_batched_tokens: 512,
             max_waiting: 256,
+            max_queue_wait: std::time::Duration::from_secs(60),
             kv_cache_tokens: 65_536,
             max_model_len: 0,
             kernel: crate::linear::Kernel::default(),
@@ -113,6 +116,10 @@ pub struct Generator {
     template: Arc<ChatTemplate>,
     info: Arc<ModelInfo>,
     window: usize,
+    /// The most text bytes one token stands for (the longest vocabulary
+    /// entry): a prompt past `window × this` cannot fit, and is refused
+    /// before it is tokenized.
+    max_token_bytes: usize,
     kv_capacity: usize,
     max_waiting: usize,
 }
@@ -150,6 +157,13 @@ impl Generator {
             max_sequences: cfg.max_sequences,
             max_batched_tokens: cfg.max_batched_tokens,
         };
+        let max_token_bytes = tokenizer
+            .tokens
+            .iter()
+            .map(|t| t.chars().count().max(t.len()))
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let tokenizer = Arc::new(tokenizer);
         let shared = Arc::new(Shared::new(cfg.max_sequences, cfg.kv_cache_tokens));
         // The channel itself is unbounded in practice; admission is
@@ -167,6 +181,7 @@ impl Generator {
             template: Arc::new(template),
             info: Arc::new(info),
             window,
+            max_token_bytes,
             kv_capacity: cfg.kv_cache_tokens,
             max_waiting: cfg.max_waiting,
         })
@@ -188,11 +203,42 @@ impl Generator {
         }
     }
 
+    /// Tokenizes a request's input. CPU-bound (about a second per MB of
+    /// text): async callers use [`Self::tokenize_blocking`].
     pub fn tokenize(&self, input: &Input, add_special: bool) -> Result<Vec<u32>> {
         let text = self.render(input)?;
+        let bound = self.window.saturating_mul(self.max_token_bytes);
+        if text.len() > bound {
+            return Err(GenError::invalid(format!(
+                "the prompt is {} bytes; this model's context of {} tokens cannot hold more than {bound} bytes of text: shorten the input",
+                text.len(),
+                self.window
+            )));
+        }
         // a rendered chat template already holds its special tokens
         let bos = add_special && matches!(input, Input::Prompt(_));
         self.tokenizer.encode(&text, bos)
+    }
+
+    /// [`Self::tokenize`] on the blocking pool, off the async workers.
+    pub async fn tokenize_blocking(&self, input: Input, add_special: bool) -> Result<Vec<u32>> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.tokenize(&input, add_special))
+            .await
+            .map_err(|e| GenError::Internal(format!("tokenizing task failed: {e}")))?
+    }
+
+    /// [`Self::generate`] on the blocking pool: validating and tokenizing
+    /// a long prompt must not stall the async workers that serve every
+    /// other request.
+    pub async fn generate_blocking(
+        &self,
+        req: GenerateRequest,
+    ) -> Result<mpsc::UnboundedReceiver<Event>> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.generate(req))
+            .await
+            .map_err(|e| GenError::Internal(format!("generation task failed: {e}")))?
     }
 
     /// Validates, tokenizes and queues; events arrive on the receiver.

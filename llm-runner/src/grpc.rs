@@ -166,7 +166,7 @@ impl LlmRunner for RunnerGrpc {
             ignore_eos: r.ignore_eos,
             stop_on_repeat: r.stop_on_repeat,
         };
-        let mut rx = self.core.generate(g)?;
+        let mut rx = self.core.generate_blocking(g).await?;
         let stream = async_stream::stream! {
             while let Some(ev) = rx.recv().await {
                 let done = matches!(ev, Event::Done { .. } | Event::Error(_));
@@ -191,7 +191,10 @@ impl LlmRunner for RunnerGrpc {
             None => (None, None),
         };
         let input = input_of(chat, text)?;
-        let ids = self.core.tokenize(&input, r.add_special_tokens)?;
+        let ids = self
+            .core
+            .tokenize_blocking(input, r.add_special_tokens)
+            .await?;
         let tok = self.core.tokenizer();
         let tokens = ids.iter().map(|&i| tok.token_text(i)).collect();
         Ok(Response::new(pb::TokenizeResponse {
@@ -212,7 +215,7 @@ impl LlmRunner for RunnerGrpc {
             None => (None, None),
         };
         let input = input_of(chat, text)?;
-        let n = self.core.tokenize(&input, true)?.len();
+        let n = self.core.tokenize_blocking(input, true).await?.len();
         Ok(Response::new(pb::CountTokensResponse { count: n as u32 }))
     }
 

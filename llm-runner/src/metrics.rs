@@ -52,6 +52,10 @@ pub fn describe() {
     describe_counter!("ragmesh_llm_prompt_tokens_total", "prompt tokens processed");
     describe_counter!("ragmesh_llm_generation_tokens_total", "tokens generated");
     describe_counter!(
+        "ragmesh_llm_queue_timeouts_total",
+        "queued requests refused after waiting --max-queue-wait-s for a slot"
+    );
+    describe_counter!(
         "ragmesh_llm_request_success_total",
         "finished requests by finish reason"
     );
@@ -102,6 +106,11 @@ pub fn finished(e2e: Duration, _prompt: usize, finish: FinishReason) {
         FinishReason::Length => "length",
     };
     counter!("ragmesh_llm_request_success_total", "finished_reason" => reason).increment(1);
+}
+
+/// A queued request refused for waiting longer than the queue deadline.
+pub fn queue_timeout() {
+    counter!("ragmesh_llm_queue_timeouts_total").increment(1);
 }
 
 pub fn cancelled() {

@@ -16,6 +16,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::error::GenError;
 use crate::generator::{Event, FinishReason, GeneratorConfig, Load, Stats, TokenLogprob};
 use crate::kv::{CachePool, KvCache};
 use crate::metrics as m;
@@ -130,6 +131,8 @@ pub struct Engine {
     prefill_chunk: usize,
     reserved: usize,
     kv_capacity: usize,
+    /// Past this wait a queued request is refused (`Overloaded`).
+    max_queue_wait: std::time::Duration,
     /// Caches of finished sequences, for the next admissions. Their room
     /// counts against the KV budget together with the running
     /// reservations; the largest go first when that is exceeded.
@@ -159,6 +162,7 @@ impl Engine {
             prefill_chunk: max_batched_tokens - max_sequences,
             reserved: 0,
             kv_capacity: cfg.kv_cache_tokens,
+            max_queue_wait: cfg.max_queue_wait,
             pool: CachePool::default(),
         }
     }
@@ -208,6 +212,10 @@ impl Engine {
             self.publish();
             if !self.running.is_empty() {
                 self.step();
+                // again after the step: the loop may block next, and the
+                // gauges (read by autoscalers and the gateway's routing)
+                // must not keep the finished sequences
+                self.publish();
             }
         }
     }
@@ -225,10 +233,30 @@ impl Engine {
 
     fn drop_cancelled(&mut self) {
         let before = self.waiting.len();
+        let deadline = self.max_queue_wait;
+        self.waiting.retain(|j| {
+            let waited = j.arrived.elapsed();
+            if waited > deadline && !j.tx.is_closed() {
+                m::queue_timeout();
+                let _ = j.tx.send(Event::Error(GenError::Overloaded(format!(
+                    "waited {} s for a slot without getting one; retry later",
+                    waited.as_secs()
+                ))));
+                return false;
+            }
+            true
+        });
+        let expired = before - self.waiting.len();
+        if expired > 0 {
+            self.shared.waiting.fetch_sub(expired, Ordering::AcqRel);
+        }
+        let before = self.waiting.len();
         self.waiting.retain(|j| !j.tx.is_closed());
         let gone = before - self.waiting.len();
         if gone > 0 {
             self.shared.waiting.fetch_sub(gone, Ordering::AcqRel);
+            // a client that left while queued is a cancellation too
+            (0..gone).for_each(|_| m::cancelled());
         }
         self.remove(|_, s| {
             let gone = s.job.tx.is_closed();

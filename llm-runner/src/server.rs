@@ -24,6 +24,10 @@ pub struct EngineArgs {
     /// Requests waiting for a slot at most; beyond: RESOURCE_EXHAUSTED.
     #[arg(long, env = "RAGMESH_MAX_WAITING", default_value_t = 256)]
     pub max_waiting: usize,
+    /// Seconds a request may wait for a slot; past it, RESOURCE_EXHAUSTED
+    /// (HTTP 429 with Retry-After) instead of a wait without end.
+    #[arg(long, env = "RAGMESH_MAX_QUEUE_WAIT_S", default_value_t = 60)]
+    pub max_queue_wait_s: u64,
     /// KV-cache budget in tokens over all sequences (f16: ~23 KB each for
     /// SmolLM2-135M).
     #[arg(long, env = "RAGMESH_KV_CACHE_TOKENS", default_value_t = 65_536)]
@@ -46,6 +50,7 @@ impl EngineArgs {
             max_sequences: self.max_sequences,
             max_batched_tokens: self.max_batched_tokens,
             max_waiting: self.max_waiting,
+            max_queue_wait: std::time::Duration::from_secs(self.max_queue_wait_s.max(1)),
             kv_cache_tokens: self.kv_cache_tokens,
             max_model_len: self.max_model_len,
             kernel: self.kernel,

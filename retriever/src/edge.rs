@@ -6,9 +6,12 @@
 //! upsert or delete is acknowledged only after the shard is flushed.
 //!
 //! Collection creation and deletion are crash-safe by renaming: a shard is
-//! built under `.creating-<name>` and renamed into place; a deleted one is
-//! renamed to `.deleted-<name>-<n>` before removal. Dot-directories are
-//! cleaned at start-up.
+//! built under `.creating-<name>-<n>` and renamed into place; a deleted one
+//! is renamed to `.deleted-<name>-<n>` before removal. Dot-directories are
+//! cleaned at start-up. While a create or delete of a name runs, the name
+//! is *pending*: a second create or delete of it is refused at once
+//! ([`RetrieverError::Conflict`]), so two operations never share a
+//! directory.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -41,8 +44,8 @@ struct Collection {
     dims: usize,
     distance: Distance,
     shard: Shard,
-    /// Payload fields with an index (see `edge_index`).
-    indexed: Arc<Mutex<HashSet<String>>>,
+    /// Payload fields with an index, and what they hold (see `edge_index`).
+    indexed: Arc<Mutex<edge_index::Indexed>>,
 }
 
 impl Collection {
@@ -82,7 +85,33 @@ pub const OPTIMIZE_QUIET: Duration = Duration::from_secs(2);
 pub struct EdgeBackend {
     root: PathBuf,
     collections: Arc<Collections>,
+    /// Names whose create or delete is running (locked after `collections`
+    /// when both are held).
+    pending: Arc<Mutex<HashSet<Key>>>,
     bm25: Arc<EdgeBm25>,
+}
+
+/// Takes a name out of `pending` when its create or delete ends, however
+/// it ends.
+struct PendingGuard {
+    pending: Arc<Mutex<HashSet<Key>>>,
+    key: Key,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        p.remove(&self.key);
+    }
+}
+
+fn unique_suffix() -> u128 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    nanos ^ u128::from(SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 fn backend_err(e: impl std::fmt::Display) -> RetrieverError {
@@ -170,7 +199,38 @@ impl EdgeBackend {
         Ok(Self {
             root,
             collections,
+            pending: Arc::default(),
             bm25: Arc::new(bm25),
+        })
+    }
+
+    fn lock_map(&self) -> Result<std::sync::MutexGuard<'_, HashMap<Key, Arc<Collection>>>> {
+        self.collections
+            .lock()
+            .map_err(|_| RetrieverError::Backend("collection map lock poisoned".into()))
+    }
+
+    /// Marks `key` pending, or says why it cannot be: it exists (for a
+    /// create) or another create/delete of it runs.
+    fn begin(
+        &self,
+        map: &HashMap<Key, Arc<Collection>>,
+        key: &Key,
+        creating: bool,
+    ) -> Result<PendingGuard> {
+        if creating && map.contains_key(key) {
+            return Err(RetrieverError::AlreadyExists(key.1.clone()));
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if !p.insert(key.clone()) {
+            return Err(RetrieverError::Conflict(format!(
+                "collection '{}' is being created or deleted by another request; retry",
+                key.1
+            )));
+        }
+        Ok(PendingGuard {
+            pending: self.pending.clone(),
+            key: key.clone(),
         })
     }
 
@@ -262,7 +322,8 @@ fn load_collection(dir: &Path) -> Result<Collection> {
         .ok_or_else(|| RetrieverError::Backend("shard has no dense vector".into()))?;
     let distance = our_distance(distance)
         .ok_or_else(|| RetrieverError::Backend("unsupported distance".into()))?;
-    let indexed = shard.read_blocking("", |s| Ok(edge_index::existing(s)))?;
+    // a write: loading may re-make old integer indexes (see edge_index)
+    let indexed = shard.write_blocking("", edge_index::load)?;
     Ok(Collection {
         dims,
         distance,
@@ -326,33 +387,29 @@ impl Backend for EdgeBackend {
         dims: usize,
         distance: Distance,
     ) -> Result<CollectionInfo> {
-        if self.get(tenant, name).is_ok() {
-            return Err(RetrieverError::AlreadyExists(name.to_owned()));
-        }
+        let key: Key = (tenant.to_owned(), name.to_owned());
+        let guard = {
+            let map = self.lock_map()?;
+            self.begin(&map, &key, true)?
+        };
         let tdir = tenant_dir(&self.root, tenant);
-        let staging = tdir.join(format!(".creating-{name}"));
+        let staging = tdir.join(format!(".creating-{name}-{}", unique_suffix()));
         let target = tdir.join(name);
         let c = tokio::task::spawn_blocking(move || -> Result<Collection> {
-            let _ = std::fs::remove_dir_all(&staging);
-            create_shard(&staging, dims, distance)?;
-            std::fs::rename(&staging, &target).map_err(backend_err)?;
+            let built = create_shard(&staging, dims, distance)
+                .and_then(|()| std::fs::rename(&staging, &target).map_err(backend_err));
+            if let Err(e) = built {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
             load_collection(&target)
         })
         .await
         .map_err(backend_err)??;
-        let c = Arc::new(c);
-        {
-            let mut map = self
-                .collections
-                .lock()
-                .map_err(|_| RetrieverError::Backend("collection map lock poisoned".into()))?;
-            // a concurrent create of the same name lost the race on the
-            // directory rename; the map insert is the arbiter
-            if map.contains_key(&(tenant.to_owned(), name.to_owned())) {
-                return Err(RetrieverError::AlreadyExists(name.to_owned()));
-            }
-            map.insert((tenant.to_owned(), name.to_owned()), c.clone());
-        }
+        // the name stays pending until the map holds it, so no other create
+        // or delete can slip in between
+        self.lock_map()?.insert(key, Arc::new(c));
+        drop(guard);
         Ok(CollectionInfo {
             name: name.to_owned(),
             dimensions: dims,
@@ -384,21 +441,25 @@ impl Backend for EdgeBackend {
     }
 
     async fn delete_collection(&self, tenant: &str, name: &str) -> Result<()> {
-        let c = self
-            .collections
-            .lock()
-            .map_err(|_| RetrieverError::Backend("collection map lock poisoned".into()))?
-            .remove(&(tenant.to_owned(), name.to_owned()))
-            .ok_or_else(|| RetrieverError::NotFound(name.to_owned()))?;
+        let key: Key = (tenant.to_owned(), name.to_owned());
+        let (c, guard) = {
+            let mut map = self.lock_map()?;
+            if !map.contains_key(&key) {
+                // a create in flight answers the same: not there yet
+                return Err(RetrieverError::NotFound(name.to_owned()));
+            }
+            let guard = self.begin(&map, &key, false)?;
+            let c = map
+                .remove(&key)
+                .ok_or_else(|| RetrieverError::NotFound(name.to_owned()))?;
+            (c, guard)
+        };
         tokio::task::spawn_blocking(move || -> Result<()> {
+            let _guard = guard; // pending until the directory is gone
             c.shard.close_blocking()?; // flush + release files while no operation runs
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
             let dir = c.shard.dir();
             let parent = dir.parent().map(Path::to_owned).unwrap_or_default();
-            let doomed = parent.join(format!(".deleted-{}-{nanos}", file_name(dir)));
+            let doomed = parent.join(format!(".deleted-{}-{}", file_name(dir), unique_suffix()));
             std::fs::rename(dir, &doomed).map_err(backend_err)?;
             std::fs::remove_dir_all(&doomed).map_err(backend_err)
         })

@@ -11,10 +11,16 @@ pub enum RetrieverError {
     NotFound(String),
     #[error("collection '{0}' already exists")]
     AlreadyExists(String),
+    /// Another request is changing the same thing (e.g. creating or
+    /// deleting the same collection): retry.
+    #[error("{0}")]
+    Conflict(String),
     /// A remote retriever could not be reached or refused for load: retry.
     #[error("retriever unavailable: {0}")]
     Unavailable(String),
-    /// The storage engine failed: not the caller's fault.
+    /// The storage engine failed: not the caller's fault. The text is for
+    /// the log; [`crate::Retriever`] replaces it before it leaves the
+    /// process, since engine messages name files under the data directory.
     #[error("storage error: {0}")]
     Backend(String),
 }

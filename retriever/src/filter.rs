@@ -20,13 +20,33 @@ pub const CHUNK_ID: &str = "chunk_id";
 pub const TEXT: &str = "text";
 pub const METADATA: &str = "metadata";
 
+/// A closed range on one number: numeric equality goes through the float
+/// index (see `edge_index`), and integers and floats compare as numbers.
+fn number_is(key: &str, n: f64) -> Value {
+    json!({"key": key, "range": {"gte": n, "lte": n}})
+}
+
 fn condition(c: &Condition) -> Value {
     match c {
         Condition::Equals { key, value } => {
-            json!({"key": format!("{METADATA}.{key}"), "match": {"value": value}})
+            let key = format!("{METADATA}.{key}");
+            match value.as_f64() {
+                Some(n) if value.is_number() => number_is(&key, n),
+                _ => json!({"key": key, "match": {"value": value}}),
+            }
         }
         Condition::AnyOf { key, values } => {
-            json!({"key": format!("{METADATA}.{key}"), "match": {"any": values}})
+            let key = format!("{METADATA}.{key}");
+            if values.iter().all(Value::is_number) {
+                let any: Vec<Value> = values
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .map(|n| number_is(&key, n))
+                    .collect();
+                json!({"should": any})
+            } else {
+                json!({"key": key, "match": {"any": values}})
+            }
         }
         Condition::Range {
             key,

@@ -31,6 +31,7 @@ impl From<RetrieverError> for Status {
             RetrieverError::InvalidArgument(_) => Status::invalid_argument(msg),
             RetrieverError::NotFound(_) => Status::not_found(msg),
             RetrieverError::AlreadyExists(_) => Status::already_exists(msg),
+            RetrieverError::Conflict(_) => Status::aborted(msg),
             RetrieverError::Unavailable(_) => Status::unavailable(msg),
             RetrieverError::Backend(_) => Status::internal(msg),
         }

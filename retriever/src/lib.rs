@@ -13,6 +13,8 @@ mod edge_index;
 mod edge_shard;
 mod error;
 pub mod filter;
+#[cfg(test)]
+mod filter_props;
 pub mod grpc;
 pub mod metrics;
 pub mod qdrant;

@@ -1,11 +1,14 @@
 //! `Retriever`: the transport-free core. Validates every request, then
-//! hands it to the configured backend, timing it for `/metrics`.
+//! hands it to the configured backend, timing it for `/metrics`. A storage
+//! engine's own error text (which names files under the data directory) is
+//! logged here with an incident number and replaced by a message that
+//! names only the number.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Result, RetrieverError};
 use crate::metrics as m;
 use crate::types::{Chunk, CollectionInfo, Distance, MetaFilter, ScoredChunk, SearchQuery};
 use crate::validate;
@@ -13,6 +16,21 @@ use crate::validate;
 #[derive(Clone)]
 pub struct Retriever {
     backend: Arc<dyn Backend>,
+}
+
+/// Logs a backend failure and hides its text from the caller.
+fn redact<T>(op: &'static str, r: Result<T>) -> Result<T> {
+    match r {
+        Err(RetrieverError::Backend(detail)) => {
+            static INCIDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let n = INCIDENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(incident = n, op, error = %detail, "storage engine failed");
+            Err(RetrieverError::Backend(format!(
+                "the storage engine failed during {op} (incident {n} in the retriever's log)"
+            )))
+        }
+        other => other,
+    }
 }
 
 impl Retriever {
@@ -31,26 +49,33 @@ impl Retriever {
         validate::tenant(tenant)?;
         validate::collection_name(name)?;
         validate::dimensions(dims)?;
-        self.backend
+        let r = self
+            .backend
             .create_collection(tenant, name, dims, distance)
-            .await
+            .await;
+        redact("create_collection", r)
     }
 
     pub async fn list_collections(&self, tenant: &str) -> Result<Vec<CollectionInfo>> {
         validate::tenant(tenant)?;
-        self.backend.list_collections(tenant).await
+        redact(
+            "list_collections",
+            self.backend.list_collections(tenant).await,
+        )
     }
 
     pub async fn describe_collection(&self, tenant: &str, name: &str) -> Result<CollectionInfo> {
         validate::tenant(tenant)?;
         validate::collection_name(name)?;
-        self.backend.describe_collection(tenant, name).await
+        let r = self.backend.describe_collection(tenant, name).await;
+        redact("describe_collection", r)
     }
 
     pub async fn delete_collection(&self, tenant: &str, name: &str) -> Result<()> {
         validate::tenant(tenant)?;
         validate::collection_name(name)?;
-        self.backend.delete_collection(tenant, name).await
+        let r = self.backend.delete_collection(tenant, name).await;
+        redact("delete_collection", r)
     }
 
     pub async fn upsert(
@@ -62,13 +87,14 @@ impl Retriever {
     ) -> Result<usize> {
         validate::tenant(tenant)?;
         validate::collection_name(collection)?;
-        let dims = self.backend.dimensions(tenant, collection).await?;
+        let dims = redact("upsert", self.backend.dimensions(tenant, collection).await)?;
         validate::chunks(&chunks, dims)?;
         let started = Instant::now();
-        let n = self
+        let r = self
             .backend
             .upsert(tenant, collection, chunks, replace_documents)
-            .await?;
+            .await;
+        let n = redact("upsert", r)?;
         metrics::histogram!(m::UPSERT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::counter!(m::UPSERTED_POINTS).increment(n as u64);
         Ok(n)
@@ -83,11 +109,15 @@ impl Retriever {
         validate::tenant(tenant)?;
         validate::collection_name(collection)?;
         validate::top_k(query.top_k)?;
+        validate::query_text(&query.text)?;
         validate::filter(&query.filter)?;
-        let dims = self.backend.dimensions(tenant, collection).await?;
+        let dims = redact("search", self.backend.dimensions(tenant, collection).await)?;
         validate::vector(&query.vector, dims, "query")?;
         let started = Instant::now();
-        let out = self.backend.search(tenant, collection, query).await?;
+        let out = redact(
+            "search",
+            self.backend.search(tenant, collection, query).await,
+        )?;
         metrics::histogram!(m::SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(out)
     }
@@ -101,17 +131,22 @@ impl Retriever {
         validate::tenant(tenant)?;
         validate::collection_name(collection)?;
         if doc_id.is_empty() {
-            return Err(crate::RetrieverError::invalid("doc_id must not be empty"));
+            return Err(RetrieverError::invalid("doc_id must not be empty"));
         }
-        self.backend
+        let r = self
+            .backend
             .delete_document(tenant, collection, doc_id)
-            .await
+            .await;
+        redact("delete_document", r)
     }
 
     pub async fn count(&self, tenant: &str, collection: &str, filter: MetaFilter) -> Result<u64> {
         validate::tenant(tenant)?;
         validate::collection_name(collection)?;
         validate::filter(&filter)?;
-        self.backend.count(tenant, collection, filter).await
+        redact(
+            "count",
+            self.backend.count(tenant, collection, filter).await,
+        )
     }
 }

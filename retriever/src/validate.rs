@@ -8,6 +8,8 @@ pub const MAX_BATCH: usize = 4096;
 /// Largest top_k.
 pub const MAX_TOP_K: usize = 1000;
 pub const MAX_DIMENSIONS: usize = 65_536;
+/// Most values in one one-of condition.
+pub const MAX_ANY_OF: usize = 1024;
 
 /// Collection names: 1–64 of `[A-Za-z0-9_-]`, so they are safe as
 /// directory names and in URLs.
@@ -88,6 +90,19 @@ pub fn chunks(chunks: &[Chunk], dims: usize) -> Result<()> {
     Ok(())
 }
 
+/// Longest query text (it is BM25-scored on the request's thread).
+pub const MAX_QUERY_TEXT_BYTES: usize = 64 * 1024;
+
+pub fn query_text(text: &str) -> Result<()> {
+    if text.len() > MAX_QUERY_TEXT_BYTES {
+        return Err(RetrieverError::invalid(format!(
+            "query text is {} bytes; at most {MAX_QUERY_TEXT_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
 pub fn top_k(k: usize) -> Result<()> {
     if k == 0 || k > MAX_TOP_K {
         return Err(RetrieverError::invalid(format!(
@@ -101,19 +116,25 @@ pub fn filter(f: &MetaFilter) -> Result<()> {
     for c in f.must.iter().chain(&f.must_not) {
         let key = match c {
             Condition::Equals { key, value } => {
-                if !(value.is_string() || value.is_i64() || value.is_u64() || value.is_boolean()) {
+                if !(value.is_string() || value.is_number() || value.is_boolean()) {
                     return Err(RetrieverError::invalid(format!(
-                        "filter on {key:?}: equality needs a string, integer or bool"
+                        "filter on {key:?}: equality needs a string, number or bool"
                     )));
                 }
                 key
             }
             Condition::AnyOf { key, values } => {
                 let strings = values.iter().all(|v| v.is_string());
-                let ints = values.iter().all(|v| v.is_i64());
-                if values.is_empty() || !(strings || ints) {
+                let numbers = values.iter().all(|v| v.is_number());
+                if values.is_empty() || !(strings || numbers) {
                     return Err(RetrieverError::invalid(format!(
-                        "filter on {key:?}: one-of needs a non-empty list of all strings or all integers"
+                        "filter on {key:?}: one-of needs a non-empty list of all strings or all numbers"
+                    )));
+                }
+                if values.len() > MAX_ANY_OF {
+                    return Err(RetrieverError::invalid(format!(
+                        "filter on {key:?}: one-of takes at most {MAX_ANY_OF} values, got {}",
+                        values.len()
                     )));
                 }
                 key
@@ -185,7 +206,9 @@ mod tests {
         };
         assert!(filter(&eq(json!("en"))).is_ok());
         assert!(filter(&eq(json!(3))).is_ok());
-        assert!(filter(&eq(json!(1.5))).is_err());
+        // numbers are numbers: floats and u64s filter like integers
+        assert!(filter(&eq(json!(1.5))).is_ok());
+        assert!(filter(&eq(json!(u64::MAX))).is_ok());
         assert!(filter(&eq(json!({"a": 1}))).is_err());
         let bad_key = MetaFilter {
             must: vec![Condition::Equals {

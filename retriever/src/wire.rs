@@ -208,6 +208,7 @@ pub fn error_from(s: Status, name: &str) -> RetrieverError {
         }
         Code::NotFound => RetrieverError::NotFound(name.into()),
         Code::AlreadyExists => RetrieverError::AlreadyExists(name.into()),
+        Code::Aborted => RetrieverError::Conflict(msg),
         Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
             RetrieverError::Unavailable(msg)
         }

@@ -21,22 +21,28 @@ pub struct Gateway {
 
 /// Starts the gateway binary with `extra` flags.
 pub fn start(extra: &[&str]) -> Gateway {
-    start_with(extra, false)
+    start_with(extra, "", false)
 }
 
 /// As [`start`], with the gateway's log written to [`Gateway::log_path`]
 /// under its default log filter.
 pub fn start_logged(extra: &[&str]) -> Gateway {
-    start_with(extra, true)
+    start_with(extra, "", true)
 }
 
-fn start_with(extra: &[&str], logged: bool) -> Gateway {
+/// As [`start`], with `config` (TOML tables, e.g. `[[key]]`) added to the
+/// config file.
+pub fn start_config(extra: &[&str], config: &str) -> Gateway {
+    start_with(extra, config, false)
+}
+
+fn start_with(extra: &[&str], config: &str, logged: bool) -> Gateway {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let cfg = dir.path().join("gateway.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[[profile]]\nname = \"{PROFILE}\"\ncollection = \"facts\"\ntop_k = 3\ntemperature = 0.0\n"
+            "[[profile]]\nname = \"{PROFILE}\"\ncollection = \"facts\"\ntop_k = 3\ntemperature = 0.0\n{config}"
         ),
     )
     .unwrap_or_else(|e| panic!("config: {e}"));
@@ -72,6 +78,16 @@ impl Gateway {
     /// The log file of a gateway started with [`start_logged`].
     pub fn log_path(&self) -> std::path::PathBuf {
         self._dir.path().join(LOG)
+    }
+
+    /// The gateway's data directory (`--data-dir`).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
+    /// The gateway's `host:port`.
+    pub fn addr(&self) -> String {
+        self.svc.addr("http")
     }
 
     /// The gateway's address with `path`.

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::output::{self, Kind, Meta};
 use super::params::{GenParams, SamplingDefaults};
 use crate::auth::Caller;
-use crate::error::{ApiResult, bad_request, read_json_body};
+use crate::error::{ApiResult, bad_request};
 use crate::fields::{self, Body};
 use crate::metrics as m;
 use crate::rag::profile::override_spec;
@@ -165,7 +165,20 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
         .map(|c| c.tenant.clone())
         .unwrap_or_else(|| DEFAULT_TENANT.into());
     let request_id = crate::request_id::of(&req);
-    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let body = crate::body::read_json(
+        st,
+        req,
+        &[
+            "messages",
+            "rag",
+            "tools",
+            "functions",
+            "stop",
+            "logit_bias",
+            "response_format",
+        ],
+    )
+    .await?;
     let model = fields::req_str(&body, "model")?;
     let target = st.resolve(&model)?;
     let rag = fields::opt_object(&body, "rag")?;
@@ -181,7 +194,7 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
                 ));
             }
             let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
-            return forward(&up, Endpoint::Chat, body, stream, &request_id).await;
+            return forward(&up, Endpoint::Chat, &body, stream, &request_id).await;
         }
         Target::Runner(llm) => (llm, None),
         Target::Profile(p) => (p.llm.clone(), Some(p)),
@@ -272,6 +285,7 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
         started,
     };
     if params.stream {
+        let events = output::first_or_error(events).await?;
         Ok(output::sse(events, meta))
     } else {
         Ok(Json(output::collect(events, meta).await?).into_response())

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::output::{self, Kind, Meta};
 use super::params::{GenParams, SamplingDefaults};
-use crate::error::{ApiResult, bad_request, read_json_body};
+use crate::error::{ApiResult, bad_request};
 use crate::fields;
 use crate::metrics as m;
 use crate::state::{AppState, Target, unix_now};
@@ -42,13 +42,13 @@ fn prompt(b: &fields::Body) -> ApiResult<String> {
 async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     let started = Instant::now();
     let request_id = crate::request_id::of(&req);
-    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let body = crate::body::read_json(st, req, &["prompt", "rag", "stop", "logit_bias"]).await?;
     let model = fields::req_str(&body, "model")?;
     let llm = match st.resolve(&model)? {
         Target::Runner(llm) => llm,
         Target::Upstream(up) => {
             let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
-            return forward(&up, Endpoint::Completions, body, stream, &request_id).await;
+            return forward(&up, Endpoint::Completions, &body, stream, &request_id).await;
         }
         Target::Profile(p) => {
             return Err(bad_request(
@@ -84,6 +84,7 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
         started,
     };
     if params.stream {
+        let events = output::first_or_error(events).await?;
         Ok(output::sse(events, meta))
     } else {
         Ok(Json(output::collect(events, meta).await?).into_response())

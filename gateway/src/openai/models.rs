@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use ragmesh_embedder::http::{embeddings_response, parse_request};
 use serde_json::{Value, json};
 
-use crate::error::{ApiResult, bad_request, read_json_body, unknown_model};
+use crate::error::{ApiResult, bad_request, unknown_model};
 use crate::metrics as m;
 use crate::routing::Backend;
 use crate::state::AppState;
@@ -85,7 +85,7 @@ pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn inner(st: &AppState, req: Request) -> ApiResult<Value> {
-    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let body = crate::body::read_json(st, req, &["input"]).await?;
     let parsed = parse_request(&body, st.embed.dims())?;
     if !st.embed.accepts(&parsed.model) {
         if st.models.get(&parsed.model).is_some() || st.profiles.contains_key(&parsed.model) {

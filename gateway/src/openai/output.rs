@@ -187,6 +187,20 @@ fn data(v: &Value) -> Result<Sse, Infallible> {
     Ok(Sse::default().data(v.to_string()))
 }
 
+/// Waits for the first event, so a request refused before its first token
+/// (a queue deadline, an engine error) is answered with its HTTP status
+/// (429 with `Retry-After`, …) rather than a 200 stream holding an error.
+/// The stream's headers go out with the first token.
+pub async fn first_or_error(
+    mut events: BoxStream<'static, Event>,
+) -> ApiResult<BoxStream<'static, Event>> {
+    match events.next().await {
+        Some(Event::Error(e)) => Err(from_gen(e)),
+        Some(first) => Ok(futures::stream::iter([first]).chain(events).boxed()),
+        None => Ok(events),
+    }
+}
+
 /// Server-sent events: role first (chat; with retrieval it carries
 /// `citations` and `rag` already), then one chunk per delta, then the chunk
 /// carrying `finish_reason` (and again `citations` and `rag`), then usage

@@ -12,12 +12,15 @@ use axum::response::Response;
 use ragmesh_retriever::{Chunk, CollectionInfo, Distance, MAX_BATCH, MetaFilter};
 use serde_json::{Map, Value, json};
 
-use super::chunk;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::chunk::{self, SplitError};
 use super::filter;
 use super::profile::{MAX_TOP_K, RagSpec};
 use super::retrieve::{retrieve, search_hit};
 use crate::auth::Caller;
-use crate::error::{ApiResult, bad_request, from_retriever, internal, not_found, read_json_body};
+use crate::error::{ApiResult, bad_request, from_retriever, internal, not_found};
 use crate::fields::{self, Body};
 use crate::metrics as m;
 use crate::state::AppState;
@@ -50,7 +53,7 @@ pub async fn create(
 }
 
 async fn create_inner(st: &AppState, tenant: &str, req: Request) -> ApiResult<Value> {
-    let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+    let body = crate::body::read_json(st, req, &[]).await?;
     let name = fields::req_str(&body, "name")?;
     let distance = match fields::opt_str(&body, "distance")? {
         None => Distance::Cosine,
@@ -204,7 +207,7 @@ pub async fn ingest(
     req: Request,
 ) -> Response {
     let r = async {
-        let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+        let body = crate::body::read_json(&st, req, &["documents"]).await?;
         let docs = parse_documents(&body)?;
         ingest_documents(&st, &caller.tenant, &name, docs).await
     }
@@ -225,32 +228,49 @@ pub async fn ingest_documents(
         .describe_collection(tenant, collection)
         .await
         .map_err(from_retriever)?;
-    let (embed, settings) = (st.embed.clone(), st.chunking);
+    let settings = st.chunking;
+    // limits before work: a document that cannot fit is refused before it
+    // is tokenized (see chunk::ChunkSettings::min_chunks)
+    for d in &docs {
+        let fewest = settings.min_chunks(&d.text);
+        if fewest > MAX_BATCH {
+            return Err(too_many_chunks(&d.id, fewest, settings));
+        }
+    }
+    // set when this future is dropped (the client went away): the chunking
+    // thread stops at its next chunk
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
+    let embed = st.embed.clone();
     let docs = tokio::task::spawn_blocking(move || {
-        docs.into_iter()
-            .map(|d| {
-                let pieces = chunk::split(&d.text, d.markdown, settings, embed.clone());
-                (d, pieces)
-            })
-            .collect::<Vec<_>>()
+        let mut out = Vec::with_capacity(docs.len());
+        for d in docs {
+            match chunk::split(
+                &d.text,
+                d.markdown,
+                settings,
+                embed.clone(),
+                MAX_BATCH,
+                &cancelled,
+            ) {
+                Ok(pieces) => out.push((d, pieces)),
+                Err(e) => return Err((d.id, e)),
+            }
+        }
+        Ok(out)
     })
     .await
-    .map_err(|e| internal(format!("chunking task failed: {e}")))?;
+    .map_err(|e| internal(format!("chunking task failed: {e}")))?
+    .map_err(|(id, e)| match e {
+        SplitError::TooManyChunks(n) => too_many_chunks(&id, n, settings),
+        // nobody is listening; the status is for the log line
+        SplitError::Cancelled => internal("ingest cancelled: the client went away"),
+    })?;
 
     let mut summary = Vec::with_capacity(docs.len());
     let mut batch: Vec<Chunk> = Vec::new();
     let mut total = 0usize;
     for (doc, pieces) in docs {
-        if pieces.len() > MAX_BATCH {
-            return Err(bad_request(
-                format!(
-                    "document '{}' makes {} chunks; at most {MAX_BATCH}",
-                    doc.id,
-                    pieces.len()
-                ),
-                "documents",
-            ));
-        }
         // a document's chunks go in one upsert: `replace_documents` swaps
         // all of them at once
         if batch.len() + pieces.len() > MAX_BATCH {
@@ -281,6 +301,27 @@ pub async fn ingest_documents(
         "chunks": total,
         "data": summary,
     }))
+}
+
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn too_many_chunks(id: &str, at_least: usize, s: chunk::ChunkSettings) -> crate::error::ApiError {
+    bad_request(
+        format!(
+            "document '{id}' makes at least {at_least} chunks; one document may make at most \
+             {MAX_BATCH} (of up to {} tokens or {} characters each): split it into several documents",
+            s.tokens,
+            s.max_chars()
+        ),
+        "documents",
+    )
 }
 
 async fn flush(
@@ -332,7 +373,7 @@ pub async fn search(
     req: Request,
 ) -> Response {
     let r = async {
-        let body = read_json_body(req.into_body(), st.max_body_bytes).await?;
+        let body = crate::body::read_json(&st, req, &["query", "filter"]).await?;
         let query = fields::req_str(&body, "query")?;
         if query.trim().is_empty() {
             return Err(bad_request("'query' is empty", "query"));

@@ -74,7 +74,7 @@ impl PromptTemplate {
             .enumerate()
             .map(|(i, c)| Source {
                 n: i + 1,
-                text: &c.text,
+                text: super::retrieve::truncate_chars(&c.text, MAX_SOURCE_CHARS),
                 doc_id: &c.doc_id,
                 chunk_id: &c.id,
                 score: c.score,
@@ -89,6 +89,13 @@ impl PromptTemplate {
             .map_err(|e| internal(format!("prompt template '{}' failed: {e}", self.name)))
     }
 }
+
+/// Characters of one source placed in a prompt. Chunks this gateway makes
+/// are far shorter (chunk size × `chunk::MAX_CHARS_PER_TOKEN`); the bound
+/// is for chunks written before that limit existed, or straight through
+/// the retriever, which would otherwise be tokenized whole on every
+/// question that retrieves them.
+pub const MAX_SOURCE_CHARS: usize = 8192;
 
 /// The conversation after the context was placed, and what it cost.
 #[derive(Debug)]

@@ -26,6 +26,13 @@ pub async fn retrieve(
     spec: &RagSpec,
     query: &str,
 ) -> ApiResult<Retrieved> {
+    // the embedder reads at most its input length of tokens, so text past
+    // that bound cannot change the vector; cutting by characters first
+    // keeps a huge message from being tokenized (and BM25-scored) whole
+    let query = truncate_chars(
+        query,
+        st.embed.max_input_tokens() * super::chunk::MAX_CHARS_PER_TOKEN,
+    );
     let t0 = Instant::now();
     let (mut vectors, _) = st.embed.embed(vec![query.to_owned()]).await?;
     let vector = vectors
@@ -61,6 +68,14 @@ pub async fn retrieve(
         embed_ms: embed.as_secs_f64() * 1e3,
         search_ms: search.as_secs_f64() * 1e3,
     })
+}
+
+/// The first `max` characters of `text`.
+pub fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
 }
 
 pub fn excerpt(text: &str) -> String {

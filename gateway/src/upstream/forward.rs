@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::direct::{DirectPool, Failed};
 use super::{COOLDOWN, Target, Upstream, error_chain, now_ms};
@@ -56,7 +56,7 @@ pub enum Endpoint {
 pub async fn forward(
     up: &Upstream,
     path: Endpoint,
-    mut body: Map<String, Value>,
+    body: &crate::body::JsonBody,
     stream: bool,
     request_id: &str,
 ) -> ApiResult<Response> {
@@ -68,10 +68,9 @@ pub async fn forward(
     let mut order: Vec<(usize, &Target)> = up.targets.iter().enumerate().collect();
     order.sort_by_key(|(i, t)| (t.cooling_until.load(Relaxed) > now, *i));
     for (ti, t) in order {
-        body.insert("model".into(), Value::String(t.model.clone()));
-        let payload = Bytes::from(serde_json::to_vec(&body).map_err(|e| {
-            crate::error::internal(format!("cannot encode the upstream request: {e}"))
-        })?);
+        // the client's body as sent (unknown members included), with the
+        // target's model name
+        let payload = Bytes::from(body.with_member("model", &Value::String(t.model.clone())));
         for attempt in 0..=up.retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
