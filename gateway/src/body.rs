@@ -100,6 +100,9 @@ fn hit_limit(e: &axum::Error) -> bool {
     false
 }
 
+/// Bodies up to this size are parsed on the request's own task.
+const PARSE_INLINE_UP_TO: usize = 16 * 1024;
+
 /// Members larger than this are parsed only when the route reads them.
 pub const PARSE_ANY_UP_TO: usize = 64 * 1024;
 
@@ -224,7 +227,12 @@ pub async fn read_json(st: &Inner, req: Request, large: &[&str]) -> ApiResult<Js
             ));
         }
     };
-    // parsing a large body is CPU work: not on the async workers
+    // a small body parses in microseconds, cheaper than a hop to the
+    // blocking pool (the proxy path's common case); a large one is CPU
+    // work that must not hold an async worker
+    if bytes.len() <= PARSE_INLINE_UP_TO {
+        return parse(bytes, large, Some(budget));
+    }
     let large: Vec<String> = large.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let large: Vec<&str> = large.iter().map(String::as_str).collect();

@@ -55,7 +55,21 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
         // handlers forward it (upstream calls)
         req.headers_mut().insert("x-request-id", id.clone());
     }
+    let h = req.headers();
+    let has_body = h.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || h.get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
     let mut resp = next.run(req).await;
+    // A refusal may come before the body was read (413 on Content-Length,
+    // 401, 415, 429, ...); hyper then closes the connection, and a client
+    // that pooled it would send its next request into a closed socket. Say
+    // so in the answer.
+    if has_body && resp.status().as_u16() >= 400 {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let status = resp.status().as_u16();
     let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
