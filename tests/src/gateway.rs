@@ -115,13 +115,7 @@ impl Gateway {
 
     /// The first chat model `/v1/models` lists.
     pub async fn chat_model(&self) -> String {
-        let models = self.ok("GET", "/v1/models", None).await;
-        models["data"]
-            .as_array()
-            .and_then(|d| d.iter().find(|m| m["type"] == "chat"))
-            .and_then(|m| m["id"].as_str())
-            .unwrap_or_default()
-            .to_owned()
+        chat_model_in(&self.ok("GET", "/v1/models", None).await)
     }
 
     /// The test corpus: one distinctive fact per document.
@@ -145,6 +139,16 @@ impl Gateway {
         assert_eq!(out["documents"], 3, "{out}");
         assert!(out["chunks"].as_u64().unwrap_or(0) >= 3, "{out}");
     }
+}
+
+/// The first chat model of a `/v1/models` answer.
+pub fn chat_model_in(models: &Value) -> String {
+    models["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|m| m["type"] == "chat"))
+        .and_then(|m| m["id"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// One HTTP call with an optional JSON body and bearer key: the status,

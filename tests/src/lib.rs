@@ -49,6 +49,18 @@ pub fn assert_openai_error(v: &serde_json::Value, ctx: &str) {
     );
 }
 
+/// A process's resident memory in bytes (`VmRSS` in `/proc/<pid>/status`;
+/// 0 if unreadable).
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// The Python with the test tools (the OpenAI SDK) installed.
 pub fn python() -> String {
     std::env::var("RAGMESH_TEST_PYTHON").unwrap_or_else(|_| "python3".into())

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use ragmesh_tests::assert_openai_error;
-use ragmesh_tests::gateway::{self, Gateway, request};
+use ragmesh_tests::gateway::{self, Gateway, chat_model_in, request};
+use ragmesh_tests::{assert_openai_error, rss_bytes};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -96,6 +96,12 @@ async fn transport_defects_are_answered_at_once() {
     .await;
     assert!(!resp.contains("100 Continue"), "{resp}");
     assert_eq!(status_of(&resp), 413, "{resp}");
+    // the body was never read, so the connection closes: the answer says
+    // so, and a pooling client does not reuse it
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -208,6 +214,80 @@ async fn connections_past_the_cap_get_503_and_health_recovers() {
     health_within(&g, 200).await;
 }
 
+/// The rate-limited key of the keyed test.
+const KEY: &str = "limited-key-123";
+
+/// Opens a connection that sends a request head declaring `length` body
+/// bytes and then one byte of body: the request holds its admission slot
+/// and its share of the body budget while the gateway waits for the rest.
+async fn stalled_body(addr: &str, length: usize) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\n\r\n{{"
+    );
+    tcp.write_all(head.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_budget_and_request_cap_answer_429_with_retry_after() {
+    let g = gateway::start(&[
+        "--max-body-bytes",
+        "1048576",
+        "--max-inflight-body-bytes",
+        "1048576",
+        "--max-concurrent-requests",
+        "2",
+    ]);
+    let addr = g.addr();
+    let embed = |http: reqwest::Client, url: String| async move {
+        request(&http, "POST", &url, None, Some(json!({"input": "hi"}))).await
+    };
+    // one request declaring the whole budget holds it while it reads
+    let a = stalled_body(&addr, 1 << 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, headers, v) = embed(g.http.clone(), g.url("/v1/embeddings")).await;
+    assert_eq!(status, 429, "{v}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("request bodies")),
+        "{v}"
+    );
+    // two stalled requests with small bodies take both admission slots
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = stalled_body(&addr, 10).await;
+    let c = stalled_body(&addr, 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, headers, v) = request(&g.http, "GET", &g.url("/v1/models"), None, None).await;
+    assert_eq!(status, 429, "{v}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("in flight")),
+        "{v}"
+    );
+    // both freed when their clients leave
+    drop((a, c));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, v) = embed(g.http.clone(), g.url("/v1/embeddings")).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {status} {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn sha(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..])
 }
@@ -216,7 +296,7 @@ fn sha(key: &str) -> String {
 async fn unmatched_routes_need_a_key_and_refusals_spend_no_rate_tokens() {
     let config = format!(
         "[[key]]\nname = \"limited\"\ntenant = \"a\"\nsha256 = \"{}\"\nrate_per_minute = 1\nburst = 4\nmax_concurrent = 1\n",
-        sha("limited-key-123")
+        sha(KEY)
     );
     let g = gateway::start_config(&[], &config);
     // defect 11: no route discovery without a key
@@ -229,55 +309,32 @@ async fn unmatched_routes_need_a_key_and_refusals_spend_no_rate_tokens() {
         assert_eq!(status, 401, "{method} {path}: {v}");
         assert_openai_error(&v, path);
     }
-    let (status, _, _) = request(
-        &g.http,
-        "GET",
-        &g.url("/v1/nope"),
-        Some("limited-key-123"),
-        None,
-    )
-    .await;
+    let keyed = |path: &str| {
+        let (http, url) = (g.http.clone(), g.url(path));
+        async move { request(&http, "GET", &url, Some(KEY), None).await }
+    };
+    // an unmatched route authenticates but spends no rate token
+    let (status, _, _) = keyed("/v1/nope").await;
     assert_eq!(status, 404, "with a key the route is simply missing");
-    // that was token 1 of 4. Defect 8: hold the one concurrency slot with
-    // a stream, get refused three times for concurrency, then a request
-    // still has a rate token.
-    let model = {
-        let (_, _, v) = request(
-            &g.http,
-            "GET",
-            &g.url("/v1/models"),
-            Some("limited-key-123"),
-            None,
-        )
-        .await;
-        v["data"]
-            .as_array()
-            .and_then(|d| d.iter().find(|m| m["type"] == "chat"))
-            .and_then(|m| m["id"].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    }; // token 2
+    // Defect 8: hold the one concurrency slot with a stream, get refused
+    // three times for concurrency, then a request still has a rate token
+    // (burst 4: /v1/models, the stream, and the last request take three;
+    // before the fix the refusals took the rest).
+    let model = chat_model_in(&keyed("/v1/models").await.2);
     let stream = g
         .http
         .post(g.url("/v1/chat/completions"))
-        .bearer_auth("limited-key-123")
+        .bearer_auth(KEY)
         .json(
             &json!({"model": model, "stream": true, "max_tokens": 2000, "ignore_eos": true,
                       "messages": [{"role": "user", "content": "Count to a thousand."}]}),
         )
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}")); // token 3
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stream.status().as_u16(), 200);
     for _ in 0..3 {
-        let (status, headers, v) = request(
-            &g.http,
-            "GET",
-            &g.url("/v1/models"),
-            Some("limited-key-123"),
-            None,
-        )
-        .await;
+        let (status, headers, v) = keyed("/v1/models").await;
         assert_eq!(status, 429, "{v}");
         assert!(headers.contains_key("retry-after"));
         assert!(
@@ -290,16 +347,9 @@ async fn unmatched_routes_need_a_key_and_refusals_spend_no_rate_tokens() {
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _, v) = request(
-            &g.http,
-            "GET",
-            &g.url("/v1/models"),
-            Some("limited-key-123"),
-            None,
-        )
-        .await;
+        let (status, _, v) = keyed("/v1/models").await;
         if status == 200 {
-            break; // token 4: the refusals spent none
+            break; // the refusals spent no token
         }
         let msg = v["error"]["message"]
             .as_str()
@@ -423,17 +473,6 @@ async fn racing_creates_conflict_and_mixed_numbers_filter_together() {
     );
 }
 
-/// The gateway's resident memory in bytes, from `/proc`.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn large_inputs_neither_freeze_the_gateway_nor_grow_its_memory() {
     let g = gateway::start(&[]);
@@ -487,7 +526,7 @@ async fn large_inputs_neither_freeze_the_gateway_nor_grow_its_memory() {
     }
 
     // two 7 MB chats and a 7 MB RAG question: answered, /health unharmed
-    let baseline = rss(pid);
+    let baseline = rss_bytes(pid);
     let huge = "a".repeat(7_000_000);
     let mut tasks = Vec::new();
     for m in [model.as_str(), model.as_str(), gateway::PROFILE] {
@@ -527,7 +566,7 @@ async fn large_inputs_neither_freeze_the_gateway_nor_grow_its_memory() {
         }));
     }
     while tasks.iter().any(|t| !t.is_finished()) {
-        peak = peak.max(rss(pid));
+        peak = peak.max(rss_bytes(pid));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for t in tasks {
@@ -580,4 +619,36 @@ async fn runner_gauges_return_to_zero_when_idle() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_refused_before_its_first_token_is_a_429() {
+    let g = gateway::start(&["--max-sequences", "1", "--max-queue-wait-s", "1"]);
+    let model = g.chat_model().await;
+    let chat = |max_tokens: u32| {
+        json!({"model": model, "stream": true, "max_tokens": max_tokens, "ignore_eos": true,
+               "messages": [{"role": "user", "content": "Count to a thousand."}]})
+    };
+    // the one slot, busy for longer than the queue deadline
+    let busy = g
+        .http
+        .post(g.url("/v1/chat/completions"))
+        .json(&chat(1500))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(busy.status().as_u16(), 200);
+    // queued past the deadline: an HTTP 429, not a 200 stream with an error
+    let (status, headers, v) = request(
+        &g.http,
+        "POST",
+        &g.url("/v1/chat/completions"),
+        None,
+        Some(chat(4)),
+    )
+    .await;
+    assert_eq!(status, 429, "{v}");
+    assert!(headers.contains_key("retry-after"));
+    assert_openai_error(&v, "queue deadline");
+    drop(busy);
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ragmesh_tests::gateway;
+use ragmesh_tests::rss_bytes;
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -346,16 +347,6 @@ fn cases(model: &str) -> Vec<Case> {
         ));
     }
     out
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
