@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Python packages the tests drive the services with (the
-# official OpenAI SDK; jsonschema for the OpenAPI schema checks) into a
+# official OpenAI SDK; jsonschema for the OpenAPI schema checks; for the Helm
+# chart checks: helm-python-sdk (Helm 4's engine as a library, no helm binary),
+# kubernetes-validate (offline Kubernetes JSON schemas) and pyyaml) into a
 # venv outside the clone. Does nothing when they are already there.
 set -euo pipefail
 venv="${1:-/var/tmp/ragmesh-test-venv}"
-if "$venv/bin/python" -c "import openai, jsonschema" 2>/dev/null; then
+if "$venv/bin/python" -c "import openai, jsonschema, helm_python, kubernetes_validate, yaml" 2>/dev/null; then
   exit 0
 fi
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai>=1.50,<3" "jsonschema>=4.18,<5"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai>=1.50,<3" "jsonschema>=4.18,<5" \
+  "helm-python-sdk>=0.2,<0.3" "kubernetes-validate>=1.31,<2" "pyyaml>=6,<7"
 "$venv/bin/python" -c "import openai; print('test-deps: openai', openai.__version__, 'in $venv')"

@@ -26,10 +26,14 @@ struct AppState {
     max_body_bytes: usize,
 }
 
-pub fn router(embedder: Embedder, max_body_bytes: usize) -> Router {
+pub fn router(
+    embedder: Embedder,
+    max_body_bytes: usize,
+    lifecycle: &ragmesh_telemetry::Lifecycle,
+) -> Router {
     Router::new()
         .route("/v1/embeddings", post(embeddings))
-        .merge(ragmesh_telemetry::ops_router())
+        .merge(ragmesh_telemetry::ops_router(lifecycle))
         .fallback(not_found)
         .with_state(AppState {
             embedder,
@@ -73,6 +77,13 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // A 413 can answer before the body was read; hyper then closes the
+        // connection, and a client that pooled it would send its next
+        // request into a closed socket. Say so in the answer.
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }
@@ -144,8 +155,9 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads a JSON object body, mapping every failure to an OpenAI error: a
-/// `Content-Length` past `limit` is a 413 before anything is read (so an
-/// `Expect: 100-continue` client is never sent `100 Continue`), a body
+/// `Content-Length` past `limit` is a 413 decided before anything is read
+/// (an `Expect: 100-continue` client is never sent `100 Continue`; another
+/// client's body is dropped as it arrives, so it reads the 413), a body
 /// growing past it a 413, a broken transfer (malformed chunking) a 400.
 pub async fn read_json_body(
     req: Request,
@@ -157,6 +169,9 @@ pub async fn read_json_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        // the client may still be sending: let it finish, so it reads the
+        // 413 instead of a broken pipe
+        ragmesh_telemetry::discard_body(req, std::time::Duration::from_secs(10)).await;
         return Err(too_large(limit));
     }
     let bytes = match to_bytes(req.into_body(), limit).await {

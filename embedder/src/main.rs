@@ -14,7 +14,13 @@ fn main() {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(ragmesh_embedder::server::run(args)));
+        .and_then(|rt| {
+            let out = rt.block_on(ragmesh_embedder::server::run(args));
+            // a drain that hit its deadline may leave blocking work
+            // behind: do not wait for it
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            out
+        });
     if let Err(e) = result {
         // One readable line, non-zero exit.
         eprintln!("ragmesh-embedder: error: {e:#}");

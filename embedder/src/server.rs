@@ -54,6 +54,8 @@ pub struct Args {
     /// Compute threads (0: one per core).
     #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub drain: ragmesh_telemetry::DrainArgs,
 }
 
 /// `RAGMESH_MODEL_DIR`, or the default cache directory.
@@ -111,6 +113,8 @@ fn rayon_pool(threads: usize) -> Result<(), String> {
 
 /// Loads the model, binds both listeners and serves until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let lifecycle = args.drain.lifecycle();
+    lifecycle.drain_on_signals();
     init_threads(args.threads);
     let cfg = args.embedder_config();
     let embedder = tokio::task::spawn_blocking(move || Embedder::load(&cfg))
@@ -144,23 +148,48 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(grpc_svc)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                ragmesh_telemetry::shutdown_signal(),
+                not_serving_on_drain(lifecycle.clone(), health),
             ),
     );
-    let app = crate::http::router(embedder.clone(), args.max_body_bytes);
+    // HTTP is the API here too: on drain it stops accepting and finishes
+    // the requests it has (embeddings take well under the grace period).
+    let app = crate::http::router(embedder.clone(), args.max_body_bytes, &lifecycle);
+    let lc = lifecycle.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http, app)
-            .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
+            .with_graceful_shutdown(async move { lc.draining().await })
             .await
     });
+    lifecycle.set_ready();
     let info = embedder.info();
     tracing::info!(model = %info.id, dims = info.dims, %http_addr, %grpc_addr, "embedder serving");
     // One parseable line on stdout: scripts and tests read the bound ports
     // from it (they start us with port 0).
     println!("ragmesh-embedder listening http={http_addr} grpc={grpc_addr}");
 
-    let (g, h) = tokio::join!(grpc_task, http_task);
+    let Some((g, h)) = lifecycle
+        .serve_until_drained(
+            async { tokio::join!(grpc_task, http_task) },
+            std::time::Duration::ZERO,
+        )
+        .await
+    else {
+        return Ok(());
+    };
     g.context("gRPC server task")?.context("gRPC server")?;
     h.context("HTTP server task")?.context("HTTP server")?;
     Ok(())
+}
+
+/// The gRPC server's shutdown future: once draining, health checks answer
+/// NOT_SERVING (gateways stop routing here), then the server stops
+/// accepting while its calls finish.
+async fn not_serving_on_drain(
+    lifecycle: ragmesh_telemetry::Lifecycle,
+    health: tonic_health::server::HealthReporter,
+) {
+    lifecycle.draining().await;
+    health
+        .set_not_serving::<ragmesh_proto::v1::embedder_server::EmbedderServer<EmbedderGrpc>>()
+        .await;
 }

@@ -1,7 +1,9 @@
 //! Reading a JSON request body, each way it can fail answered on its own:
 //! a content type that is not JSON is a 415, a `Content-Length` past the
-//! limit a 413 *before* anything is read (so an `Expect: 100-continue`
-//! client is told at once, never sent `100 Continue`), a body that grows
+//! limit a 413 decided before anything is read (an `Expect: 100-continue`
+//! client is told at once, never sent `100 Continue`; any other client's
+//! body is read and dropped first, up to 64 MiB, so it is not cut off
+//! mid-write and reads the 413), a body that grows
 //! past the limit a 413, a broken transfer (malformed chunking, a client
 //! that hangs up) a 400, and bad JSON a 400 with serde's line and column.
 //! serde_json's recursion limit (128) turns deep nesting into a 400 as
@@ -100,6 +102,9 @@ fn hit_limit(e: &axum::Error) -> bool {
     false
 }
 
+/// How long a refused body may take to be read and dropped.
+const DISCARD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bodies up to this size are parsed on the request's own task.
 const PARSE_INLINE_UP_TO: usize = 16 * 1024;
 
@@ -186,7 +191,14 @@ fn budget_kib(req: &Request, limit: usize) -> u32 {
 /// as a JSON object whose members `large` are parsed whatever their size.
 pub async fn read_json(st: &Inner, req: Request, large: &[&str]) -> ApiResult<JsonBody> {
     let limit = st.max_body_bytes;
-    check_headers(&req, limit)?;
+    if let Err(refused) = check_headers(&req, limit) {
+        if refused.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // the client may still be sending: let it finish, so it reads
+            // the 413 instead of a broken pipe
+            ragmesh_telemetry::discard_body(req, st.body_timeout.min(DISCARD_WITHIN)).await;
+        }
+        return Err(refused);
+    }
     let need = budget_kib(&req, limit);
     let budget = match st.body_budget.clone().try_acquire_many_owned(need) {
         Ok(p) => p,

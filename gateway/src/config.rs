@@ -159,6 +159,13 @@ pub struct Args {
     pub store: StoreArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub drain: ragmesh_telemetry::DrainArgs,
+    /// Load and validate the configuration (flags, env, --config) as
+    /// start-up would, without loading models or dialling anything; print
+    /// one line and exit (0: valid).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl Args {

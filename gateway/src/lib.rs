@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod error;

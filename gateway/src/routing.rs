@@ -105,11 +105,14 @@ impl Models {
         })
     }
 
-    /// Adds every `[[model]]` table.
+    /// Adds every `[[model]]` table. With `connect == false`
+    /// (`--check-config`) runner pools are validated, not dialled, and
+    /// stand in as [`crate::check::Unconnected`] stages.
     pub async fn load(
         &mut self,
         configs: &[ModelConfig],
         mesh: &MeshSettings,
+        connect: bool,
     ) -> anyhow::Result<()> {
         for (i, c) in configs.iter().enumerate() {
             let what = c
@@ -124,6 +127,16 @@ impl Models {
                         c.timeout_s.is_none() && c.retries.is_none(),
                         "model {what}: timeout_s and retries apply to upstream models"
                     );
+                    if !connect {
+                        crate::mesh::pool::check_targets(&format!("model {what}"), &c.runners)?;
+                        let name = c
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| format!("runner-pool-{}", i + 1));
+                        let stage = crate::check::Unconnected(name.clone());
+                        self.add(name, Backend::Runner(Arc::new(stage)))?;
+                        continue;
+                    }
                     let mut m = mesh.clone();
                     if let Some(ms) = c.connect_timeout_ms {
                         m.connect_timeout = Duration::from_millis(ms);
@@ -251,16 +264,23 @@ mod tests {
         ] {
             let err = match toml::from_str::<ModelConfig>(&text) {
                 Err(e) => e.to_string(),
-                Ok(c) => match Models::default().load(&[c], &mesh()).await {
-                    Err(e) => e.to_string(),
-                    Ok(()) => panic!("accepted: {text}"),
-                },
+                Ok(c) => {
+                    // --check-config refuses what start-up refuses
+                    let checked = Models::default()
+                        .load(std::slice::from_ref(&c), &mesh(), false)
+                        .await;
+                    assert!(checked.is_err(), "checked: {text}");
+                    match Models::default().load(&[c], &mesh(), true).await {
+                        Err(e) => e.to_string(),
+                        Ok(()) => panic!("accepted: {text}"),
+                    }
+                }
             };
             assert!(err.contains(needle), "{text}: {err}");
         }
         // the same name twice
         let c = model(&format!("name = \"a\"\n{up}"));
-        let err = Models::default().load(&[c.clone(), c], &mesh()).await;
+        let err = Models::default().load(&[c.clone(), c], &mesh(), true).await;
         assert!(err.is_err_and(|e| e.to_string().contains("defined twice")));
     }
 
@@ -277,6 +297,7 @@ mod tests {
                     "name = \"ext\"\n[[upstream]]\nurl = \"http://127.0.0.1:9/v1\"\n",
                 )],
                 &mesh(),
+                true,
             )
             .await;
         assert!(ok.is_ok(), "{ok:?}");

@@ -60,7 +60,7 @@ pub fn router(st: AppState) -> Router {
             st.clone(),
             crate::auth::middleware,
         ));
-    v1.merge(ragmesh_telemetry::ops_router())
+    v1.merge(ragmesh_telemetry::ops_router(&st.lifecycle))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(crate::request_id::middleware))
@@ -90,7 +90,10 @@ async fn wrong_method(State(st): State<AppState>, req: Request) -> Response {
 
 /// Loads each stage (in-process, or clients of its replicas), the
 /// models, profiles, aliases and keys.
-pub async fn build(args: &Args) -> anyhow::Result<AppState> {
+pub async fn build(
+    args: &Args,
+    lifecycle: &ragmesh_telemetry::Lifecycle,
+) -> anyhow::Result<AppState> {
     ragmesh_embedder::server::init_threads(args.threads);
     let mesh = MeshSettings {
         connect_timeout: Duration::from_millis(args.mesh_connect_timeout_ms),
@@ -139,38 +142,17 @@ pub async fn build(args: &Args) -> anyhow::Result<AppState> {
     };
     chunking.validate(embed.max_input_tokens())?;
 
-    let builtin = Arc::new(PromptTemplate::builtin());
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    models.load(&file.model, &mesh).await?;
-    anyhow::ensure!(
-        models.iter().next().is_some(),
-        "no chat model: --llm-model none needs --runner-endpoints or [[model]] tables"
-    );
-    let mut configs = file.profile;
-    if !args.demo_ingest.is_empty() && !configs.iter().any(|p| p.name == args.demo_collection) {
-        configs.push(crate::demo::profile(&args.demo_collection));
-    }
-    let mut profiles = HashMap::new();
-    for c in &configs {
-        let p = Profile::load(c, &models, &builtin)?;
-        anyhow::ensure!(
-            models.get(&p.name).is_none() && p.name != embed.model_id(),
-            "profile {}: the name is taken by a served model",
-            p.name
-        );
-        anyhow::ensure!(
-            profiles.insert(p.name.clone(), Arc::new(p)).is_none(),
-            "profile {} is defined twice",
-            c.name
-        );
-    }
-    let aliases = crate::routing::aliases(&file.aliases, |n| {
-        models.get(n).is_some() || profiles.contains_key(n)
-    })?;
-    let keys = crate::auth::Keys::load(&file.key, args.api_keys.as_deref())?;
+    models.load(&file.model, &mesh, true).await?;
+    let Assembled {
+        builtin,
+        profiles,
+        aliases,
+        keys,
+    } = assemble(args, file, &models, embed.model_id())?;
     if keys.open() {
         tracing::warn!(
             "no API keys configured: OPEN mode, every caller is tenant 'default' (bind to loopback)"
@@ -208,7 +190,58 @@ pub async fn build(args: &Args) -> anyhow::Result<AppState> {
             allowed_origins: args.allowed_origins.clone(),
         },
         started: unix_now(),
+        lifecycle: lifecycle.clone(),
     }))
+}
+
+/// What the config file and flags define on top of the stages: checked
+/// the same way by start-up and by `--check-config`.
+pub struct Assembled {
+    pub builtin: Arc<PromptTemplate>,
+    pub profiles: HashMap<String, Arc<Profile>>,
+    pub aliases: HashMap<String, String>,
+    pub keys: crate::auth::Keys,
+}
+
+pub fn assemble(
+    args: &Args,
+    file: FileConfig,
+    models: &Models,
+    embed_model: &str,
+) -> anyhow::Result<Assembled> {
+    let builtin = Arc::new(PromptTemplate::builtin());
+    anyhow::ensure!(
+        models.iter().next().is_some(),
+        "no chat model: --llm-model none needs --runner-endpoints or [[model]] tables"
+    );
+    let mut configs = file.profile;
+    if !args.demo_ingest.is_empty() && !configs.iter().any(|p| p.name == args.demo_collection) {
+        configs.push(crate::demo::profile(&args.demo_collection));
+    }
+    let mut profiles = HashMap::new();
+    for c in &configs {
+        let p = Profile::load(c, models, &builtin)?;
+        anyhow::ensure!(
+            models.get(&p.name).is_none() && p.name != embed_model,
+            "profile {}: the name is taken by a served model",
+            p.name
+        );
+        anyhow::ensure!(
+            profiles.insert(p.name.clone(), Arc::new(p)).is_none(),
+            "profile {} is defined twice",
+            c.name
+        );
+    }
+    let aliases = crate::routing::aliases(&file.aliases, |n| {
+        models.get(n).is_some() || profiles.contains_key(n)
+    })?;
+    let keys = crate::auth::Keys::load(&file.key, args.api_keys.as_deref())?;
+    Ok(Assembled {
+        builtin,
+        profiles,
+        aliases,
+        keys,
+    })
 }
 
 fn install_metrics() {
@@ -229,8 +262,15 @@ fn install_metrics() {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.check_config {
+        let line = crate::check::check(&args).await?;
+        println!("{line}");
+        return Ok(());
+    }
+    let lifecycle = args.drain.lifecycle();
+    lifecycle.drain_on_signals();
     install_metrics();
-    let st = build(&args).await?;
+    let st = build(&args, &lifecycle).await?;
     if !args.demo_ingest.is_empty() {
         let t = std::time::Instant::now();
         let (docs, chunks) =
@@ -267,12 +307,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         header_timeout: Duration::from_secs(args.http_header_timeout_s.max(1)),
         max_connections: args.max_connections,
     };
-    crate::listen::serve(
+    let lc = lifecycle.clone();
+    let serving = crate::listen::serve(
         listener,
         router(st),
         limits,
-        ragmesh_telemetry::shutdown_signal(),
-    )
-    .await
-    .context("HTTP server")
+        async move { lc.draining().await },
+    );
+    lifecycle.set_ready();
+    // SSE streams end themselves at the deadline: give their last event
+    // and `[DONE]` a moment to go out
+    let linger = Duration::from_secs(2);
+    match lifecycle.serve_until_drained(serving, linger).await {
+        Some(r) => r.context("HTTP server"),
+        None => Ok(()),
+    }
 }

@@ -39,6 +39,8 @@ pub struct Inner {
     pub origins: crate::origin::Policy,
     /// Unix time the gateway started (`created` of /v1/models).
     pub started: u64,
+    /// Readiness and drain (`/ready`; SSE streams end at the deadline).
+    pub lifecycle: ragmesh_telemetry::Lifecycle,
 }
 
 pub type AppState = Arc<Inner>;

@@ -80,6 +80,8 @@ pub struct Args {
     /// Compute threads (0: one per core).
     #[arg(long, env = "RAGMESH_THREADS", default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub drain: ragmesh_telemetry::DrainArgs,
 }
 
 pub fn default_model() -> String {
@@ -97,6 +99,8 @@ impl Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let lifecycle = args.drain.lifecycle();
+    lifecycle.drain_on_signals();
     if args.threads > 0 {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(args.threads)
@@ -128,24 +132,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .set_serving::<ragmesh_proto::v1::llm_runner_server::LlmRunnerServer<RunnerGrpc>>()
         .await;
     let info = core.info().clone();
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health_svc)
-            .add_service(RunnerGrpc::server(core, 16 * 1024 * 1024))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                ragmesh_telemetry::shutdown_signal(),
-            ),
-    );
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, ragmesh_telemetry::ops_router::<()>())
-            .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
-            .await
-    });
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(RunnerGrpc::server(core, 16 * 1024 * 1024))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            not_serving_on_drain(lifecycle.clone(), health),
+        );
     tracing::info!(model = %info.model_id, context = info.context_length, %grpc_addr, %http_addr, "llm-runner serving");
     println!("ragmesh-llm-runner listening http={http_addr} grpc={grpc_addr}");
-    let (g, h) = tokio::join!(grpc_task, http_task);
-    g.context("gRPC server task")?.context("gRPC server")?;
-    h.context("HTTP server task")?.context("HTTP server")?;
+    ragmesh_telemetry::serve_leaf(&lifecycle, http, grpc)
+        .await
+        .map_err(anyhow::Error::msg)?;
     Ok(())
+}
+
+/// The gRPC server's shutdown future: once draining, health checks answer
+/// NOT_SERVING (gateways stop routing here), then the server stops
+/// accepting while its streams finish.
+async fn not_serving_on_drain(
+    lifecycle: ragmesh_telemetry::Lifecycle,
+    health: tonic_health::server::HealthReporter,
+) {
+    lifecycle.draining().await;
+    health
+        .set_not_serving::<ragmesh_proto::v1::llm_runner_server::LlmRunnerServer<RunnerGrpc>>()
+        .await;
 }

@@ -69,6 +69,8 @@ pub struct Args {
     /// Largest accepted gRPC message, in bytes (bounds an upsert batch).
     #[arg(long, env = "RAGMESH_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    #[command(flatten)]
+    pub drain: ragmesh_telemetry::DrainArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,6 +118,8 @@ pub async fn open(args: &StoreArgs) -> anyhow::Result<Retriever> {
 /// Opens the data directory, binds both listeners and serves until
 /// SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let lifecycle = args.drain.lifecycle();
+    lifecycle.drain_on_signals();
     let core = open(&args.store).await?;
     if ragmesh_telemetry::prometheus(&[]).is_none() {
         tracing::warn!("another metrics recorder is installed; /metrics will be empty");
@@ -137,25 +141,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     health
         .set_serving::<ragmesh_proto::v1::retriever_server::RetrieverServer<RetrieverGrpc>>()
         .await;
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health_svc)
-            .add_service(RetrieverGrpc::server(core, args.max_message_bytes))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                ragmesh_telemetry::shutdown_signal(),
-            ),
-    );
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, ragmesh_telemetry::ops_router::<()>())
-            .with_graceful_shutdown(ragmesh_telemetry::shutdown_signal())
-            .await
-    });
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(RetrieverGrpc::server(core, args.max_message_bytes))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            not_serving_on_drain(lifecycle.clone(), health),
+        );
     tracing::info!(backend = ?args.store.backend, data_dir = %args.store.data_dir, %grpc_addr, %http_addr, "retriever serving");
     // Parseable by scripts and tests (they start us on port 0).
     println!("ragmesh-retriever listening http={http_addr} grpc={grpc_addr}");
-    let (g, h) = tokio::join!(grpc_task, http_task);
-    g.context("gRPC server task")?.context("gRPC server")?;
-    h.context("HTTP server task")?.context("HTTP server")?;
+    ragmesh_telemetry::serve_leaf(&lifecycle, http, grpc)
+        .await
+        .map_err(anyhow::Error::msg)?;
     Ok(())
+}
+
+/// The gRPC server's shutdown future: once draining, health checks answer
+/// NOT_SERVING (gateways stop routing here), then the server stops
+/// accepting while its calls finish.
+async fn not_serving_on_drain(
+    lifecycle: ragmesh_telemetry::Lifecycle,
+    health: tonic_health::server::HealthReporter,
+) {
+    lifecycle.draining().await;
+    health
+        .set_not_serving::<ragmesh_proto::v1::retriever_server::RetrieverServer<RetrieverGrpc>>()
+        .await;
 }

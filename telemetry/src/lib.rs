@@ -1,6 +1,11 @@
 //! What every ragmesh binary shares around its service: log set-up, the
-//! process-wide Prometheus recorder, the `/health` + `/metrics` routes, and
-//! graceful shutdown on SIGINT/SIGTERM.
+//! process-wide Prometheus recorder, the `/health`, `/ready` and `/metrics`
+//! routes, and readiness with graceful drain on SIGINT/SIGTERM
+//! ([`lifecycle`]).
+
+pub mod lifecycle;
+
+pub use lifecycle::{DrainArgs, Lifecycle};
 
 use std::sync::OnceLock;
 
@@ -62,11 +67,26 @@ pub fn prometheus(extra: &[(&str, &[f64])]) -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// `GET /health` (liveness) and `GET /metrics` (Prometheus text format).
-pub fn ops_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// `GET /health` (liveness: 200 while the process serves HTTP, draining
+/// included), `GET /ready` (readiness: 200 only when loaded and not
+/// draining, else 503) and `GET /metrics` (Prometheus text format).
+pub fn ops_router<S: Clone + Send + Sync + 'static>(lifecycle: &Lifecycle) -> Router<S> {
+    let lc = lifecycle.clone();
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(move || ready(lc.clone())))
         .route("/metrics", get(metrics_text))
+}
+
+async fn ready(lc: Lifecycle) -> axum::response::Response {
+    use lifecycle::Phase;
+    match lc.phase() {
+        Phase::Ready => "ready".into_response(),
+        Phase::Loading => (StatusCode::SERVICE_UNAVAILABLE, "loading").into_response(),
+        Phase::Draining | Phase::Deadline => {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+        }
+    }
 }
 
 async fn metrics_text() -> axum::response::Response {
@@ -101,4 +121,62 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Serves a leaf service: the ops routes on `http` until the process ends
+/// (a draining service is alive, just not ready), beside `grpc`, whose
+/// shutdown future must be [`Lifecycle::draining`] (or wrap it). Returns
+/// once `grpc` has finished its streams or the grace deadline has passed.
+pub async fn serve_leaf<E>(
+    lifecycle: &Lifecycle,
+    http: tokio::net::TcpListener,
+    grpc: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> Result<(), String>
+where
+    E: std::fmt::Display + Send + 'static,
+{
+    let router = ops_router::<()>(lifecycle);
+    let http_task = tokio::spawn(async move { axum::serve(http, router).await });
+    let grpc_task = tokio::spawn(grpc);
+    lifecycle.set_ready();
+    tokio::select! {
+        g = lifecycle.serve_until_drained(grpc_task, std::time::Duration::ZERO) => match g {
+            Some(Ok(Err(e))) => Err(format!("gRPC server: {e}")),
+            Some(Err(e)) => Err(format!("gRPC server task: {e}")),
+            Some(Ok(Ok(()))) | None => Ok(()),
+        },
+        h = http_task => match h {
+            Ok(Ok(())) => Err("HTTP server stopped".into()),
+            Ok(Err(e)) => Err(format!("HTTP server: {e}")),
+            Err(e) => Err(format!("HTTP server task: {e}")),
+        },
+    }
+}
+
+/// Bodies an early refusal still reads (and drops) before answering.
+pub const DISCARD_UP_TO: u64 = 64 * 1024 * 1024;
+
+/// After a refusal decided from the headers alone (a 413 on
+/// `Content-Length`), the client may still be writing its body; closing at
+/// once cuts it off mid-write, so it sees a broken pipe and never reads the
+/// answer. This reads and drops the body first: up to [`DISCARD_UP_TO`]
+/// declared bytes, within `within`, and never for an `Expect:
+/// 100-continue` client (it sends nothing until told to). Memory stays
+/// flat: frames are dropped as they arrive.
+pub async fn discard_body(req: axum::extract::Request, within: std::time::Duration) {
+    use http_body_util::BodyExt;
+    let h = req.headers();
+    let expects = h
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if expects || declared.is_none_or(|n| n > DISCARD_UP_TO) {
+        return;
+    }
+    let mut body = req.into_body();
+    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+    let _ = tokio::time::timeout(within, drain).await;
 }

@@ -51,6 +51,11 @@ enum Source {
     Dns { host: String, port: u16 },
 }
 
+/// Checks an endpoint list (`--check-config` uses it without connecting).
+pub fn check_targets(service: &str, targets: &[String]) -> anyhow::Result<()> {
+    parse_targets(service, targets).map(|_| ())
+}
+
 fn parse_targets(service: &str, targets: &[String]) -> anyhow::Result<Source> {
     let targets: Vec<&str> = targets
         .iter()

@@ -85,7 +85,7 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     };
     if params.stream {
         let events = output::first_or_error(events).await?;
-        Ok(output::sse(events, meta))
+        Ok(output::sse(events, meta, &st.lifecycle))
     } else {
         Ok(Json(output::collect(events, meta).await?).into_response())
     }

@@ -205,16 +205,32 @@ pub async fn first_or_error(
 /// `citations` and `rag` already), then one chunk per delta, then the chunk
 /// carrying `finish_reason` (and again `citations` and `rag`), then usage
 /// if asked, then `[DONE]`. An error after the stream
-/// started is sent as a `data: {"error": ...}` event before `[DONE]`.
-pub fn sse(events: BoxStream<'static, Event>, meta: Meta) -> Response {
-    axum::response::Sse::new(sse_events(events, meta))
+/// started is sent as a `data: {"error": ...}` event before `[DONE]`; so
+/// is the end of a shutdown's grace period, so a client never reads a
+/// truncated stream.
+pub fn sse(
+    events: BoxStream<'static, Event>,
+    meta: Meta,
+    lifecycle: &ragmesh_telemetry::Lifecycle,
+) -> Response {
+    axum::response::Sse::new(sse_events(events, meta, lifecycle.clone()))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+fn error_event(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Result<Sse, Infallible> {
+    data(&json!({"error": {"message": message, "type": kind, "param": param, "code": code}}))
 }
 
 fn sse_events(
     mut events: BoxStream<'static, Event>,
     meta: Meta,
+    lifecycle: ragmesh_telemetry::Lifecycle,
 ) -> impl Stream<Item = Result<Sse, Infallible>> + Send + 'static {
     // The stream owns the runner's event stream: when the client
     // disconnects, axum drops this stream, which drops the runner's
@@ -237,7 +253,23 @@ fn sse_events(
         }
         let mut first = true;
         let mut offset = 0usize;
-        while let Some(ev) = events.next().await {
+        let cut = lifecycle.deadline();
+        tokio::pin!(cut);
+        loop {
+            let next = tokio::select! {
+                ev = events.next() => Some(ev),
+                () = &mut cut => None,
+            };
+            let Some(next) = next else {
+                yield error_event(
+                    "the server is shutting down and its grace period is over; retry the request",
+                    "server_error",
+                    None,
+                    Some("server_shutting_down"),
+                );
+                break;
+            };
+            let Some(ev) = next else { break };
             match ev {
                 Event::Delta { text, logprobs, .. } => {
                     if first {
@@ -287,9 +319,7 @@ fn sse_events(
                 }
                 Event::Error(e) => {
                     let err = from_gen(e);
-                    let body = json!({"error": {"message": err.message, "type": err.kind,
-                                                "param": err.param, "code": err.code}});
-                    yield data(&body);
+                    yield error_event(&err.message, err.kind, err.param, err.code);
                     break;
                 }
             }
