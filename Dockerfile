@@ -1,6 +1,7 @@
-# ragmesh container image: the four binaries (ragmesh-gateway, -embedder,
-# -retriever, -llm-runner) on a slim Debian runtime. One image serves every
-# role; the command picks the binary (default: ragmesh-gateway):
+# ragmesh container image: the four services (ragmesh-gateway, -embedder,
+# -retriever, -llm-runner) on a slim Debian runtime, as one multi-call binary
+# (ragmesh-gateway) and three links to it (gateway/src/main.rs). One image
+# serves every role; the command picks it (default: ragmesh-gateway):
 #
 #   docker run ragmesh:dev ragmesh-embedder
 #
@@ -63,7 +64,7 @@ ENV RAGMESH_HOST=0.0.0.0 \
 # fuse-overlayfs fails with "failed to get layer ...: layer does not exist"
 # when a COPY that copies nothing is followed directly by one that copies.)
 COPY ${BIN_DIR:-docker/empty}/ /
-# each binary starts (its libraries resolve) on this base
+# each role starts (the binary's libraries resolve) on this base
 RUN if [ -n "$BIN_DIR" ]; then \
       for b in gateway embedder retriever llm-runner; do \
         "ragmesh-$b" --help >/dev/null || { echo "ragmesh-$b does not start on this base (BIN_DIR=$BIN_DIR)" >&2; exit 1; }; \
@@ -86,7 +87,8 @@ COPY . .
 ARG CARGO_PROFILE=release
 ENV CARGO_TARGET_DIR=/src/target
 # .cargo/config.toml (in the context) sets the CPU baseline, x86-64-v3
-RUN cargo build --locked --profile "$CARGO_PROFILE" --workspace --bins \
+# the gateway binary is all four services (multi-call): nothing else to build
+RUN cargo build --locked --profile "$CARGO_PROFILE" -p ragmesh-gateway \
  && out="$CARGO_PROFILE" && { [ "$out" != dev ] || out=debug; } \
  && scripts/image-bundle.sh "target/$out" /bundle
 # models to bake travel in the bundle (the context is here already), so the

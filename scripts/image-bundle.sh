@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Lay out the four ragmesh binaries and what they need at run time as the
+# Lay out the ragmesh binary (all four services) and what it needs at run time as the
 # container image's files, for the Dockerfile to copy to / in one step:
 #
 #   scripts/image-bundle.sh <bin-dir> <out-dir>
 #
-#   <out-dir>/usr/local/bin/ragmesh-{gateway,embedder,retriever,llm-runner}
-#       the binaries of <bin-dir> (a cargo profile directory: target/release,
-#       or target/debug as the tests use), with their debug sections stripped
-#       (`strip --strip-debug`: the symbol table stays, so panics and
-#       profilers still name functions)
+#   <out-dir>/usr/local/bin/ragmesh-gateway
+#       the gateway binary of <bin-dir> (a cargo profile directory:
+#       target/release, or target/debug as the tests use), with its debug
+#       sections stripped (`strip --strip-debug`: the symbol table stays, so
+#       panics and profilers still name functions)
+#   <out-dir>/usr/local/bin/ragmesh-{embedder,retriever,llm-runner}
+#       links to it: the gateway is a multi-call binary that is the service
+#       it is called as (gateway/src/main.rs). It links every stage for the
+#       all-in-one mode anyway, so three more binaries would only repeat its
+#       code (about 70% of a four-binary image)
 #   <out-dir>/usr/local/lib/ragmesh/
 #       every shared library they load that is not glibc's own, as ldd
 #       resolves it on this machine (the image sets LD_LIBRARY_PATH here)
@@ -36,7 +41,8 @@ umask 022
 [ $# -eq 2 ] || { echo "usage: $0 <bin-dir> <out-dir>" >&2; exit 2; }
 bin_dir="$1"
 out="$2"
-bins=(ragmesh-gateway ragmesh-embedder ragmesh-retriever ragmesh-llm-runner)
+bins=(ragmesh-gateway)
+links=(ragmesh-embedder ragmesh-retriever ragmesh-llm-runner)
 
 die() { echo "image-bundle: $*" >&2; exit 1; }
 command -v ldd >/dev/null || die "ldd is missing (libc-bin)"
@@ -77,6 +83,11 @@ for b in "${bins[@]}"; do
   done <<< "$ldd_out"
 done
 
+for l in "${links[@]}"; do
+  ln -s ragmesh-gateway "$out/usr/local/bin/$l"
+  echo "link $l -> ragmesh-gateway" >> "$manifest"
+done
+
 for name in "${!libs[@]}"; do
   # the file the soname points at, copied under the soname
   cp -L "${libs[$name]}" "$out/usr/local/lib/ragmesh/$name"
@@ -97,4 +108,4 @@ else
   echo "image-bundle: warning: no CA bundle at $ca (install ca-certificates): https upstreams will fail to verify" >&2
 fi
 
-echo "image-bundle: $out: ${#bins[@]} binaries ($(du -sh "$out/usr/local/bin" | cut -f1)), ${#libs[@]} libraries (${!libs[*]}), glibc ${glibc_needed:-?}+" >&2
+echo "image-bundle: $out: ${#bins[@]} binary + ${#links[@]} links ($(du -sh "$out/usr/local/bin" | cut -f1)), ${#libs[@]} libraries (${!libs[*]}), glibc ${glibc_needed:-?}+" >&2

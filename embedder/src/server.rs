@@ -111,6 +111,19 @@ fn rayon_pool(threads: usize) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The binary's `main` (the gateway's multi-call binary runs it too,
+/// when called by this binary's name).
+pub fn main() -> ! {
+    use clap::Parser;
+    let args = Args::parse();
+    ragmesh_telemetry::service_main(
+        "ragmesh-embedder",
+        0,
+        std::time::Duration::from_secs(1),
+        move || run(args),
+    )
+}
+
 /// Loads the model, binds both listeners and serves until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let lifecycle = args.drain.lifecycle();

@@ -98,6 +98,21 @@ impl Args {
     }
 }
 
+/// The binary's `main` (the gateway's multi-call binary runs it too,
+/// when called by this binary's name).
+pub fn main() -> ! {
+    use clap::Parser;
+    let args = Args::parse();
+    // the engine computes on its own threads; two async workers serve
+    // gRPC
+    ragmesh_telemetry::service_main(
+        "ragmesh-llm-runner",
+        2,
+        std::time::Duration::from_secs(1),
+        move || run(args),
+    )
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let lifecycle = args.drain.lifecycle();
     lifecycle.drain_on_signals();

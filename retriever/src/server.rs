@@ -115,6 +115,21 @@ pub async fn open(args: &StoreArgs) -> anyhow::Result<Retriever> {
     Ok(Retriever::new(backend))
 }
 
+/// The binary's `main` (the gateway's multi-call binary runs it too,
+/// when called by this binary's name).
+pub fn main() -> ! {
+    use clap::Parser;
+    let args = Args::parse();
+    // acknowledged writes are already durable; a write still in
+    // progress gets a moment, not an unbounded wait
+    ragmesh_telemetry::service_main(
+        "ragmesh-retriever",
+        0,
+        std::time::Duration::from_secs(5),
+        move || run(args),
+    )
+}
+
 /// Opens the data directory, binds both listeners and serves until
 /// SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {

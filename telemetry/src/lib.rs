@@ -180,3 +180,41 @@ pub async fn discard_body(req: axum::extract::Request, within: std::time::Durati
     let drain = async { while let Some(Ok(_)) = body.frame().await {} };
     let _ = tokio::time::timeout(within, drain).await;
 }
+
+/// A service binary's whole `main` after its flags are parsed: logs, a
+/// multi-thread runtime (`workers` threads; 0: one per core), `run`, then
+/// at most `linger` for blocking work a drain left behind (a deadline may
+/// cut a model step short; nothing acknowledged depends on it). An error
+/// is one readable line on stderr and exit status 1; success exits 0.
+pub fn service_main<E, Fut>(
+    name: &str,
+    workers: usize,
+    linger: std::time::Duration,
+    run: impl FnOnce() -> Fut,
+) -> !
+where
+    E: std::fmt::Display,
+    Fut: Future<Output = Result<(), E>>,
+{
+    init_tracing();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        rt.worker_threads(workers);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let out = rt.block_on(run());
+    rt.shutdown_timeout(linger);
+    match out {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
