@@ -193,6 +193,23 @@ fn relay(
     .boxed()
 }
 
+/// A connection that broke before the first delta (a replica killed while
+/// it read the prompt) surfaces from the transport with whatever code h2's
+/// error maps to, often UNKNOWN. Nothing reached the client and a
+/// generation has no side effects, so it is UNAVAILABLE: the pool moves the
+/// call to another replica. Statuses the runner itself sent (no transport
+/// error behind them) keep their code.
+fn lost_is_unavailable(s: Status) -> Status {
+    use std::error::Error;
+    if s.code() == Code::Unavailable || s.source().is_none() {
+        return s;
+    }
+    Status::unavailable(format!(
+        "connection lost before the first token: {}",
+        s.message()
+    ))
+}
+
 #[async_trait]
 impl LlmStage for RemoteRunner {
     fn model_id(&self) -> &str {
@@ -235,8 +252,12 @@ impl LlmStage for RemoteRunner {
             .call_held(|ch| {
                 let msg = msg.clone();
                 async move {
-                    let mut stream = LlmRunnerClient::new(ch).generate(msg).await?.into_inner();
-                    let first = stream.message().await?;
+                    let mut stream = LlmRunnerClient::new(ch)
+                        .generate(msg)
+                        .await
+                        .map_err(lost_is_unavailable)?
+                        .into_inner();
+                    let first = stream.message().await.map_err(lost_is_unavailable)?;
                     Ok((stream, first))
                 }
             })
