@@ -171,7 +171,7 @@ pub async fn read_json_body(
     if declared.is_some_and(|n| n > limit as u64) {
         // the client may still be sending: let it finish, so it reads the
         // 413 instead of a broken pipe
-        ragmesh_telemetry::discard_body(req, std::time::Duration::from_secs(10)).await;
+        ragmesh_telemetry::discard_body(req, std::time::Duration::from_secs(3)).await;
         return Err(too_large(limit));
     }
     let bytes = match to_bytes(req.into_body(), limit).await {

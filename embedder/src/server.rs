@@ -130,9 +130,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     lifecycle.drain_on_signals();
     init_threads(args.threads);
     let cfg = args.embedder_config();
-    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&cfg))
-        .await
-        .context("model loading task")??;
+    let load = tokio::task::spawn_blocking(move || Embedder::load(&cfg));
+    let Some(embedder) = lifecycle.unless_drained(load).await else {
+        return Ok(());
+    };
+    let embedder = embedder.context("model loading task")??;
     let prom = m::prometheus();
     if prom.is_none() {
         tracing::warn!("another metrics recorder is installed; /metrics will be empty");

@@ -103,7 +103,7 @@ fn hit_limit(e: &axum::Error) -> bool {
 }
 
 /// How long a refused body may take to be read and dropped.
-const DISCARD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+const DISCARD_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Bodies up to this size are parsed on the request's own task.
 const PARSE_INLINE_UP_TO: usize = 16 * 1024;

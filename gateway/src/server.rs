@@ -270,11 +270,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let lifecycle = args.drain.lifecycle();
     lifecycle.drain_on_signals();
     install_metrics();
-    let st = build(&args, &lifecycle).await?;
+    let Some(st) = lifecycle.unless_drained(build(&args, &lifecycle)).await else {
+        return Ok(());
+    };
+    let st = st?;
     if !args.demo_ingest.is_empty() {
         let t = std::time::Instant::now();
-        let (docs, chunks) =
-            crate::demo::ingest(&st, &args.demo_collection, &args.demo_ingest).await?;
+        let ingest = crate::demo::ingest(&st, &args.demo_collection, &args.demo_ingest);
+        let Some(ingested) = lifecycle.unless_drained(ingest).await else {
+            return Ok(());
+        };
+        let (docs, chunks) = ingested?;
         tracing::info!(
             docs,
             chunks,

@@ -122,8 +122,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .build_global();
     }
     let cfg = args.generator_config();
-    let core = tokio::task::spawn_blocking(move || Generator::load(cfg))
-        .await
+    let load = tokio::task::spawn_blocking(move || Generator::load(cfg));
+    let Some(core) = lifecycle.unless_drained(load).await else {
+        return Ok(());
+    };
+    let core = core
         .context("model loading task")?
         .with_context(|| format!("cannot load model {}", args.model))?;
     crate::metrics::describe();
@@ -155,6 +158,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             not_serving_on_drain(lifecycle.clone(), health),
         );
     tracing::info!(model = %info.model_id, context = info.context_length, %grpc_addr, %http_addr, "llm-runner serving");
+    // ready before the line scripts wait for (the listeners are bound)
+    lifecycle.set_ready();
     println!("ragmesh-llm-runner listening http={http_addr} grpc={grpc_addr}");
     ragmesh_telemetry::serve_leaf(&lifecycle, http, grpc)
         .await

@@ -135,7 +135,10 @@ pub fn main() -> ! {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let lifecycle = args.drain.lifecycle();
     lifecycle.drain_on_signals();
-    let core = open(&args.store).await?;
+    let Some(core) = lifecycle.unless_drained(open(&args.store)).await else {
+        return Ok(());
+    };
+    let core = core?;
     if ragmesh_telemetry::prometheus(&[]).is_none() {
         tracing::warn!("another metrics recorder is installed; /metrics will be empty");
     }
@@ -165,6 +168,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     tracing::info!(backend = ?args.store.backend, data_dir = %args.store.data_dir, %grpc_addr, %http_addr, "retriever serving");
     // Parseable by scripts and tests (they start us on port 0).
+    // ready before the line scripts wait for (the listeners are bound)
+    lifecycle.set_ready();
     println!("ragmesh-retriever listening http={http_addr} grpc={grpc_addr}");
     ragmesh_telemetry::serve_leaf(&lifecycle, http, grpc)
         .await

@@ -160,11 +160,17 @@ pub const DISCARD_UP_TO: u64 = 64 * 1024 * 1024;
 /// `Content-Length`), the client may still be writing its body; closing at
 /// once cuts it off mid-write, so it sees a broken pipe and never reads the
 /// answer. This reads and drops the body first: up to [`DISCARD_UP_TO`]
-/// declared bytes, within `within`, and never for an `Expect:
-/// 100-continue` client (it sends nothing until told to). Memory stays
+/// declared bytes, within `within` (callers give it a few seconds: a client
+/// that trickles only holds its own request that long), never for an
+/// `Expect: 100-continue` client (it sends nothing until told to) nor on
+/// HTTP/2 (a refusal resets one stream, not the connection). Memory stays
 /// flat: frames are dropped as they arrive.
 pub async fn discard_body(req: axum::extract::Request, within: std::time::Duration) {
     use http_body_util::BodyExt;
+    // HTTP/2 resets the one stream, not the connection: nothing to save
+    if req.version() == axum::http::Version::HTTP_2 {
+        return;
+    }
     let h = req.headers();
     let expects = h
         .get(header::EXPECT)

@@ -4,8 +4,12 @@
 //!
 //! - `GET /ready` is 200 only in `Ready`: Kubernetes sends no traffic to a
 //!   pod that is still loading its model or already draining. `/health`
-//!   (liveness) stays 200 throughout, so a long drain is never mistaken
-//!   for a hang.
+//!   (liveness) stays 200 on the leaf services' HTTP port while they drain
+//!   (it serves only `/health`, `/ready` and `/metrics`); the gateway's and
+//!   the embedder's HTTP port is their API, which stops accepting with the
+//!   rest (the kubelet stops liveness probes of a pod being deleted).
+//! - A signal during start-up (a model load, waiting for replicas) ends the
+//!   process there, as the signal's default action did before.
 //! - On the first signal the servers stop accepting (their shutdown
 //!   future is [`Lifecycle::draining`]) and gRPC health turns NOT_SERVING;
 //!   in-flight requests and streams go on.
@@ -126,6 +130,19 @@ impl Lifecycle {
     /// Resolves once the drain has begun: the servers' shutdown future.
     pub async fn draining(&self) {
         self.reach(Phase::Draining).await
+    }
+
+    /// Runs a start-up step (a model load, waiting for replicas) unless a
+    /// drain begins first: `None` then, and the binary should return, as
+    /// the signal's default action would have ended it.
+    pub async fn unless_drained<T>(&self, step: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            out = step => Some(out),
+            () = self.draining() => {
+                tracing::info!("stopped during start-up");
+                None
+            }
+        }
     }
 
     /// Resolves once the grace period after the drain began is over.

@@ -116,7 +116,7 @@ async fn a_draining_runner_finishes_its_stream_and_exits_0() {
         );
     }
 
-    let (stream, head) = open_stream(&http, &chat, 400).await;
+    let (stream, head) = open_stream(&http, &chat, 800).await;
     // the replica streaming it is the one to stop
     let (mut busy, idle) = if running(&http, &r1).await >= 1.0 {
         (r1, r2)
@@ -165,14 +165,23 @@ async fn a_draining_runner_finishes_its_stream_and_exits_0() {
         .collect();
     assert_eq!(finished.len(), 1, "one finish_reason chunk: {all}");
 
-    let exit = wait_exit(&mut busy.child, Duration::from_secs(60));
+    // its last stream done, a runner exits at once, long before its grace
+    let exit = wait_exit(&mut busy.child, Duration::from_secs(10));
     assert!(
         exit.is_some_and(|s| s.success()),
-        "the runner exits 0 within its grace: {exit:?}"
+        "the runner exits 0 once drained: {exit:?}"
     );
     let (status, _, body) = post(&http, chat.clone(), ask.clone()).await;
     assert_eq!(status, 200, "after the exit: {body}");
-    assert!(running(&http, &idle).await <= 1.0);
+    let t = Instant::now();
+    while running(&http, &idle).await > 0.0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        running(&http, &idle).await,
+        0.0,
+        "the survivor is idle again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +223,10 @@ async fn a_stream_past_the_gateways_grace_ends_with_an_error_event_and_done() {
 async fn leaf_binaries_answer_ready_and_health_and_exit_0_on_sigterm() {
     let data = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let mut all = vec![
-        ("embedder", services::embedder(&[])),
+        (
+            "embedder",
+            services::embedder(&["--shutdown-grace-s", "120"]),
+        ),
         ("retriever", services::retriever(data.path())),
     ];
     let http = reqwest::Client::new();
@@ -224,7 +236,42 @@ async fn leaf_binaries_answer_ready_and_health_and_exit_0_on_sigterm() {
             assert_eq!(status, 200, "{name} {path}");
         }
         sigterm(&svc.child);
-        let exit = wait_exit(&mut svc.child, Duration::from_secs(30));
+        // idle: exits at once, long before its grace (120 s; 30 s)
+        let exit = wait_exit(&mut svc.child, Duration::from_secs(10));
         assert!(exit.is_some_and(|s| s.success()), "{name} exit: {exit:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_during_start_up_ends_the_process_at_once() {
+    // a mesh gateway waiting (up to --mesh-wait-s) for a runner that never
+    // comes: SIGTERM ends it there, as the default action would
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let data = dir.path().display().to_string();
+    let mut child = Command::new(ragmesh_tests::bin_dir().join("ragmesh-gateway"))
+        .args([
+            "--port",
+            "0",
+            "--data-dir",
+            &data,
+            "--llm-model",
+            "none",
+            "--runner-endpoints",
+            "http://127.0.0.1:9",
+            "--mesh-wait-s",
+            "300",
+        ])
+        .env("RAGMESH_MODEL_DIR", ragmesh_tests::model_dir())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "still starting (waiting for the runner)"
+    );
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(10));
+    let _ = child.kill();
+    assert!(exit.is_some_and(|s| s.success()), "exit: {exit:?}");
 }
