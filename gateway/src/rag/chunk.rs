@@ -33,7 +33,7 @@ impl ChunkSettings {
     pub fn validate(&self, max_input_tokens: usize) -> anyhow::Result<()> {
         anyhow::ensure!(self.tokens >= 16, "chunk size must be at least 16 tokens");
         anyhow::ensure!(
-            self.tokens + 2 <= max_input_tokens,
+            self.tokens.saturating_add(2) <= max_input_tokens,
             "chunk size {} exceeds the embedding model's input of {max_input_tokens} tokens",
             self.tokens
         );
