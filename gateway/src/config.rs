@@ -17,6 +17,8 @@
 //!
 //! [[model]]                      # llm-runner replicas (the mesh)
 //! runners = ["dns://llm-runner-headless:50053"]
+//! # name = "..."; scale_from_zero_wait_s = 300 (a pool KEDA may scale
+//! # to zero: not waited for at start-up, requests wait for a replica)
 //!
 //! [[model]]                      # an external OpenAI-compatible API
 //! name = "llama3"

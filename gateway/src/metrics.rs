@@ -15,8 +15,15 @@ pub const RATE_LIMITED: &str = "ragmesh_gateway_rate_limited_total";
 pub const RETRIES: &str = "ragmesh_gateway_backend_retries_total";
 pub const UPSTREAM: &str = "ragmesh_gateway_upstream_requests_total";
 pub const CONNECTIONS_REFUSED: &str = "ragmesh_gateway_connections_refused_total";
+/// Requests waiting for a replica of a pool scaled to zero, by model: the
+/// signal that wakes the pool (the chart's KEDA trigger reads it).
+pub const WAITING_FOR_REPLICA: &str = "ragmesh_gateway_requests_waiting_for_replica";
 
 pub fn describe() {
+    metrics::describe_gauge!(
+        WAITING_FOR_REPLICA,
+        "Requests waiting for a replica of a runner pool scaled to zero, by model"
+    );
     metrics::describe_counter!(REQUESTS, "HTTP requests by route and status");
     metrics::describe_histogram!(TTFT, "Seconds from request to the first generated token");
     metrics::describe_histogram!(E2E, "Seconds from request to the last generated token");

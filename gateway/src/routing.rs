@@ -39,6 +39,11 @@ pub struct ModelConfig {
     pub connect_timeout_ms: Option<u64>,
     pub timeout_s: Option<u64>,
     pub retries: Option<u32>,
+    /// Runner pools that may be scaled to zero (KEDA): start-up does not
+    /// wait for them, and a request waits up to this long for a replica
+    /// (counted in `ragmesh_gateway_requests_waiting_for_replica`, the
+    /// signal that wakes the pool). Needs `name`.
+    pub scale_from_zero_wait_s: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -127,6 +132,10 @@ impl Models {
                         c.timeout_s.is_none() && c.retries.is_none(),
                         "model {what}: timeout_s and retries apply to upstream models"
                     );
+                    anyhow::ensure!(
+                        c.scale_from_zero_wait_s.is_none() || c.name.is_some(),
+                        "model {what}: scale_from_zero_wait_s needs a name (no replica may be there to report one)"
+                    );
                     if !connect {
                         crate::mesh::pool::check_targets(&format!("model {what}"), &c.runners)?;
                         let name = c
@@ -141,7 +150,21 @@ impl Models {
                     if let Some(ms) = c.connect_timeout_ms {
                         m.connect_timeout = Duration::from_millis(ms);
                     }
-                    let r = RemoteRunner::connect(m.pool("llm-runner", &c.runners), m.wait).await?;
+                    let r = match c.scale_from_zero_wait_s {
+                        Some(s) => {
+                            let name = c.name.clone().ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "model {what}: scale_from_zero_wait_s needs a name (no replica may be there to report one)"
+                                )
+                            })?;
+                            let wait = Duration::from_secs(s.max(1));
+                            RemoteRunner::standby(m.pool("llm-runner", &c.runners), name, wait)
+                                .await?
+                        }
+                        None => {
+                            RemoteRunner::connect(m.pool("llm-runner", &c.runners), m.wait).await?
+                        }
+                    };
                     let name = c
                         .name
                         .clone()
@@ -149,6 +172,10 @@ impl Models {
                     self.add(name, Backend::Runner(Arc::new(r)))?;
                 }
                 (true, false) => {
+                    anyhow::ensure!(
+                        c.scale_from_zero_wait_s.is_none(),
+                        "model {what}: scale_from_zero_wait_s applies to runner pools"
+                    );
                     let name = c.name.clone().ok_or_else(|| {
                         anyhow::anyhow!("model {what}: an upstream model needs a name")
                     })?;

@@ -34,6 +34,11 @@ pub trait EmbedStage: Send + Sync {
 #[async_trait]
 pub trait LlmStage: Send + Sync {
     fn model_id(&self) -> &str;
+    /// Waits until the stage can serve: a runner pool that may be scaled
+    /// to zero waits (bounded) for a replica. Everything else is ready.
+    async fn ready(&self) -> ApiResult<()> {
+        Ok(())
+    }
     /// Context window in tokens.
     fn context_length(&self) -> usize;
     /// Prompt tokens `input` becomes (chat template applied).

@@ -449,6 +449,21 @@ def check_gateway_config(report, s, values, config, objects, namespace):
         m = next((m for m in models if m.get("name") == served), None)
         report.check(m is not None and m.get("runners") == [want], "gateway [[model]] per pool at its headless Service",
                      f"{s}: pool {p['name']}: {m}, want runners [{want}]")
+        # a pool that may scale to zero must not hold up the gateway's start,
+        # and requests for it wait (counted) while KEDA wakes it
+        a = p.get("autoscaling") or {}
+        to_zero = bool(a.get("enabled")) and a.get("mode", "keda") == "keda" and int(a.get("minReplicas", 1)) < 1
+        wait = (m or {}).get("scale_from_zero_wait_s")
+        report.check((wait == values["runner"]["scaleFromZeroWaitSeconds"]) if to_zero else wait is None,
+                     "pools that scale to zero are standby models of the gateway (only they)",
+                     f"{s}: pool {p['name']}: to_zero={to_zero} scale_from_zero_wait_s={wait}")
+        if to_zero:
+            so = next((o for _, o in objects if o["kind"] == "ScaledObject" and labels(o).get(POOL) == p["name"]), None)
+            wake = [t for t in (so or {}).get("spec", {}).get("triggers", [])
+                    if values["runner"]["gatewayWaitingMetric"] in t.get("metadata", {}).get("query", "")
+                    and f'model="{served}"' in t["metadata"]["query"]]
+            report.check(len(wake) == 1, "a pool at zero wakes on the gateway's waiting requests for its model",
+                         f"{s}: pool {p['name']}: {so and so['spec']['triggers']}")
     ups = values["gateway"]["config"]["upstreams"]
     report.check(len(models) == len(pools) + len(ups), "gateway [[model]] count = pools + upstreams",
                  f"{s}: {len(models)} models")

@@ -185,3 +185,97 @@ async fn mesh_gateway_runs_rag_over_remote_stages() {
         "upserts reached the retriever"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("free port: {e}"))
+}
+
+async fn waiting_for(http: &reqwest::Client, gw: &Service, model: &str) -> f64 {
+    let key = format!("ragmesh_gateway_requests_waiting_for_replica{{model=\"{model}\"}}");
+    metrics_of(http, gw)
+        .await
+        .lines()
+        .find(|l| l.starts_with(&key))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// A runner pool scaled to zero (KEDA `minReplicaCount: 0`): the gateway
+/// starts without it, a request for it waits (counted in the gauge that
+/// wakes the pool) and is answered once a replica comes up; a pool that
+/// stays at zero past its wait is a 503 with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_scaled_to_zero_waits_for_its_first_replica() {
+    let (port, never) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let cfg = format!(
+        "[[model]]\nname = \"standby\"\nrunners = [\"http://127.0.0.1:{port}\"]\nscale_from_zero_wait_s = 120\n\n\
+         [[model]]\nname = \"asleep\"\nrunners = [\"http://127.0.0.1:{never}\"]\nscale_from_zero_wait_s = 2\n"
+    );
+    let gw = gateway(&dir, &cfg, &["--mesh-probe-interval-ms", "200"], &[]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", gw.http_url());
+    let ask = |model: &str| {
+        json!({"model": model, "temperature": 0, "max_tokens": 4,
+               "messages": [{"role": "user", "content": "Name a colour."}]})
+    };
+
+    // stays at zero: a 503 with Retry-After once its wait is over
+    let t = Instant::now();
+    let resp = http
+        .post(&url)
+        .json(&ask("asleep"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(waiting_for(&http, &gw, "asleep").await, 0.0);
+
+    // a request waits, counted, until a replica comes up
+    let waiting = {
+        let (http, url, body) = (http.clone(), url.clone(), ask("standby"));
+        tokio::spawn(async move { post(&http, url, body).await })
+    };
+    let t = Instant::now();
+    while waiting_for(&http, &gw, "standby").await < 1.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the wait is never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let replica = runner(&port.to_string());
+    let (status, _, body) = waiting
+        .await
+        .unwrap_or_else(|e| panic!("request task: {e}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "standby", "{body}");
+    assert_eq!(waiting_for(&http, &gw, "standby").await, 0.0);
+
+    // back to zero (the replica's address stays known, unreachable): the
+    // next request waits again, and the next replica answers it
+    drop(replica);
+    let waiting = {
+        let (http, url, body) = (http.clone(), url.clone(), ask("standby"));
+        tokio::spawn(async move { post(&http, url, body).await })
+    };
+    let t = Instant::now();
+    while waiting_for(&http, &gw, "standby").await < 1.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the second wait is never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _replica = runner(&port.to_string());
+    let (status, _, body) = waiting
+        .await
+        .unwrap_or_else(|e| panic!("request task: {e}"));
+    assert_eq!(status, 200, "after scaling back up: {body}");
+}

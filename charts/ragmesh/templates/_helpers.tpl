@@ -380,6 +380,10 @@ pool at its headless Service, then upstream models, profiles, keys, aliases.
 [[model]]
 name = {{ toJson $p.servedModelName }}
 runners = [{{ printf "dns://%s:%d" (include "ragmesh.svcHost" (dict "root" $ "svc" (include "ragmesh.poolName" (dict "root" $ "pool" $p)))) (int $.Values.runner.grpcPort) | toJson }}]
+{{- $as := $p.autoscaling | default dict }}
+{{- if and $as.enabled (eq ($as.mode | default "") "keda") (lt (int $as.minReplicas) 1) }}
+scale_from_zero_wait_s = {{ int $.Values.runner.scaleFromZeroWaitSeconds }}
+{{- end }}
 {{- end }}
 {{- range $i, $m := .Values.gateway.config.upstreams }}
 

@@ -7,6 +7,7 @@
 //! and a silent restart elsewhere would repeat them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,12 +21,17 @@ use tonic::{Code, Status};
 
 use super::pool::{InFlight, Pool, PoolConfig, Probe};
 use crate::error::{ApiResult, from_status};
+use crate::metrics::WAITING_FOR_REPLICA;
 use crate::stages::LlmStage;
 
 pub struct RemoteRunner {
     pool: Arc<Pool>,
     model_id: String,
-    context_length: usize,
+    /// 0 until a replica has described the model (a standby pool).
+    context_length: AtomicUsize,
+    /// A pool that may be scaled to zero: how long a request waits for a
+    /// replica to come up (`None`: replicas were there at start-up).
+    standby: Option<Duration>,
 }
 
 /// Polls `Load` for least-outstanding balancing across gateways.
@@ -57,7 +63,23 @@ impl RemoteRunner {
         Ok(Self {
             pool,
             model_id: info.model_id,
-            context_length: info.context_length as usize,
+            context_length: AtomicUsize::new(info.context_length as usize),
+            standby: None,
+        })
+    }
+
+    /// A pool that may have no replica now (scaled to zero): starts at
+    /// once under the configured `name`; each request waits up to `wait`
+    /// for a replica, counted in [`WAITING_FOR_REPLICA`].
+    pub async fn standby(cfg: PoolConfig, name: String, wait: Duration) -> anyhow::Result<Self> {
+        let pool = Pool::start(cfg, load_probe()).await?;
+        tracing::info!(model = %name, replicas = pool.replicas().len(), wait_s = wait.as_secs(), "llm-runner pool on standby (may scale to zero)");
+        metrics::gauge!(WAITING_FOR_REPLICA, "model" => name.clone()).set(0.0);
+        Ok(Self {
+            pool,
+            model_id: name,
+            context_length: AtomicUsize::new(0),
+            standby: Some(wait),
         })
     }
 }
@@ -210,6 +232,57 @@ fn lost_is_unavailable(s: Status) -> Status {
     ))
 }
 
+impl RemoteRunner {
+    /// A standby pool's wait for a replica (bounded, counted in the gauge
+    /// that wakes the pool); it also learns the model's context window.
+    async fn wait_for_replica(&self) -> ApiResult<()> {
+        let Some(wait) = self.standby else {
+            return Ok(());
+        };
+        let gauge = metrics::gauge!(WAITING_FOR_REPLICA, "model" => self.model_id.clone());
+        gauge.increment(1.0);
+        let info = super::wait_for(&self.pool, wait, |ch| async move {
+            LlmRunnerClient::new(ch)
+                .info(pb::RunnerInfoRequest {})
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await;
+        gauge.decrement(1.0);
+        match info {
+            Ok(info) => {
+                self.context_length
+                    .store(info.context_length as usize, Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(crate::error::unavailable(format!(
+                "model {}: no replica came up within {} s (the pool may be scaled to zero): {e}",
+                self.model_id,
+                wait.as_secs()
+            ))),
+        }
+    }
+
+    /// Runs a call; on a standby pool, a call that found no replica
+    /// (UNAVAILABLE: the pool went back to zero, its old addresses are
+    /// gone) waits for one and is tried once more.
+    async fn with_standby<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        match f().await {
+            Err(s) if s.code() == Code::Unavailable && self.standby.is_some() => {
+                self.wait_for_replica()
+                    .await
+                    .map_err(|e| Status::unavailable(e.message))?;
+                f().await
+            }
+            other => other,
+        }
+    }
+}
+
 #[async_trait]
 impl LlmStage for RemoteRunner {
     fn model_id(&self) -> &str {
@@ -217,7 +290,14 @@ impl LlmStage for RemoteRunner {
     }
 
     fn context_length(&self) -> usize {
-        self.context_length
+        self.context_length.load(Relaxed)
+    }
+
+    async fn ready(&self) -> ApiResult<()> {
+        if self.standby.is_some() && self.context_length.load(Relaxed) == 0 {
+            self.wait_for_replica().await?;
+        }
+        Ok(())
     }
 
     async fn count_tokens(&self, input: &Input) -> ApiResult<usize> {
@@ -226,17 +306,18 @@ impl LlmStage for RemoteRunner {
             Input::Prompt(p) => pb::count_tokens_request::Input::Text(p.clone()),
         };
         let r = self
-            .pool
-            .call(|ch| {
-                let input = input.clone();
-                async move {
-                    LlmRunnerClient::new(ch)
-                        .count_tokens(pb::CountTokensRequest {
-                            model: String::new(),
-                            input: Some(input),
-                        })
-                        .await
-                }
+            .with_standby(|| {
+                self.pool.call(|ch| {
+                    let input = input.clone();
+                    async move {
+                        LlmRunnerClient::new(ch)
+                            .count_tokens(pb::CountTokensRequest {
+                                model: String::new(),
+                                input: Some(input),
+                            })
+                            .await
+                    }
+                })
             })
             .await
             .map_err(from_status)?;
@@ -248,18 +329,19 @@ impl LlmStage for RemoteRunner {
         // bound to a replica once its first delta arrives; before that the
         // pool may move the call
         let ((stream, first), slot) = self
-            .pool
-            .call_held(|ch| {
-                let msg = msg.clone();
-                async move {
-                    let mut stream = LlmRunnerClient::new(ch)
-                        .generate(msg)
-                        .await
-                        .map_err(lost_is_unavailable)?
-                        .into_inner();
-                    let first = stream.message().await.map_err(lost_is_unavailable)?;
-                    Ok((stream, first))
-                }
+            .with_standby(|| {
+                self.pool.call_held(|ch| {
+                    let msg = msg.clone();
+                    async move {
+                        let mut stream = LlmRunnerClient::new(ch)
+                            .generate(msg)
+                            .await
+                            .map_err(lost_is_unavailable)?
+                            .into_inner();
+                        let first = stream.message().await.map_err(lost_is_unavailable)?;
+                        Ok((stream, first))
+                    }
+                })
             })
             .await
             .map_err(from_status)?;

@@ -202,6 +202,9 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
     let mut messages = parse_messages(&body)?;
     let params = GenParams::parse(&body, true)?;
     reject_unsupported(&body)?;
+    // a pool scaled to zero: wait (bounded) for a replica before anything
+    // asks the model for its window or its tokens
+    llm.ready().await?;
     let spec = match (&profile, rag) {
         (Some(p), None) => Some(p.spec.clone()),
         (base, Some(r)) => Some(override_spec(

@@ -68,6 +68,8 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     if fields::opt_int_in(&body, "best_of", 1, 1)?.is_some_and(|b| b != 1) {
         return Err(bad_request("only best_of=1 is supported", "best_of"));
     }
+    // a pool scaled to zero: wait (bounded) for a replica
+    llm.ready().await?;
     let id = crate::request_id::new("cmpl");
     let events = llm
         .generate(params.request(Input::Prompt(text), &SamplingDefaults::default(), &id))
