@@ -163,7 +163,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(grpc_svc)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                not_serving_on_drain(lifecycle.clone(), health),
+                ragmesh_telemetry::not_serving_on_drain::<
+                    ragmesh_proto::v1::embedder_server::EmbedderServer<EmbedderGrpc>,
+                >(lifecycle.clone(), health),
             ),
     );
     // HTTP is the API here too: on drain it stops accepting and finishes
@@ -194,17 +196,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     g.context("gRPC server task")?.context("gRPC server")?;
     h.context("HTTP server task")?.context("HTTP server")?;
     Ok(())
-}
-
-/// The gRPC server's shutdown future: once draining, health checks answer
-/// NOT_SERVING (gateways stop routing here), then the server stops
-/// accepting while its calls finish.
-async fn not_serving_on_drain(
-    lifecycle: ragmesh_telemetry::Lifecycle,
-    health: tonic_health::server::HealthReporter,
-) {
-    lifecycle.draining().await;
-    health
-        .set_not_serving::<ragmesh_proto::v1::embedder_server::EmbedderServer<EmbedderGrpc>>()
-        .await;
 }

@@ -265,6 +265,14 @@ mod tests {
             ("name = \"a\"\n".to_owned(), "set runners or upstream"),
             (up.to_owned(), "needs a name"),
             (
+                "runners = [\"http://127.0.0.1:9\"]\nscale_from_zero_wait_s = 5\n".to_owned(),
+                "scale_from_zero_wait_s needs a name",
+            ),
+            (
+                format!("name = \"a\"\nscale_from_zero_wait_s = 5\n{up}"),
+                "applies to runner pools",
+            ),
+            (
                 "name = \"a\"\n[[upstream]]\nurl = \"ftp://h/v1\"\n".to_owned(),
                 "http:// or https://",
             ),

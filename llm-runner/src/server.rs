@@ -155,7 +155,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .add_service(RunnerGrpc::server(core, 16 * 1024 * 1024))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
-            not_serving_on_drain(lifecycle.clone(), health),
+            ragmesh_telemetry::not_serving_on_drain::<
+                ragmesh_proto::v1::llm_runner_server::LlmRunnerServer<RunnerGrpc>,
+            >(lifecycle.clone(), health),
         );
     tracing::info!(model = %info.model_id, context = info.context_length, %grpc_addr, %http_addr, "llm-runner serving");
     // ready before the line scripts wait for (the listeners are bound)
@@ -165,17 +167,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     Ok(())
-}
-
-/// The gRPC server's shutdown future: once draining, health checks answer
-/// NOT_SERVING (gateways stop routing here), then the server stops
-/// accepting while its streams finish.
-async fn not_serving_on_drain(
-    lifecycle: ragmesh_telemetry::Lifecycle,
-    health: tonic_health::server::HealthReporter,
-) {
-    lifecycle.draining().await;
-    health
-        .set_not_serving::<ragmesh_proto::v1::llm_runner_server::LlmRunnerServer<RunnerGrpc>>()
-        .await;
 }

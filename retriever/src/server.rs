@@ -164,7 +164,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .add_service(RetrieverGrpc::server(core, args.max_message_bytes))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
-            not_serving_on_drain(lifecycle.clone(), health),
+            ragmesh_telemetry::not_serving_on_drain::<
+                ragmesh_proto::v1::retriever_server::RetrieverServer<RetrieverGrpc>,
+            >(lifecycle.clone(), health),
         );
     tracing::info!(backend = ?args.store.backend, data_dir = %args.store.data_dir, %grpc_addr, %http_addr, "retriever serving");
     // Parseable by scripts and tests (they start us on port 0).
@@ -175,17 +177,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     Ok(())
-}
-
-/// The gRPC server's shutdown future: once draining, health checks answer
-/// NOT_SERVING (gateways stop routing here), then the server stops
-/// accepting while its calls finish.
-async fn not_serving_on_drain(
-    lifecycle: ragmesh_telemetry::Lifecycle,
-    health: tonic_health::server::HealthReporter,
-) {
-    lifecycle.draining().await;
-    health
-        .set_not_serving::<ragmesh_proto::v1::retriever_server::RetrieverServer<RetrieverGrpc>>()
-        .await;
 }

@@ -224,3 +224,14 @@ where
         }
     }
 }
+
+/// A gRPC server's shutdown future: once draining, health checks answer
+/// NOT_SERVING for service `S` (gateways stop routing here), then the
+/// server stops accepting while its calls finish.
+pub async fn not_serving_on_drain<S: tonic::server::NamedService>(
+    lifecycle: Lifecycle,
+    health: tonic_health::server::HealthReporter,
+) {
+    lifecycle.draining().await;
+    health.set_not_serving::<S>().await;
+}

@@ -24,7 +24,6 @@ import copy
 import json
 import pathlib
 import re
-import sys
 import tomllib
 
 import helm_python as helm
@@ -33,6 +32,7 @@ import kubernetes_validate
 import yaml
 
 import chart_rules
+from checks import Report
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "ragmesh"
@@ -42,20 +42,6 @@ KUBE_VERSION = "1.31.0"
 RELEASE, NAMESPACE = "rag", "ragmesh"
 # the value sets the issue names; more files in the folder are checked too
 REQUIRED_SETS = {"defaults", "gpu-pools-keda", "external-qdrant", "all-off", "all-on"}
-
-
-class Report:
-    """Failures and counts: every check goes through `check`."""
-
-    def __init__(self):
-        self.failures = []
-        self.counts = collections.Counter()
-
-    def check(self, ok, what, detail=""):
-        self.counts[what] += 1
-        if not ok:
-            self.failures.append(f"{what}: {detail}" if detail else what)
-        return ok
 
 
 def binary_defaults():
@@ -210,12 +196,13 @@ def refusals(report, chart):
 
 
 def files_in_sync(report):
-    """The chart ships copies of the fetch script and its hashes (Helm reads
-    only files inside the chart); they must equal the project's."""
+    """The chart ships the fetch script and its hashes as links to scripts/
+    (Helm reads only files inside the chart, and follows links when it
+    loads or packages one); what it reads must equal the project's."""
     for name in ("fetch-models.sh", "models.sha256"):
         same = (CHART / "files" / name).read_bytes() == (ROOT / "scripts" / name).read_bytes()
         report.check(same, "chart's files/ equal scripts/",
-                     f"charts/ragmesh/files/{name} differs from scripts/{name}: copy it again")
+                     f"charts/ragmesh/files/{name} differs from scripts/{name}: link it again")
 
 
 def scripts_shipped(report, set_name, objects):
@@ -314,14 +301,7 @@ def main():
     for name, n in sorted(per_set.items()):
         print(f"  value set {name}: {n} objects")
     print("  kinds rendered: " + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
-    for what, n in sorted(report.counts.items()):
-        print(f"  {n:5d}  {what}")
-    if report.failures:
-        print(f"\nchart_check: {len(report.failures)} FAILED:")
-        for f in report.failures:
-            print(f"  - {f}")
-        sys.exit(1)
-    print(f"chart_check: all {sum(report.counts.values())} checks passed")
+    report.finish("chart_check")
 
 
 if __name__ == "__main__":

@@ -71,12 +71,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import httpx
+
+import checks
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -131,24 +132,20 @@ class OutOfTime(Exception):
     pass
 
 
-class Report:
-    """Checks, counts and timings; every assertion goes through `check`."""
+class Report(checks.Report):
+    """Checks, counts and timings, each check printed as it happens."""
 
     def __init__(self):
-        self.failures = []
-        self.counts = collections.Counter()
+        super().__init__()
         self.timings = []
         self.t0 = time.monotonic()
 
     def check(self, ok, what, detail=""):
-        self.counts[what] += 1
         mark = "ok  " if ok else "FAIL"
         # a passing check shows a short detail only (logs and such: on failure)
         shown = detail if not ok or len(str(detail)) <= 160 else ""
         print(f"  [{mark}] {what}" + (f": {shown}" if shown else ""), flush=True)
-        if not ok:
-            self.failures.append(f"{what}: {detail}" if detail else what)
-        return ok
+        return super().check(ok, what, detail)
 
     def require(self, ok, what, detail=""):
         if not self.check(ok, what, detail):
@@ -921,14 +918,7 @@ def main():
         print(f"  {s:7.1f} s  {what}")
     print(f"  {total:7.1f} s  total")
     print("container_check: checks")
-    for what, n in sorted(report.counts.items()):
-        print(f"  {n:4d}  {what}")
-    if report.failures:
-        print(f"\ncontainer_check: {len(report.failures)} FAILED:")
-        for f in report.failures:
-            print(f"  - {f}")
-        sys.exit(1)
-    print(f"container_check: all {sum(report.counts.values())} checks passed in {total:.0f} s")
+    report.finish("container_check", f" in {total:.0f} s")
 
 
 if __name__ == "__main__":

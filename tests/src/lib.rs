@@ -70,16 +70,23 @@ pub fn python() -> String {
 /// exited 0 (showing its output if not) and returns its stdout.
 pub async fn python_script(script: &str, args: &[&str]) -> String {
     let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    python_file(&path, args, &[]).await
+}
+
+/// Runs the Python file at `path` with `args` and `env` under [`python`],
+/// asserts it exited 0 (showing its output if not) and returns its stdout.
+pub async fn python_file(path: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = tokio::process::Command::new(python())
-        .arg(&path)
+        .arg(path)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{script} failed:\n{stdout}\n{}",
+        "{path} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout

@@ -108,3 +108,15 @@ pub async fn metrics_of(http: &reqwest::Client, svc: &Service) -> String {
         .await
         .unwrap_or_default()
 }
+
+/// The value of `series` (a metric name, or a name with its labels as
+/// Prometheus prints them) in a service's `/metrics`, if it is there.
+pub async fn metric(http: &reqwest::Client, svc: &Service, series: &str) -> Option<f64> {
+    metrics_of(http, svc).await.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        if !rest.starts_with([' ', '{']) {
+            return None;
+        }
+        l.split_whitespace().last()?.parse().ok()
+    })
+}

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ragmesh_tests::{bin_dir, gateway, python, python_script, services};
+use ragmesh_tests::{bin_dir, gateway, python_file, python_script, services};
 use serde_json::Value;
 
 /// Runs chart_check.py with `--out` in a temp dir (one folder per value set)
@@ -206,19 +206,7 @@ async fn chart_script(script: &str, env: &[(&str, &str)]) -> String {
         "{}/../charts/ragmesh/files/{script}",
         env!("CARGO_MANIFEST_DIR")
     );
-    let out = tokio::process::Command::new(python())
-        .arg(&path)
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    python_file(&path, &[], env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use ragmesh_tests::Service;
-use ragmesh_tests::routing::{gateway, metrics_of, post, sse_content};
+use ragmesh_tests::routing::{gateway, metric, post, sse_content};
 use ragmesh_tests::services;
 use serde_json::{Value, json};
 
@@ -43,12 +43,8 @@ async fn status_of(http: &reqwest::Client, url: String) -> u16 {
 }
 
 async fn running(http: &reqwest::Client, runner: &Service) -> f64 {
-    metrics_of(http, runner)
+    metric(http, runner, "ragmesh_llm_num_requests_running")
         .await
-        .lines()
-        .find(|l| l.starts_with("ragmesh_llm_num_requests_running"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
 

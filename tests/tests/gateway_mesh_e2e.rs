@@ -9,17 +9,13 @@
 use std::time::{Duration, Instant};
 
 use ragmesh_tests::Service;
-use ragmesh_tests::routing::{gateway, metrics_of, post, runner, sse_content};
+use ragmesh_tests::routing::{gateway, metric, metrics_of, post, runner, sse_content};
 use ragmesh_tests::services;
 use serde_json::json;
 
 async fn generation_tokens(http: &reqwest::Client, runner: &Service) -> f64 {
-    metrics_of(http, runner)
+    metric(http, runner, "ragmesh_llm_generation_tokens_total")
         .await
-        .lines()
-        .find(|l| l.starts_with("ragmesh_llm_generation_tokens_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
 
@@ -194,14 +190,8 @@ fn free_port() -> u16 {
 }
 
 async fn waiting_for(http: &reqwest::Client, gw: &Service, model: &str) -> f64 {
-    let key = format!("ragmesh_gateway_requests_waiting_for_replica{{model=\"{model}\"}}");
-    metrics_of(http, gw)
-        .await
-        .lines()
-        .find(|l| l.starts_with(&key))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0)
+    let series = format!("ragmesh_gateway_requests_waiting_for_replica{{model=\"{model}\"}}");
+    metric(http, gw, &series).await.unwrap_or(-1.0)
 }
 
 /// A runner pool scaled to zero (KEDA `minReplicaCount: 0`): the gateway
@@ -237,45 +227,30 @@ async fn a_pool_scaled_to_zero_waits_for_its_first_replica() {
     assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(waiting_for(&http, &gw, "asleep").await, 0.0);
 
-    // a request waits, counted, until a replica comes up
-    let waiting = {
-        let (http, url, body) = (http.clone(), url.clone(), ask("standby"));
-        tokio::spawn(async move { post(&http, url, body).await })
-    };
-    let t = Instant::now();
-    while waiting_for(&http, &gw, "standby").await < 1.0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the wait is never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // a request waits, counted, until a replica comes up; then back to zero
+    // (the replica's address stays known, unreachable): the next request
+    // waits again, and the next replica answers it
+    let mut replica: Option<Service> = None;
+    for round in ["the first replica", "after scaling back up"] {
+        drop(replica.take());
+        let waiting = {
+            let (http, url, body) = (http.clone(), url.clone(), ask("standby"));
+            tokio::spawn(async move { post(&http, url, body).await })
+        };
+        let t = Instant::now();
+        while waiting_for(&http, &gw, "standby").await < 1.0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{round}: the wait is never counted"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        replica = Some(runner(&port.to_string()));
+        let (status, _, body) = waiting
+            .await
+            .unwrap_or_else(|e| panic!("request task: {e}"));
+        assert_eq!(status, 200, "{round}: {body}");
+        assert_eq!(body["model"], "standby", "{round}: {body}");
+        assert_eq!(waiting_for(&http, &gw, "standby").await, 0.0, "{round}");
     }
-    let replica = runner(&port.to_string());
-    let (status, _, body) = waiting
-        .await
-        .unwrap_or_else(|e| panic!("request task: {e}"));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["model"], "standby", "{body}");
-    assert_eq!(waiting_for(&http, &gw, "standby").await, 0.0);
-
-    // back to zero (the replica's address stays known, unreachable): the
-    // next request waits again, and the next replica answers it
-    drop(replica);
-    let waiting = {
-        let (http, url, body) = (http.clone(), url.clone(), ask("standby"));
-        tokio::spawn(async move { post(&http, url, body).await })
-    };
-    let t = Instant::now();
-    while waiting_for(&http, &gw, "standby").await < 1.0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the second wait is never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _replica = runner(&port.to_string());
-    let (status, _, body) = waiting
-        .await
-        .unwrap_or_else(|e| panic!("request task: {e}"));
-    assert_eq!(status, 200, "after scaling back up: {body}");
 }

@@ -265,7 +265,7 @@ write is mounted read-only.
 {{- end -}}
 
 {{/*
-The init container running the chart's copy of scripts/fetch-models.sh with
+The init container running scripts/fetch-models.sh (files/ links to it) with
 a models.sha256 that lists only this component's files (the script fetches
 the packages whose files are missing). (dict "root" $ "sums" key).
 */}}
