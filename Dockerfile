@@ -1,7 +1,10 @@
 # ragmesh container image: the four services (ragmesh-gateway, -embedder,
-# -retriever, -llm-runner) on a slim Debian runtime, as one multi-call binary
-# (ragmesh-gateway) and three links to it (gateway/src/main.rs). One image
-# serves every role; the command picks it (default: ragmesh-gateway):
+# -retriever, -llm-runner) as one multi-call binary (ragmesh-gateway) and
+# three links to it (gateway/src/main.rs), on a distroless root file system
+# made from a slim Debian runtime: glibc, the binary's other libraries, CA
+# roots, passwd/group, nothing else (no shell, no package manager;
+# scripts/image-rootfs.sh). One image serves every role; the command picks
+# it (default: ragmesh-gateway):
 #
 #   docker run ragmesh:dev ragmesh-embedder
 #
@@ -21,7 +24,8 @@
 # the target needs, whatever the order. Nothing here needs BuildKit.
 #
 # Build arguments:
-#   RUNTIME_IMAGE  runtime base (a Debian bookworm slim; glibc 2.36)
+#   RUNTIME_IMAGE  the Debian the runtime files come from (bookworm slim;
+#                  glibc 2.36); the image itself is FROM scratch
 #   BUILDER_IMAGE  Rust toolchain image for the source build (Debian bookworm)
 #   BIN_DIR        runtime-prebuilt only: the output of scripts/image-bundle.sh,
 #                  a path inside the build context
@@ -31,7 +35,7 @@
 #   CARGO_PROFILE  source build only: the cargo profile (default release, the
 #                  serving profile; quickstart builds faster, Cargo.toml)
 #
-# At run time: uid/gid 10001, no shell needed, read-only root filesystem
+# At run time: uid/gid 10001, no shell at all, read-only root filesystem
 # (the models are read from /models, the retriever writes only to /data), no
 # HEALTHCHECK (Kubernetes probes /health and the readiness endpoint). No
 # tini: each binary is a fine PID 1, it handles SIGTERM and SIGINT itself
@@ -42,35 +46,28 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 ARG BUILDER_IMAGE=rust:1.95-bookworm
 
 # --- runtime from prebuilt binaries ------------------------------------------
-# The user, ENV, VOLUME, USER, EXPOSE and CMD lines are the same in `runtime`
-# at the end of this file: keep them so.
-FROM ${RUNTIME_IMAGE} AS runtime-prebuilt
+# The ENV, VOLUME, USER, EXPOSE and CMD lines are the same in `runtime` at the
+# end of this file: keep them so.
+FROM ${RUNTIME_IMAGE} AS rootfs-prebuilt
 ARG BIN_DIR
 ARG MODELS_DIR
-# The user exists at build time (the base has a shell then), so the image
-# carries it in /etc/passwd and USER is numeric (runAsNonRoot can check it).
-RUN groupadd --gid 10001 ragmesh \
- && useradd --no-log-init --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin ragmesh \
- && mkdir -p /models /data \
- && chown 10001:10001 /data
-ENV RAGMESH_HOST=0.0.0.0 \
-    RAGMESH_MODEL_DIR=/models \
-    RAGMESH_DATA_DIR=/data \
-    LD_LIBRARY_PATH=/usr/local/lib/ragmesh
+COPY scripts/image-rootfs.sh /usr/local/sbin/
 # docker/empty is an empty folder (its README is left out of the context):
 # the stand-in when an argument is not given, as COPY cannot be conditional.
 # (Keep the RUN between the two COPYs: Docker 20.10's classic builder on
 # fuse-overlayfs fails with "failed to get layer ...: layer does not exist"
 # when a COPY that copies nothing is followed directly by one that copies.)
-COPY ${BIN_DIR:-docker/empty}/ /
-# each role starts (the binary's libraries resolve) on this base
-RUN if [ -n "$BIN_DIR" ]; then \
-      for b in gateway embedder retriever llm-runner; do \
-        "ragmesh-$b" --help >/dev/null || { echo "ragmesh-$b does not start on this base (BIN_DIR=$BIN_DIR)" >&2; exit 1; }; \
-      done; \
-    fi
-COPY ${MODELS_DIR:-docker/empty}/ /models/
+COPY ${BIN_DIR:-docker/empty}/ /rootfs/
+# glibc, passwd/group, /tmp, /data; each role started in a chroot of it
+RUN if [ -n "$BIN_DIR" ]; then image-rootfs.sh /rootfs; fi
+COPY ${MODELS_DIR:-docker/empty}/ /rootfs/models/
+
+FROM scratch AS runtime-prebuilt
+COPY --from=rootfs-prebuilt /rootfs/ /
+ENV RAGMESH_HOST=0.0.0.0 \
+    RAGMESH_MODEL_DIR=/models \
+    RAGMESH_DATA_DIR=/data \
+    LD_LIBRARY_PATH=/usr/local/lib/ragmesh
 VOLUME ["/data"]
 USER 10001:10001
 # gateway 8080; embedder 8081 / 50051; retriever 8082 / 50052; llm-runner 8083 / 50053
@@ -96,19 +93,18 @@ RUN cargo build --locked --profile "$CARGO_PROFILE" -p ragmesh-gateway \
 ARG MODELS_DIR
 RUN if [ -n "$MODELS_DIR" ]; then mkdir -p /bundle/models && cp -a "$MODELS_DIR/." /bundle/models/; fi
 
+FROM ${RUNTIME_IMAGE} AS rootfs
+COPY scripts/image-rootfs.sh /usr/local/sbin/
+COPY --from=build /bundle/ /rootfs/
+RUN image-rootfs.sh /rootfs
+
 # --- runtime (default): built from source --------------------------------------
-FROM ${RUNTIME_IMAGE} AS runtime
-RUN groupadd --gid 10001 ragmesh \
- && useradd --no-log-init --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin ragmesh \
- && mkdir -p /models /data \
- && chown 10001:10001 /data
-COPY --from=build /bundle/ /
+FROM scratch AS runtime
+COPY --from=rootfs /rootfs/ /
 ENV RAGMESH_HOST=0.0.0.0 \
     RAGMESH_MODEL_DIR=/models \
     RAGMESH_DATA_DIR=/data \
     LD_LIBRARY_PATH=/usr/local/lib/ragmesh
-RUN for b in gateway embedder retriever llm-runner; do "ragmesh-$b" --help >/dev/null; done
 VOLUME ["/data"]
 USER 10001:10001
 EXPOSE 8080 8081 8082 8083 50051 50052 50053

@@ -5,7 +5,9 @@ use ragmesh_proto::v1::{
     EmbedRequest, EmbedResponse, EmbedUsage, EmbedderInfoRequest, EmbedderInfoResponse, Embedding,
     TokenizerRequest, TokenizerResponse,
 };
+use ragmesh_telemetry::otel::genai;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::embedder::{EmbedOptions, Embedder};
 use crate::error::EmbedError;
@@ -51,6 +53,12 @@ impl EmbedderRpc for EmbedderGrpc {
         request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
         let req = request.into_inner();
+        let model = &self.embedder.info().id;
+        let span = tracing::info_span!("gen_ai", otel.name = %format!("embeddings {model}"));
+        genai::set(&span, genai::OPERATION, "embeddings");
+        genai::set(&span, genai::PROVIDER, genai::PROVIDER_RAGMESH);
+        genai::set(&span, genai::REQUEST_MODEL, model.clone());
+        genai::set(&span, "ragmesh.inputs", req.texts.len() as i64);
         let result = async {
             self.embedder.check_model(&req.model)?;
             let opts = EmbedOptions {
@@ -59,8 +67,18 @@ impl EmbedderRpc for EmbedderGrpc {
             };
             self.embedder.embed(req.texts, opts).await
         }
+        .instrument(span.clone())
         .await
         .map_err(Status::from);
+        match &result {
+            Ok(out) => {
+                genai::set(&span, genai::RESPONSE_MODEL, model.clone());
+                genai::set(&span, genai::INPUT_TOKENS, out.prompt_tokens as i64);
+                let dims = out.vectors.first().map_or(0, Vec::len);
+                genai::set(&span, genai::EMBEDDING_DIMENSIONS, dims as i64);
+            }
+            Err(s) => genai::error(&span, format!("{:?}", s.code())),
+        }
         let code = match &result {
             Ok(_) => "Ok".to_owned(),
             Err(s) => format!("{:?}", s.code()),

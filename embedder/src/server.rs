@@ -56,6 +56,8 @@ pub struct Args {
     pub threads: usize,
     #[command(flatten)]
     pub drain: ragmesh_telemetry::DrainArgs,
+    #[command(flatten)]
+    pub log: ragmesh_telemetry::LogArgs,
 }
 
 /// `RAGMESH_MODEL_DIR`, or the default cache directory.
@@ -118,6 +120,7 @@ pub fn main() -> ! {
     let args = Args::parse();
     ragmesh_telemetry::service_main(
         "ragmesh-embedder",
+        args.log.log_format,
         0,
         std::time::Duration::from_secs(1),
         move || run(args),
@@ -129,16 +132,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let lifecycle = args.drain.lifecycle();
     lifecycle.drain_on_signals();
     init_threads(args.threads);
+    // the recorder first: loading describes the metrics
+    let prom = m::prometheus();
+    if prom.is_none() {
+        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+    }
     let cfg = args.embedder_config();
     let load = tokio::task::spawn_blocking(move || Embedder::load(&cfg));
     let Some(embedder) = lifecycle.unless_drained(load).await else {
         return Ok(());
     };
     let embedder = embedder.context("model loading task")??;
-    let prom = m::prometheus();
-    if prom.is_none() {
-        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
-    }
 
     let ip: std::net::IpAddr = args
         .host
@@ -159,6 +163,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let grpc_svc = EmbedderGrpc::server(embedder.clone(), args.max_body_bytes);
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
+            .trace_fn(ragmesh_telemetry::otel::grpc_server_span)
             .add_service(health_svc)
             .add_service(grpc_svc)
             .serve_with_incoming_shutdown(

@@ -288,6 +288,9 @@ pub fn guard_unmatched(st: &AppState, req: &Request) -> Result<(), ApiError> {
 /// cap refuses never ran, so it must not spend a rate token.
 pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let mut held = Vec::with_capacity(2);
+    // a span for the checks (no await until it is dropped)
+    let auth_span = tracing::info_span!("auth");
+    let entered = auth_span.enter();
     let caller = match authenticate(&st, &req) {
         Ok(None) => {
             if let Err(refused) = crate::origin::check(&st, &req) {
@@ -341,6 +344,14 @@ pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next
                 1,
             );
         }
+    }
+    drop(entered);
+    drop(auth_span);
+    // the request's span (request_id::middleware) names who called
+    let span = tracing::Span::current();
+    span.record("tenant", &*caller.tenant);
+    if let Some(k) = &caller.key {
+        span.record("key_name", &**k);
     }
     req.extensions_mut().insert(caller);
     let resp = next.run(req).await;

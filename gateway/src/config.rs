@@ -163,6 +163,8 @@ pub struct Args {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub drain: ragmesh_telemetry::DrainArgs,
+    #[command(flatten)]
+    pub log: ragmesh_telemetry::LogArgs,
     /// Load and validate the configuration (flags, env, --config) as
     /// start-up would, without loading models or dialling anything; print
     /// one line and exit (0: valid).

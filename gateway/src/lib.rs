@@ -33,4 +33,5 @@ pub mod routing;
 pub mod server;
 pub mod stages;
 pub mod state;
+pub mod trace;
 pub mod upstream;

@@ -24,8 +24,10 @@ fn main() {
     }
     let args = ragmesh_gateway::config::Args::parse();
     let workers = args.workers;
+    let log = args.log.log_format;
     ragmesh_telemetry::service_main(
         "ragmesh-gateway",
+        log,
         workers,
         std::time::Duration::from_secs(1),
         move || ragmesh_gateway::server::run(args),

@@ -18,8 +18,15 @@ pub const CONNECTIONS_REFUSED: &str = "ragmesh_gateway_connections_refused_total
 /// Requests waiting for a replica of a pool scaled to zero, by model: the
 /// signal that wakes the pool (the chart's KEDA trigger reads it).
 pub const WAITING_FOR_REPLICA: &str = "ragmesh_gateway_requests_waiting_for_replica";
+/// Generations in flight through this gateway, by model (an HPA's custom
+/// metric for the gateway, a view of each pool's load from the front).
+pub const IN_FLIGHT: &str = "ragmesh_gateway_requests_in_flight";
 
 pub fn describe() {
+    metrics::describe_gauge!(
+        IN_FLIGHT,
+        "Generations in flight through this gateway (request to last token), by model"
+    );
     metrics::describe_gauge!(
         WAITING_FOR_REPLICA,
         "Requests waiting for a replica of a runner pool scaled to zero, by model"
@@ -89,5 +96,22 @@ pub fn reply<T: axum::response::IntoResponse>(
             request(route, e.status.as_u16());
             e.into_response()
         }
+    }
+}
+
+/// Counts one generation in [`IN_FLIGHT`] until dropped.
+pub struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    pub fn new(model: &str) -> Self {
+        let g = metrics::gauge!(IN_FLIGHT, "model" => model.to_owned());
+        g.increment(1.0);
+        Self(g)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }

@@ -6,10 +6,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use ragmesh_telemetry::otel::genai;
+use tracing::Instrument;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -55,11 +57,31 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
         // handlers forward it (upstream calls)
         req.headers_mut().insert("x-request-id", id.clone());
     }
+    let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    // the server span: a child of the caller's trace when it sent
+    // `traceparent`; named by the route template, never the raw path
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!(
+        "http_request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        request_id = %rid,
+        tenant = tracing::field::Empty,
+        key_name = tracing::field::Empty,
+    );
+    ragmesh_telemetry::otel::set_parent_from(&span, req.headers());
+    genai::set(&span, "http.request.method", method.to_string());
+    genai::set(&span, "http.route", route);
+    genai::set(&span, "url.path", path.clone());
     let h = req.headers();
     let has_body = h.contains_key(axum::http::header::TRANSFER_ENCODING)
         || h.get(axum::http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    let mut resp = next.run(req).await;
+    let mut resp = next.run(req).instrument(span.clone()).await;
     // A refusal may come before the body was read (413 on Content-Length,
     // 401, 415, 429, ...); hyper then closes the connection, and a client
     // that pooled it would send its next request into a closed socket. Say
@@ -72,13 +94,18 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
     }
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let status = resp.status().as_u16();
-    let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-    // streamed answers log when their headers go out (ms = time to headers)
-    if path == "/health" || path == "/metrics" {
-        tracing::debug!(%method, %path, status, ms, request_id = %rid, "request");
-    } else {
-        tracing::info!(%method, %path, status, ms = (ms * 10.0).round() / 10.0, request_id = %rid, "request");
+    genai::set(&span, "http.response.status_code", i64::from(status));
+    if status >= 500 {
+        genai::error(&span, status.to_string());
     }
+    // streamed answers log when their headers go out (ms = time to headers)
+    span.in_scope(|| {
+        if path == "/health" || path == "/metrics" {
+            tracing::debug!(%method, %path, status, ms, "request");
+        } else {
+            tracing::info!(%method, %path, status, ms = (ms * 10.0).round() / 10.0, "request");
+        }
+    });
     if let Some(id) = id {
         resp.headers_mut().insert("x-request-id", id);
     }

@@ -20,6 +20,16 @@ impl GenError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::InvalidArgument(msg.into())
     }
+
+    /// A short, stable name for the kind (a span's `error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::Overloaded(_) => "overloaded",
+            Self::Model(_) => "model",
+            Self::Internal(_) => "internal",
+        }
+    }
 }
 
 impl From<candle_core::Error> for GenError {

@@ -165,7 +165,11 @@ impl Generator {
             .unwrap_or(1)
             .max(1);
         let tokenizer = Arc::new(tokenizer);
-        let shared = Arc::new(Shared::new(cfg.max_sequences, cfg.kv_cache_tokens));
+        let shared = Arc::new(Shared::new(
+            cfg.max_sequences,
+            cfg.kv_cache_tokens,
+            info.model_id.clone(),
+        ));
         // The channel itself is unbounded in practice; admission is
         // bounded by `shared.waiting` (checked in `generate`).
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.max_waiting.max(1) * 2);
@@ -236,7 +240,9 @@ impl Generator {
         req: GenerateRequest,
     ) -> Result<mpsc::UnboundedReceiver<Event>> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.generate(req))
+        // the caller's span goes with the job (the engine's span events)
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| me.generate(req)))
             .await
             .map_err(|e| GenError::Internal(format!("generation task failed: {e}")))?
     }
@@ -275,7 +281,10 @@ impl Generator {
                 "the engine queue is full; retry later".into(),
             ));
         }
-        crate::metrics::waiting(self.shared.waiting.load(Ordering::Acquire));
+        crate::metrics::waiting(
+            &self.shared.model_name,
+            self.shared.waiting.load(Ordering::Acquire),
+        );
         Ok(rx)
     }
 

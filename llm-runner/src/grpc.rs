@@ -8,7 +8,9 @@ use std::pin::Pin;
 use futures_core::Stream;
 use ragmesh_proto::v1 as pb;
 use ragmesh_proto::v1::llm_runner_server::{LlmRunner, LlmRunnerServer};
+use ragmesh_telemetry::otel::genai;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::error::GenError;
 use crate::generator::{Event, FinishReason, Generator};
@@ -166,9 +168,17 @@ impl LlmRunner for RunnerGrpc {
             ignore_eos: r.ignore_eos,
             stop_on_repeat: r.stop_on_repeat,
         };
-        let mut rx = self.core.generate_blocking(g).await?;
+        let span = crate::trace::generate_span(&g, &self.core.info().model_id);
+        let mut rx = self
+            .core
+            .generate_blocking(g)
+            .instrument(span.clone())
+            .await
+            .inspect_err(|e| genai::error(&span, e.kind()))?;
+        // the span lives with the stream: it ends with the last token
         let stream = async_stream::stream! {
             while let Some(ev) = rx.recv().await {
+                crate::trace::record_event(&span, &ev);
                 let done = matches!(ev, Event::Done { .. } | Event::Error(_));
                 yield delta_of(ev);
                 if done {

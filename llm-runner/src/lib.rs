@@ -32,6 +32,7 @@ pub mod scheduler;
 pub mod server;
 pub mod template;
 pub mod tokenizer;
+pub mod trace;
 
 pub use error::{GenError, Result};
 pub use generator::{Event, FinishReason, Generator, GeneratorConfig, Load, ModelInfo, Stats};

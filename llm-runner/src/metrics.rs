@@ -1,5 +1,11 @@
 //! Prometheus series, named as vLLM names them (`vllm:` becomes
 //! `ragmesh_llm_`), so existing dashboards and autoscaling rules map over.
+//!
+//! The three gauges an endpoint picker reads (Kubernetes Gateway API
+//! Inference Extension, llm-d) are also exported under vLLM's own names,
+//! `vllm:num_requests_waiting`, `vllm:num_requests_running` and
+//! `vllm:kv_cache_usage_perc` (0-1), with the `model_name` label vLLM
+//! gives them, so a runner pod can sit in an InferencePool as it is.
 
 use std::time::Duration;
 
@@ -75,6 +81,18 @@ pub fn describe() {
         "ragmesh_llm_kv_cache_usage_perc",
         "KV-cache tokens held / capacity (0-1)"
     );
+    describe_gauge!(
+        "vllm:num_requests_running",
+        "sequences in the running batch (vLLM's name, for endpoint pickers)"
+    );
+    describe_gauge!(
+        "vllm:num_requests_waiting",
+        "requests waiting for a slot (vLLM's name, for endpoint pickers)"
+    );
+    describe_gauge!(
+        "vllm:kv_cache_usage_perc",
+        "KV-cache tokens held / capacity, 0-1 (vLLM's name, for endpoint pickers)"
+    );
 }
 
 pub fn ttft(d: Duration) {
@@ -117,14 +135,18 @@ pub fn cancelled() {
     counter!("ragmesh_llm_request_cancelled_total").increment(1);
 }
 
-pub fn running(n: usize) {
+pub fn running(model: &str, n: usize) {
     gauge!("ragmesh_llm_num_requests_running").set(n as f64);
+    gauge!("vllm:num_requests_running", "model_name" => model.to_owned()).set(n as f64);
 }
 
-pub fn waiting(n: usize) {
+pub fn waiting(model: &str, n: usize) {
     gauge!("ragmesh_llm_num_requests_waiting").set(n as f64);
+    gauge!("vllm:num_requests_waiting", "model_name" => model.to_owned()).set(n as f64);
 }
 
-pub fn kv_usage(used: usize, capacity: usize) {
-    gauge!("ragmesh_llm_kv_cache_usage_perc").set(used as f64 / capacity.max(1) as f64);
+pub fn kv_usage(model: &str, used: usize, capacity: usize) {
+    let f = used as f64 / capacity.max(1) as f64;
+    gauge!("ragmesh_llm_kv_cache_usage_perc").set(f);
+    gauge!("vllm:kv_cache_usage_perc", "model_name" => model.to_owned()).set(f);
 }

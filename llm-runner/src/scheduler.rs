@@ -34,11 +34,14 @@ pub struct Shared {
     steps: AtomicU64,
     shared_steps: AtomicU64,
     max_in_step: AtomicU64,
+    /// The served model's id: the `model_name` label of the `vllm:` gauges.
+    pub(crate) model_name: String,
 }
 
 impl Shared {
-    pub fn new(max_sequences: usize, kv_capacity: usize) -> Self {
+    pub fn new(max_sequences: usize, kv_capacity: usize, model_name: String) -> Self {
         Self {
+            model_name,
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             kv_used: AtomicUsize::new(0),
@@ -76,6 +79,9 @@ pub struct Job {
     max_tokens: usize,
     tx: UnboundedSender<Event>,
     arrived: Instant,
+    /// The request's span (the caller's, current at `generate`): the
+    /// engine adds its timings to it as span events.
+    span: tracing::Span,
 }
 
 impl Job {
@@ -93,6 +99,7 @@ impl Job {
             max_tokens,
             tx,
             arrived: Instant::now(),
+            span: tracing::Span::current(),
         }
     }
 }
@@ -109,6 +116,7 @@ struct Seq {
     decoder: StreamDecoder,
     stop: StopMatcher,
     last_token_at: Option<Instant>,
+    first_token_at: Option<Instant>,
 }
 
 impl Seq {
@@ -226,9 +234,10 @@ impl Engine {
         self.shared
             .running
             .store(self.running.len(), Ordering::Release);
-        m::running(self.running.len());
-        m::kv_usage(used, self.kv_capacity);
-        m::waiting(self.shared.waiting.load(Ordering::Acquire));
+        let model = &self.shared.model_name;
+        m::running(model, self.running.len());
+        m::kv_usage(model, used, self.kv_capacity);
+        m::waiting(model, self.shared.waiting.load(Ordering::Acquire));
     }
 
     fn drop_cancelled(&mut self) {
@@ -281,7 +290,9 @@ impl Engine {
             };
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
             self.reserved += need;
-            m::queue_time(job.arrived.elapsed());
+            let queued = job.arrived.elapsed();
+            m::queue_time(queued);
+            crate::trace::timing(&job.span, "queued", "ragmesh.queue_time_s", queued);
             let sampler = Sampler::new(job.req.sampling.clone());
             let stop = StopMatcher::new(job.stops.clone(), job.req.stop_on_repeat);
             let c = &self.model.cfg;
@@ -296,6 +307,7 @@ impl Engine {
                 decoder: StreamDecoder::default(),
                 stop,
                 last_token_at: None,
+                first_token_at: None,
                 job,
             });
         }
@@ -425,7 +437,16 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
     let want_lp = s.job.req.logprobs;
     let now = Instant::now();
     match s.last_token_at {
-        None => m::ttft(now - s.job.arrived),
+        None => {
+            m::ttft(now - s.job.arrived);
+            crate::trace::timing(
+                &s.job.span,
+                "first_token",
+                "ragmesh.time_to_first_token_s",
+                now - s.job.arrived,
+            );
+            s.first_token_at = Some(now);
+        }
         Some(t) => m::itl(now - t),
     }
     s.last_token_at = Some(now);
@@ -496,6 +517,9 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
             completion_tokens: s.generated.len(),
         });
         m::finished(s.job.arrived.elapsed(), s.job.prompt.len(), finish);
+        if let Some(first) = s.first_token_at {
+            crate::trace::timing(&s.job.span, "done", "ragmesh.decode_s", first.elapsed());
+        }
         return true;
     }
     false

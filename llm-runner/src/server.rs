@@ -82,6 +82,8 @@ pub struct Args {
     pub threads: usize,
     #[command(flatten)]
     pub drain: ragmesh_telemetry::DrainArgs,
+    #[command(flatten)]
+    pub log: ragmesh_telemetry::LogArgs,
 }
 
 pub fn default_model() -> String {
@@ -107,6 +109,7 @@ pub fn main() -> ! {
     // gRPC
     ragmesh_telemetry::service_main(
         "ragmesh-llm-runner",
+        args.log.log_format,
         2,
         std::time::Duration::from_secs(1),
         move || run(args),
@@ -129,11 +132,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let core = core
         .context("model loading task")?
         .with_context(|| format!("cannot load model {}", args.model))?;
-    crate::metrics::describe();
     // vLLM's bucket edges for the latency histograms; requests run long
     if ragmesh_telemetry::prometheus(crate::metrics::BUCKETS).is_none() {
         tracing::warn!("another metrics recorder is installed; /metrics will be empty");
     }
+    // (after the recorder: a description given before it is lost)
+    crate::metrics::describe();
     let ip: std::net::IpAddr = args
         .host
         .parse()
@@ -151,6 +155,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await;
     let info = core.info().clone();
     let grpc = tonic::transport::Server::builder()
+        .trace_fn(ragmesh_telemetry::otel::grpc_server_span)
         .add_service(health_svc)
         .add_service(RunnerGrpc::server(core, 16 * 1024 * 1024))
         .serve_with_incoming_shutdown(

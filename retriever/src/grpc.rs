@@ -6,6 +6,7 @@ use ragmesh_proto::v1 as pb;
 use ragmesh_proto::v1::retriever_server::{Retriever as RetrieverRpc, RetrieverServer};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::error::RetrieverError;
 use crate::retriever::Retriever;
@@ -153,6 +154,14 @@ impl RetrieverRpc for RetrieverGrpc {
         request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let r = request.into_inner();
+        let span = tracing::info_span!(
+            "search",
+            otel.name = %format!("search {}", r.collection),
+            db.collection.name = %r.collection,
+            rag.top_k = i64::from(r.top_k),
+            rag.hybrid = r.fusion == pb::Fusion::HybridRrf as i32,
+            rag.hits = tracing::field::Empty,
+        );
         let out = async {
             let fusion = match pb::Fusion::try_from(r.fusion) {
                 Ok(pb::Fusion::Unspecified | pb::Fusion::Dense) => Fusion::Dense,
@@ -168,6 +177,7 @@ impl RetrieverRpc for RetrieverGrpc {
                 fusion,
             };
             let hits = self.core.search(&r.tenant, &r.collection, query).await?;
+            tracing::Span::current().record("rag.hits", hits.len() as i64);
             Ok(Response::new(pb::SearchResponse {
                 chunks: hits
                     .into_iter()
@@ -181,7 +191,11 @@ impl RetrieverRpc for RetrieverGrpc {
                     .collect(),
             }))
         }
+        .instrument(span.clone())
         .await;
+        if let Err(s) = &out {
+            ragmesh_telemetry::otel::genai::error(&span, format!("{:?}", s.code()));
+        }
         count_request("Search", &out);
         out
     }

@@ -71,6 +71,8 @@ pub struct Args {
     pub max_message_bytes: usize,
     #[command(flatten)]
     pub drain: ragmesh_telemetry::DrainArgs,
+    #[command(flatten)]
+    pub log: ragmesh_telemetry::LogArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -124,6 +126,7 @@ pub fn main() -> ! {
     // progress gets a moment, not an unbounded wait
     ragmesh_telemetry::service_main(
         "ragmesh-retriever",
+        args.log.log_format,
         0,
         std::time::Duration::from_secs(5),
         move || run(args),
@@ -135,13 +138,14 @@ pub fn main() -> ! {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let lifecycle = args.drain.lifecycle();
     lifecycle.drain_on_signals();
+    // the recorder first: the core describes its metrics as it is made
+    if ragmesh_telemetry::prometheus(&[]).is_none() {
+        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+    }
     let Some(core) = lifecycle.unless_drained(open(&args.store)).await else {
         return Ok(());
     };
     let core = core?;
-    if ragmesh_telemetry::prometheus(&[]).is_none() {
-        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
-    }
 
     let ip: std::net::IpAddr = args
         .host
@@ -160,6 +164,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .set_serving::<ragmesh_proto::v1::retriever_server::RetrieverServer<RetrieverGrpc>>()
         .await;
     let grpc = tonic::transport::Server::builder()
+        .trace_fn(ragmesh_telemetry::otel::grpc_server_span)
         .add_service(health_svc)
         .add_service(RetrieverGrpc::server(core, args.max_message_bytes))
         .serve_with_incoming_shutdown(

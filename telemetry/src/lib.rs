@@ -1,11 +1,14 @@
-//! What every ragmesh binary shares around its service: log set-up, the
-//! process-wide Prometheus recorder, the `/health`, `/ready` and `/metrics`
-//! routes, and readiness with graceful drain on SIGINT/SIGTERM
-//! ([`lifecycle`]).
+//! What every ragmesh binary shares around its service: logs and traces
+//! ([`logs`], [`otel`]), the process-wide Prometheus recorder, the
+//! `/health`, `/ready` and `/metrics` routes, and readiness with graceful
+//! drain on SIGINT/SIGTERM ([`lifecycle`]).
 
 pub mod lifecycle;
+pub mod logs;
+pub mod otel;
 
 pub use lifecycle::{DrainArgs, Lifecycle};
+pub use logs::{LogArgs, LogFormat};
 
 use std::sync::OnceLock;
 
@@ -27,24 +30,14 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const DEFAULT_LOG_FILTER: &str =
     "info,qdrant_edge=warn,qdrant_edge::common::flags=error,qdrant_edge::common::mmap::ops=error";
 
-/// Logs to stderr, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]);
-/// colours only on a terminal, so log files and collectors get plain text.
-pub fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Latency buckets for every `*_seconds` histogram.
-const LATENCY: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Latency buckets for every `*_seconds` histogram without buckets of its
+/// own: from 100 µs (an embedded search, a cached embedding) to a minute
+/// (a long prompt's first token on a CPU).
+const LATENCY: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Installs the process-wide Prometheus recorder on first call, with
@@ -62,7 +55,9 @@ pub fn prometheus(extra: &[(&str, &[f64])]) -> Option<PrometheusHandle> {
                     .set_buckets_for_metric(Matcher::Full((*name).into()), buckets)
                     .ok()?;
             }
-            b.install_recorder().ok()
+            let handle = b.install_recorder().ok()?;
+            otel::export::describe();
+            Some(handle)
         })
         .clone()
 }
@@ -187,13 +182,15 @@ pub async fn discard_body(req: axum::extract::Request, within: std::time::Durati
     let _ = tokio::time::timeout(within, drain).await;
 }
 
-/// A service binary's whole `main` after its flags are parsed: logs, a
-/// multi-thread runtime (`workers` threads; 0: one per core), `run`, then
-/// at most `linger` for blocking work a drain left behind (a deadline may
-/// cut a model step short; nothing acknowledged depends on it). An error
+/// A service binary's whole `main` after its flags are parsed: logs and
+/// traces ([`logs::init`]), a multi-thread runtime (`workers` threads; 0:
+/// one per core), `run`, then at most `linger` for blocking work a drain
+/// left behind (a deadline may cut a model step short; nothing
+/// acknowledged depends on it) and 2 s to export the last spans. An error
 /// is one readable line on stderr and exit status 1; success exits 0.
 pub fn service_main<E, Fut>(
     name: &str,
+    log: LogFormat,
     workers: usize,
     linger: std::time::Duration,
     run: impl FnOnce() -> Fut,
@@ -202,7 +199,13 @@ where
     E: std::fmt::Display,
     Fut: Future<Output = Result<(), E>>,
 {
-    init_tracing();
+    let traces = match logs::init(name, log) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            std::process::exit(1);
+        }
+    };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if workers > 0 {
         rt.worker_threads(workers);
@@ -216,6 +219,9 @@ where
     };
     let out = rt.block_on(run());
     rt.shutdown_timeout(linger);
+    if let Some(t) = traces {
+        t.shutdown(std::time::Duration::from_secs(2));
+    }
     match out {
         Ok(()) => std::process::exit(0),
         Err(e) => {

@@ -2,6 +2,7 @@
 //! (port 0), read the addresses they bound, stop them on drop.
 
 pub mod gateway;
+pub mod otlp;
 pub mod routing;
 pub mod services;
 
@@ -128,6 +129,18 @@ impl Service {
         Self::spawn(bin, args, &[], Some(file), timeout)
     }
 
+    /// Both: extra environment variables and the log in `log`.
+    pub fn start_env_logged(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(log)?;
+        Self::spawn(bin, args, env, Some(file), timeout)
+    }
+
     fn spawn(
         bin: &str,
         args: &[&str],
@@ -207,5 +220,57 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `promtool` (on PATH, or where scripts/test-deps.sh unpacked it).
+pub fn promtool() -> PathBuf {
+    let unpacked = PathBuf::from(
+        std::env::var("RAGMESH_PROMTOOL_DIR")
+            .unwrap_or_else(|_| "/var/tmp/ragmesh-promtool".into()),
+    )
+    .join("usr/bin/promtool");
+    if unpacked.exists() {
+        return unpacked;
+    }
+    PathBuf::from("promtool")
+}
+
+/// `promtool check metrics` on a /metrics text: `Err` with promtool's
+/// report on a parse error (exit 1) or any lint problem (exit 3), except
+/// the one problem vLLM's own names have: the runner exports
+/// `vllm:num_requests_waiting` etc. under exactly those names (with a
+/// colon, which the lint reserves for recording rules) because endpoint
+/// pickers read them so.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool: {e} (scripts/test-deps.sh installs it)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("promtool stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("promtool: {e}"))?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !(l.starts_with("vllm:") && l.ends_with("metric names should not contain ':'")))
+        .collect();
+    match out.status.code() {
+        Some(0 | 3) if problems.is_empty() => Ok(()),
+        code => Err(format!("exit {code:?}:\n{}", problems.join("\n"))),
     }
 }

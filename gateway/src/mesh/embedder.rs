@@ -89,7 +89,7 @@ impl EmbedStage for RemoteEmbedder {
             .call(|ch| {
                 let texts = texts.clone();
                 async move {
-                    EmbedderClient::new(ch)
+                    EmbedderClient::new(ragmesh_telemetry::otel::traced(ch))
                         .max_decoding_message_size(256 << 20)
                         .embed(pb::EmbedRequest {
                             texts,

@@ -24,8 +24,10 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use ragmesh_telemetry::otel::genai;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 /// Distinct replicas one call may try.
 const MAX_ATTEMPTS: usize = 3;
@@ -318,7 +320,21 @@ impl Pool {
         while tried.len() < MAX_ATTEMPTS {
             let Some(slot) = self.pick(&tried) else { break };
             let r = slot.replica().clone();
-            match f(r.channel.clone()).await {
+            // one client span per attempt: the replica's server span is
+            // its child (the channel's interceptor sends `traceparent`)
+            let span = tracing::info_span!(
+                "rpc",
+                otel.name = %format!("{} call", self.service),
+                otel.kind = "client",
+            );
+            genai::set(&span, "rpc.system", "grpc");
+            genai::set(&span, genai::SERVER_ADDRESS, r.addr.clone());
+            genai::set(&span, "ragmesh.attempt", tried.len() as i64);
+            let out = f(r.channel.clone()).instrument(span.clone()).await;
+            if let Err(s) = &out {
+                genai::error(&span, format!("{:?}", s.code()));
+            }
+            match out {
                 Ok(v) => {
                     self.mark_ok(&r);
                     if !tried.is_empty() {

@@ -38,8 +38,8 @@ fn health_probe() -> Probe {
     })
 }
 
-fn client(ch: Channel) -> RetrieverClient<Channel> {
-    RetrieverClient::new(ch)
+fn client(ch: Channel) -> RetrieverClient<ragmesh_telemetry::otel::Traced> {
+    RetrieverClient::new(ragmesh_telemetry::otel::traced(ch))
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20)
 }

@@ -310,7 +310,7 @@ impl LlmStage for RemoteRunner {
                 self.pool.call(|ch| {
                     let input = input.clone();
                     async move {
-                        LlmRunnerClient::new(ch)
+                        LlmRunnerClient::new(ragmesh_telemetry::otel::traced(ch))
                             .count_tokens(pb::CountTokensRequest {
                                 model: String::new(),
                                 input: Some(input),
@@ -333,7 +333,7 @@ impl LlmStage for RemoteRunner {
                 self.pool.call_held(|ch| {
                     let msg = msg.clone();
                     async move {
-                        let mut stream = LlmRunnerClient::new(ch)
+                        let mut stream = LlmRunnerClient::new(ragmesh_telemetry::otel::traced(ch))
                             .generate(msg)
                             .await
                             .map_err(lost_is_unavailable)?

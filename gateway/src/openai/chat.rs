@@ -25,7 +25,9 @@ use crate::rag::profile::override_spec;
 use crate::rag::prompt;
 use crate::rag::retrieve::{citations, retrieve};
 use crate::state::{AppState, DEFAULT_TENANT, Target, unix_now};
+use crate::trace;
 use crate::upstream::{Endpoint, forward};
+use tracing::Instrument;
 
 /// Messages one request may carry.
 const MAX_MESSAGES: usize = 1024;
@@ -181,6 +183,34 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
     .await?;
     let model = fields::req_str(&body, "model")?;
     let target = st.resolve(&model)?;
+    let span = trace::genai_span("chat", &model, trace::provider(&target));
+    let out = answer(
+        st,
+        body,
+        model,
+        target,
+        tenant,
+        request_id,
+        started,
+        span.clone(),
+    )
+    .instrument(span.clone())
+    .await;
+    trace::on_error(&span, &out);
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    st: &AppState,
+    body: crate::body::JsonBody,
+    model: String,
+    target: Target,
+    tenant: std::sync::Arc<str>,
+    request_id: String,
+    started: Instant,
+    span: tracing::Span,
+) -> ApiResult<Response> {
     let rag = fields::opt_object(&body, "rag")?;
     let (llm, profile) = match target {
         Target::Upstream(up) => {
@@ -202,6 +232,7 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
     let mut messages = parse_messages(&body)?;
     let params = GenParams::parse(&body, true)?;
     reject_unsupported(&body)?;
+    trace::record_params(&span, &params);
     // a pool scaled to zero: wait (bounded) for a replica before anything
     // asks the model for its window or its tokens
     llm.ready().await?;
@@ -240,6 +271,13 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
                 .min(window / 4),
         };
         let t = Instant::now();
+        let build = tracing::info_span!(
+            "prompt_build",
+            rag.chunks_retrieved = got.chunks.len() as i64,
+            rag.chunks_used = tracing::field::Empty,
+            rag.chunks_dropped = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+        );
         let fitted = prompt::fit(
             &spec.template,
             &messages,
@@ -250,7 +288,12 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
                 async move { llm.count_tokens(&Input::Chat(msgs)).await }
             },
         )
+        .instrument(build.clone())
         .await?;
+        build.record("rag.chunks_used", fitted.used as i64);
+        build.record("rag.chunks_dropped", fitted.dropped as i64);
+        build.record("gen_ai.usage.input_tokens", fitted.prompt_tokens as i64);
+        drop(build);
         let prompt_ms = t.elapsed().as_secs_f64() * 1e3;
         metrics::histogram!(m::RAG_STAGE, "stage" => "prompt").record(prompt_ms / 1e3);
         if fitted.dropped > 0 {
@@ -273,9 +316,12 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
     let defaults = profile
         .as_ref()
         .map_or_else(SamplingDefaults::default, |p| p.sampling.clone());
+    let in_flight = m::InFlight::new(&model);
     let events = llm
         .generate(params.request(Input::Chat(messages), &defaults, &id))
+        .instrument(trace::generate_span(llm.model_id()))
         .await?;
+    let events = trace::traced(events, span, &id, llm.model_id(), in_flight);
     let meta = Meta {
         id,
         created: unix_now(),

@@ -15,7 +15,9 @@ use crate::error::{ApiResult, bad_request};
 use crate::fields;
 use crate::metrics as m;
 use crate::state::{AppState, Target, unix_now};
+use crate::trace;
 use crate::upstream::{Endpoint, forward};
+use tracing::Instrument;
 
 pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
     m::reply("completions", inner(&st, req).await)
@@ -44,7 +46,25 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     let request_id = crate::request_id::of(&req);
     let body = crate::body::read_json(st, req, &["prompt", "rag", "stop", "logit_bias"]).await?;
     let model = fields::req_str(&body, "model")?;
-    let llm = match st.resolve(&model)? {
+    let target = st.resolve(&model)?;
+    let span = trace::genai_span("text_completion", &model, trace::provider(&target));
+    let out = complete(st, body, model, target, request_id, started, span.clone())
+        .instrument(span.clone())
+        .await;
+    trace::on_error(&span, &out);
+    out
+}
+
+async fn complete(
+    st: &AppState,
+    body: crate::body::JsonBody,
+    model: String,
+    target: Target,
+    request_id: String,
+    started: Instant,
+    span: tracing::Span,
+) -> ApiResult<Response> {
+    let llm = match target {
         Target::Runner(llm) => llm,
         Target::Upstream(up) => {
             let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
@@ -59,6 +79,7 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     };
     let text = prompt(&body)?;
     let params = GenParams::parse(&body, false)?;
+    trace::record_params(&span, &params);
     if fields::opt_bool(&body, "echo")?.unwrap_or(false) {
         return Err(bad_request("'echo' is not supported", "echo"));
     }
@@ -71,9 +92,12 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     // a pool scaled to zero: wait (bounded) for a replica
     llm.ready().await?;
     let id = crate::request_id::new("cmpl");
+    let in_flight = m::InFlight::new(&model);
     let events = llm
         .generate(params.request(Input::Prompt(text), &SamplingDefaults::default(), &id))
+        .instrument(trace::generate_span(llm.model_id()))
         .await?;
+    let events = trace::traced(events, span, &id, llm.model_id(), in_flight);
     let meta = Meta {
         id,
         created: unix_now(),

@@ -5,7 +5,9 @@ use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use ragmesh_embedder::http::{embeddings_response, parse_request};
+use ragmesh_telemetry::otel::genai;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::error::{ApiResult, bad_request, unknown_model};
 use crate::metrics as m;
@@ -96,7 +98,17 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Value> {
         }
         return Err(unknown_model(&parsed.model));
     }
-    let (vectors, tokens) = st.embed.embed(parsed.input).await?;
+    let span = crate::trace::genai_span("embeddings", &parsed.model, genai::PROVIDER_RAGMESH);
+    let out = st.embed.embed(parsed.input).instrument(span.clone()).await;
+    crate::trace::on_error(&span, &out);
+    let (vectors, tokens) = out?;
+    genai::set(&span, genai::RESPONSE_MODEL, st.embed.model_id().to_owned());
+    genai::set(&span, genai::INPUT_TOKENS, tokens as i64);
+    genai::set(
+        &span,
+        genai::EMBEDDING_DIMENSIONS,
+        vectors.first().map_or(0, Vec::len) as i64,
+    );
     Ok(embeddings_response(
         st.embed.model_id(),
         &vectors,

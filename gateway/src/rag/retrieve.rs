@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use ragmesh_retriever::{Fusion, ScoredChunk, SearchQuery};
+use ragmesh_telemetry::otel::genai;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::profile::RagSpec;
 use crate::error::{ApiResult, from_retriever, internal};
@@ -34,12 +36,29 @@ pub async fn retrieve(
         st.embed.max_input_tokens() * super::chunk::MAX_CHARS_PER_TOKEN,
     );
     let t0 = Instant::now();
-    let (mut vectors, _) = st.embed.embed(vec![query.to_owned()]).await?;
+    let embed_span =
+        crate::trace::genai_span("embeddings", st.embed.model_id(), genai::PROVIDER_RAGMESH);
+    let (mut vectors, tokens) = st
+        .embed
+        .embed(vec![query.to_owned()])
+        .instrument(embed_span.clone())
+        .await?;
+    genai::set(&embed_span, genai::INPUT_TOKENS, tokens as i64);
+    drop(embed_span);
     let vector = vectors
         .pop()
         .ok_or_else(|| internal("the embedder returned no vector"))?;
     let embed = t0.elapsed();
     let t1 = Instant::now();
+    let search_span = tracing::info_span!(
+        "search",
+        otel.name = %format!("search {}", spec.collection),
+        db.system.name = "qdrant",
+        db.collection.name = %spec.collection,
+        rag.top_k = spec.top_k as i64,
+        rag.hybrid = spec.hybrid,
+        rag.hits = tracing::field::Empty,
+    );
     let chunks = st
         .retriever
         .search(
@@ -58,8 +77,10 @@ pub async fn retrieve(
                 },
             },
         )
+        .instrument(search_span.clone())
         .await
         .map_err(from_retriever)?;
+    search_span.record("rag.hits", chunks.len() as i64);
     let search = t1.elapsed();
     metrics::histogram!(m::RAG_STAGE, "stage" => "embed").record(embed.as_secs_f64());
     metrics::histogram!(m::RAG_STAGE, "stage" => "search").record(search.as_secs_f64());

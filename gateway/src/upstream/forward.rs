@@ -14,6 +14,8 @@ use super::direct::{DirectPool, Failed};
 use super::{COOLDOWN, Target, Upstream, error_chain, now_ms};
 use crate::error::{ApiResult, timeout, unavailable};
 use crate::metrics as m;
+use ragmesh_telemetry::otel::genai;
+use tracing::Instrument;
 
 /// Why an attempt did not produce an answer to pass through.
 enum Failure {
@@ -75,7 +77,23 @@ pub async fn forward(
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
             }
-            match attempt_once(up, t, path, payload.clone(), stream, request_id).await {
+            let span = attempt_span(t, path, attempt, ti > 0, failures.last());
+            let out = attempt_once(up, t, path, payload.clone(), stream, request_id)
+                .instrument(span.clone())
+                .await;
+            if let Err(f) = &out {
+                genai::error(
+                    &span,
+                    match f {
+                        Failure::Transport {
+                            timed_out: true, ..
+                        } => "timeout".to_owned(),
+                        Failure::Transport { .. } => "transport".to_owned(),
+                        Failure::Status(r) => r.status().as_u16().to_string(),
+                    },
+                );
+            }
+            match out {
                 Ok(resp) => {
                     t.cooling_until.store(0, Relaxed);
                     let outcome = if failures.is_empty() {
@@ -120,6 +138,42 @@ pub async fn forward(
     }
 }
 
+/// One attempt's client span: `chat <upstream model>` to the target's
+/// host, with the attempt number, whether it is a fallback target, and
+/// why the previous attempt failed (`upstream.retry_reason`).
+fn attempt_span(
+    t: &Target,
+    path: Endpoint,
+    attempt: u32,
+    fallback: bool,
+    previous: Option<&String>,
+) -> tracing::Span {
+    let op = match path {
+        Endpoint::Chat => "chat",
+        Endpoint::Completions => "text_completion",
+    };
+    let span = tracing::info_span!(
+        "upstream_attempt",
+        otel.name = %format!("{op} {}", t.model),
+        otel.kind = "client",
+    );
+    genai::set(&span, genai::OPERATION, op);
+    genai::set(&span, genai::PROVIDER, "openai");
+    genai::set(&span, genai::REQUEST_MODEL, t.model.clone());
+    if let Some(h) = t.chat_url.host_str() {
+        genai::set(&span, genai::SERVER_ADDRESS, h.to_owned());
+    }
+    if let Some(p) = t.chat_url.port_or_known_default() {
+        genai::set(&span, genai::SERVER_PORT, i64::from(p));
+    }
+    genai::set(&span, "upstream.attempt", i64::from(attempt));
+    genai::set(&span, "upstream.fallback", fallback);
+    if let Some(why) = previous {
+        genai::set(&span, "upstream.retry_reason", why.clone());
+    }
+    span
+}
+
 /// `Ok` is an answer to give the client (success, or a 4xx that is the
 /// client's own fault); `Err` lets the caller try again.
 async fn attempt_once(
@@ -142,6 +196,7 @@ async fn attempt_once(
         })
         .header(header::CONTENT_TYPE, "application/json")
         .header("x-request-id", request_id)
+        .headers(trace_headers())
         .body(payload);
     if let Some(k) = &t.api_key {
         req = req.bearer_auth(k);
@@ -195,6 +250,13 @@ async fn attempt_once(
     }
 }
 
+/// `traceparent`/`tracestate` of the current span (the attempt's).
+fn trace_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    ragmesh_telemetry::otel::inject_http(&mut h);
+    h
+}
+
 /// `attempt_once` for a whole answer from an `http://` target, on the
 /// in-task client.
 async fn attempt_direct(
@@ -213,6 +275,7 @@ async fn attempt_direct(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", v);
     }
+    ragmesh_telemetry::otel::inject_http(&mut headers);
     if let Some(k) = &t.api_key
         && let Ok(v) = HeaderValue::from_str(&format!("Bearer {k}"))
     {

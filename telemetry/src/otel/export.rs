@@ -1,0 +1,216 @@
+//! The span processor between the tracer and the OTLP exporter: a bounded
+//! queue and one exporting thread, so an unreachable or slow collector
+//! costs a request nothing. The SDK's `BatchSpanProcessor` does the same
+//! but keeps its drop count to itself; an operator needs it on `/metrics`:
+//!
+//! - `ragmesh_otel_spans_exported_total`
+//! - `ragmesh_otel_spans_dropped_total{reason="queue_full"|"export_failed"}`
+//!
+//! `on_end` never blocks: a full queue drops the span and counts it. The
+//! thread sends a batch when it holds `max_batch` spans or `delay` after
+//! its first span, each export bounded by `timeout`; a failed export drops
+//! its batch (the exporter's own retries happen inside that bound). Sizes
+//! follow the standard `OTEL_BSP_*` variables.
+
+use std::time::Duration;
+
+use opentelemetry::Context;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use tokio::sync::mpsc;
+
+pub const EXPORTED: &str = "ragmesh_otel_spans_exported_total";
+pub const DROPPED: &str = "ragmesh_otel_spans_dropped_total";
+
+/// Help texts, once the Prometheus recorder is installed.
+pub fn describe() {
+    metrics::describe_counter!(EXPORTED, "Spans sent to the OTLP collector");
+    metrics::describe_counter!(
+        DROPPED,
+        "Spans dropped: the export queue was full, or their export failed or timed out"
+    );
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub queue: usize,
+    pub max_batch: usize,
+    pub delay: Duration,
+    pub timeout: Duration,
+}
+
+impl Sizes {
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` (2048), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
+    /// (512), `OTEL_BSP_SCHEDULE_DELAY` (ms, 5000),
+    /// `OTEL_BSP_EXPORT_TIMEOUT` (ms, 30000): the specification's defaults.
+    pub fn from_env() -> Self {
+        let num = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(d)
+        };
+        let queue = num("OTEL_BSP_MAX_QUEUE_SIZE", 2048) as usize;
+        Self {
+            queue,
+            max_batch: (num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512) as usize).min(queue),
+            delay: Duration::from_millis(num("OTEL_BSP_SCHEDULE_DELAY", 5000)),
+            timeout: Duration::from_millis(num("OTEL_BSP_EXPORT_TIMEOUT", 30_000)),
+        }
+    }
+}
+
+/// Flush requests carry where to say "done".
+type Ack = std::sync::mpsc::Sender<()>;
+
+#[derive(Debug)]
+pub struct BoundedBatch {
+    spans: mpsc::Sender<SpanData>,
+    flush: mpsc::UnboundedSender<Ack>,
+}
+
+impl BoundedBatch {
+    /// Starts the exporting thread; `make` builds the exporter on it (the
+    /// tonic and HTTP exporters need its Tokio runtime). An exporter that
+    /// cannot be built is an error here, at start-up.
+    pub fn start<E, F>(sizes: Sizes, make: F) -> Result<Self, String>
+    where
+        E: SpanExporter + 'static,
+        F: FnOnce() -> Result<E, String> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(sizes.queue);
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("otel-export".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let exporter = match make() {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    run(exporter, sizes, rx, ctl_rx).await;
+                });
+            })
+            .map_err(|e| format!("cannot start the export thread: {e}"))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                spans: tx,
+                flush: ctl_tx,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the export thread ended at start".into()),
+        }
+    }
+
+    /// Exports what is queued now; waits at most `timeout` for it.
+    fn flush_within(&self, timeout: Duration) -> OTelSdkResult {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.flush
+            .send(tx)
+            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| OTelSdkError::Timeout(timeout))
+    }
+}
+
+async fn run(
+    exporter: impl SpanExporter,
+    sizes: Sizes,
+    mut spans: mpsc::Receiver<SpanData>,
+    mut control: mpsc::UnboundedReceiver<Ack>,
+) {
+    let mut batch: Vec<SpanData> = Vec::with_capacity(sizes.max_batch);
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
+    let mut due = far();
+    loop {
+        tokio::select! {
+            biased;
+            msg = control.recv() => {
+                let Some(ack) = msg else { break };
+                while let Ok(s) = spans.try_recv() {
+                    batch.push(s);
+                    if batch.len() >= sizes.max_batch {
+                        send(&exporter, &mut batch, sizes.timeout).await;
+                    }
+                }
+                send(&exporter, &mut batch, sizes.timeout).await;
+                due = far();
+                let _ = ack.send(());
+            }
+            s = spans.recv() => {
+                let Some(s) = s else { break };
+                if batch.is_empty() {
+                    due = tokio::time::Instant::now() + sizes.delay;
+                }
+                batch.push(s);
+                if batch.len() >= sizes.max_batch {
+                    send(&exporter, &mut batch, sizes.timeout).await;
+                    due = far();
+                }
+            }
+            () = tokio::time::sleep_until(due) => {
+                send(&exporter, &mut batch, sizes.timeout).await;
+                due = far();
+            }
+        }
+    }
+    send(&exporter, &mut batch, sizes.timeout).await;
+}
+
+async fn send(exporter: &impl SpanExporter, batch: &mut Vec<SpanData>, timeout: Duration) {
+    if batch.is_empty() {
+        return;
+    }
+    let n = batch.len() as u64;
+    let out = tokio::time::timeout(timeout, exporter.export(std::mem::take(batch))).await;
+    match out {
+        Ok(Ok(())) => metrics::counter!(EXPORTED).increment(n),
+        Ok(Err(e)) => {
+            metrics::counter!(DROPPED, "reason" => "export_failed").increment(n);
+            tracing::debug!(target: "otel_export", spans = n, "span export failed: {e}");
+        }
+        Err(_) => {
+            metrics::counter!(DROPPED, "reason" => "export_failed").increment(n);
+            tracing::debug!(target: "otel_export", spans = n, "span export timed out");
+        }
+    }
+}
+
+impl SpanProcessor for BoundedBatch {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.spans.try_send(span).is_err() {
+            metrics::counter!(DROPPED, "reason" => "queue_full").increment(1);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.flush_within(Duration::from_secs(5))
+    }
+
+    /// Flushes; the thread itself ends with the process (it holds no
+    /// state worth more than that flush).
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.flush_within(timeout)
+    }
+}
