@@ -9,7 +9,13 @@ Direct and gateway runs alternate for `rounds` rounds and the medians are
 reported. RAGMESH_BENCH_PIN=1 gives the load generator core 0 and the
 servers core 1 (taskset) instead of letting all three share both cores.
 
-Usage: gateway_overhead.py GATEWAY_BIN STUB_BIN OHA_BIN [rate] [seconds] [rounds]
+With RECEIVER_BIN (ragmesh-otlp-receiver) a third runner joins each round:
+a second gateway, the same but for tracing on (sampler always on, OTLP/gRPC
+export to that local receiver), so the cost of tracing is its p99 minus
+the untraced gateway's, measured in the same rounds (issue 18's target:
+<= +0.1 ms). Its spans exported and dropped are printed.
+
+Usage: gateway_overhead.py GATEWAY_BIN STUB_BIN OHA_BIN [rate] [seconds] [rounds] [RECEIVER_BIN]
 """
 
 import json
@@ -38,7 +44,7 @@ def pinned(cpu, argv):
     return ["taskset", "-c", str(cpu), *argv] if PIN else argv
 
 
-def start(argv, env=None):
+def start(argv, env=None, key="http"):
     p = subprocess.Popen(pinned(1, argv), stdout=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -47,7 +53,7 @@ def start(argv, env=None):
             break
         if " listening " in line:
             addr = dict(kv.split("=", 1) for kv in line.split()[2:] if "=" in kv)
-            return p, addr["http"]
+            return p, addr[key]
     p.kill()
     sys.exit(f"{argv[0]} did not start")
 
@@ -70,11 +76,21 @@ def oha(oha_bin, url, args):
     }
 
 
+def counter(addr, series):
+    import urllib.request
+    try:
+        text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=5).read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(series))
+
+
 def main():
     gw_bin, stub_bin, oha_bin = sys.argv[1:4]
     rate = int(sys.argv[4]) if len(sys.argv) > 4 else 2000
     secs = int(sys.argv[5]) if len(sys.argv) > 5 else 10
     rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 3
+    receiver_bin = sys.argv[7] if len(sys.argv) > 7 else None
     tmp = tempfile.mkdtemp(prefix="ragmesh-overhead-")
     stub, stub_addr = start([stub_bin, "--port", "0", "--name", "zero"])
     cfg = os.path.join(tmp, "gateway.toml")
@@ -94,32 +110,62 @@ def main():
     )
     direct = f"http://{stub_addr}/v1/chat/completions"
     via = f"http://{gw_addr}/v1/chat/completions"
+    targets = [("direct", direct), ("gateway", via)]
+    receiver = traced = None
+    if receiver_bin:
+        receiver, grpc_addr = start([receiver_bin, "--port", "0"], key="grpc")
+        tenv = dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{grpc_addr}",
+                    OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_TRACES_SAMPLER="always_on")
+        traced, traced_addr = start(
+            [gw_bin, "--port", "0", "--config", cfg, "--llm-model", "none",
+             "--data-dir", os.path.join(tmp, "data-traced")],
+            tenv,
+        )
+        targets.append(("traced", f"http://{traced_addr}/v1/chat/completions"))
     try:
-        for url in (direct, via):  # warm connections and caches
+        for _, url in targets:  # warm connections and caches
             oha(oha_bin, url, ["-z", "2s", "-q", str(rate), "-c", "32"])
-        runs = {"direct": [], "gateway": []}
+        runs = {name: [] for name, _ in targets}
         for _ in range(rounds):
-            for name, url in (("direct", direct), ("gateway", via)):
+            for name, url in targets:
                 runs[name].append(oha(oha_bin, url, ["-z", f"{secs}s", "-q", str(rate), "-c", "32",
                                                      "--latency-correction"]))
         res = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
         res["rounds"] = runs
-        for name, url in (("direct", direct), ("gateway", via)):
+        for name, url in targets[:2]:
             res[name + "_max"] = oha(oha_bin, url, ["-z", f"{max(secs // 2, 5)}s", "-c", "32"])
+        if traced:
+            time.sleep(6)  # one export delay: the last batch goes out
+            res["traced_spans"] = {
+                "exported": counter(traced_addr, "ragmesh_otel_spans_exported_total"),
+                "dropped": counter(traced_addr, "ragmesh_otel_spans_dropped_total"),
+            }
     finally:
         gw.kill()
         stub.kill()
+        if traced:
+            traced.kill()
+        if receiver:
+            receiver.terminate()
+            out, _ = receiver.communicate(timeout=10)
+            res["receiver"] = out.strip()
     d, g = res["direct"], res["gateway"]
     print(f"\nopen loop at {rate} req/s, {rounds} rounds of {secs} s each, medians "
           f"(32 connections, latency corrected; load generator {'on its own core' if PIN else 'unpinned'}):")
-    for name in ("direct", "gateway"):
+    for name in runs:
         print(f"  {name} p99 per round: " + ", ".join(f"{r['p99_ms']:.3f}" for r in runs[name]) + " ms")
     print(f"{'':>10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'200s':>12}")
-    for name in ("direct", "gateway"):
+    for name in runs:
         r = res[name]
         print(f"{name:>10} {r['rps']:8.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['ok']:>8.0f}/{r['total']:<8.0f}")
     print(f"added by the gateway: p50 {g['p50_ms'] - d['p50_ms']:+.3f} ms, "
           f"p99 {g['p99_ms'] - d['p99_ms']:+.3f} ms (target: p99 <= +0.5 ms)")
+    if "traced" in res:
+        t = res["traced"]
+        print(f"added by tracing (traced gateway - gateway): p50 {t['p50_ms'] - g['p50_ms']:+.3f} ms, "
+              f"p99 {t['p99_ms'] - g['p99_ms']:+.3f} ms (target: p99 <= +0.1 ms); "
+              f"spans exported {res['traced_spans']['exported']:.0f}, dropped "
+              f"{res['traced_spans']['dropped']:.0f}; receiver {res.get('receiver', '?')}")
     dm, gm = res["direct_max"], res["gateway_max"]
     print(f"max throughput (closed loop, 32 connections): direct {dm['rps']:.0f} req/s, "
           f"gateway {gm['rps']:.0f} req/s ({gm['rps'] / dm['rps']:.2f}x), "

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Gateway overhead vs calling a zero-work upstream directly (same run, oha).
+# Gateway overhead vs calling a zero-work upstream directly (same run, oha),
+# and the cost of tracing: the same gateway with OTLP export on to a local
+# receiver (ragmesh-otlp-receiver), in the same rounds.
 # Release binaries: this measures the serving path, not a debug build.
 # Usage: bench/gateway_overhead.sh [rate=2000] [seconds=10] [rounds=3]
 set -euo pipefail
@@ -18,6 +20,7 @@ if [[ -z "$oha" ]]; then
   fi
 fi
 cargo build --release -p ragmesh-gateway -p ragmesh-tests \
-  --bin ragmesh-gateway --bin ragmesh-stub-upstream
+  --bin ragmesh-gateway --bin ragmesh-stub-upstream --bin ragmesh-otlp-receiver
 exec python3 bench/gateway_overhead.py "$target/release/ragmesh-gateway" \
-  "$target/release/ragmesh-stub-upstream" "$oha" "${1:-2000}" "${2:-10}" "${3:-3}"
+  "$target/release/ragmesh-stub-upstream" "$oha" "${1:-2000}" "${2:-10}" "${3:-3}" \
+  "$target/release/ragmesh-otlp-receiver"

@@ -77,7 +77,7 @@ impl EmbedderRpc for EmbedderGrpc {
                 let dims = out.vectors.first().map_or(0, Vec::len);
                 genai::set(&span, genai::EMBEDDING_DIMENSIONS, dims as i64);
             }
-            Err(s) => genai::error(&span, format!("{:?}", s.code())),
+            Err(s) => genai::error(&span, genai::grpc_code(s.code())),
         }
         let code = match &result {
             Ok(_) => "Ok".to_owned(),

@@ -32,7 +32,12 @@ pub fn router(
     lifecycle: &ragmesh_telemetry::Lifecycle,
 ) -> Router {
     Router::new()
-        .route("/v1/embeddings", post(embeddings))
+        .route(
+            "/v1/embeddings",
+            post(embeddings).layer(axum::middleware::from_fn(
+                ragmesh_telemetry::otel::http_server_span,
+            )),
+        )
         .merge(ragmesh_telemetry::ops_router(lifecycle))
         .fallback(not_found)
         .with_state(AppState {

@@ -96,8 +96,19 @@ impl LlmStage for LocalRunner {
             .map_err(from_gen)
     }
     async fn generate(&self, req: GenerateRequest) -> ApiResult<BoxStream<'static, Event>> {
-        let rx = self.0.generate_blocking(req).await.map_err(from_gen)?;
-        Ok(tokio_stream_from(rx).boxed())
+        // the runner's own span, as in its gRPC server (the engine adds
+        // its timings to it), held by the stream
+        use tracing::Instrument;
+        let span = ragmesh_llm_runner::trace::generate_span(&req, self.model_id());
+        let rx = self
+            .0
+            .generate_blocking(req)
+            .instrument(span.clone())
+            .await
+            .map_err(from_gen)?;
+        Ok(tokio_stream_from(rx)
+            .inspect(move |ev| ragmesh_llm_runner::trace::record_event(&span, ev))
+            .boxed())
     }
 }
 

@@ -66,6 +66,7 @@ pub fn traced(
 ) -> BoxStream<'static, Event> {
     genai::set(&span, genai::RESPONSE_ID, response_id.to_owned());
     genai::set(&span, genai::RESPONSE_MODEL, response_model.to_owned());
+    let mut text = genai::capture_content().then(String::new);
     events
         .inspect(move |ev| match ev {
             Event::Done {
@@ -73,13 +74,22 @@ pub fn traced(
                 prompt_tokens,
                 completion_tokens,
             } => {
+                if let Some(t) = text.take() {
+                    let out = serde_json::json!([{"role": "assistant",
+                        "parts": [{"type": "text", "content": t}],
+                        "finish_reason": finish_name(*finish)}]);
+                    genai::set(&span, genai::OUTPUT_MESSAGES, out.to_string());
+                }
                 genai::finish_reasons(&span, &[finish_name(*finish)]);
                 genai::set(&span, genai::INPUT_TOKENS, *prompt_tokens as i64);
                 genai::set(&span, genai::OUTPUT_TOKENS, *completion_tokens as i64);
             }
             Event::Error(e) => genai::error(&span, e.kind()),
-            Event::Delta { .. } => {
+            Event::Delta { text: delta, .. } => {
                 let _ = &in_flight;
+                if let Some(t) = text.as_mut() {
+                    t.push_str(delta);
+                }
             }
         })
         .boxed()
@@ -90,6 +100,25 @@ pub fn traced(
 /// the stream goes on under the GenAI span).
 pub fn generate_span(model: &str) -> Span {
     tracing::info_span!("generate", otel.name = %format!("generate {model}"))
+}
+
+/// `gen_ai.input.messages` (the messages as the model gets them, retrieved
+/// context included), only when content capture is opted in.
+pub fn input_messages(span: &Span, messages: &[(String, String)]) {
+    if !genai::capture_content() {
+        return;
+    }
+    let v: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|(role, text)| {
+            serde_json::json!({"role": role, "parts": [{"type": "text", "content": text}]})
+        })
+        .collect();
+    genai::set(
+        span,
+        genai::INPUT_MESSAGES,
+        serde_json::Value::Array(v).to_string(),
+    );
 }
 
 /// `gen_ai.provider.name` for a resolved model: `ragmesh` for what the

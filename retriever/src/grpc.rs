@@ -194,7 +194,10 @@ impl RetrieverRpc for RetrieverGrpc {
         .instrument(span.clone())
         .await;
         if let Err(s) = &out {
-            ragmesh_telemetry::otel::genai::error(&span, format!("{:?}", s.code()));
+            ragmesh_telemetry::otel::genai::error(
+                &span,
+                ragmesh_telemetry::otel::genai::grpc_code(s.code()),
+            );
         }
         count_request("Search", &out);
         out

@@ -7,8 +7,10 @@
 //! event's fields, the fields of every span it happened in (outermost
 //! first: the gateway's request span gives `request_id`, `tenant` and
 //! `key_name`, never the key), `span` (the innermost span's name), and,
-//! when traces are exported, `trace_id` and `span_id` of that span, so a
-//! log line leads to its trace.
+//! when traces are exported, `trace_id` and `span_id` of the nearest
+//! traced span, so a log line leads to its trace. Span fields reach a line
+//! only for spans `RUST_LOG` enables (the request spans are INFO: with
+//! `RUST_LOG=warn` a warning carries no request id).
 
 use std::fmt;
 
@@ -106,7 +108,31 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // the fields first (outermost span first, the event's last), then
+        // the envelope, so a field named `target` or `level` cannot stand
+        // for it
         let mut obj = serde_json::Map::new();
+        let mut ids = None;
+        let mut innermost = None;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                if let Some(f) = ext.get::<FormattedFields<N>>()
+                    && let Ok(serde_json::Value::Object(m)) =
+                        serde_json::from_str::<serde_json::Value>(&f.fields)
+                {
+                    obj.extend(m);
+                }
+                // the nearest span that is traced names the trace
+                if let Some(otel) = ext.get::<tracing_opentelemetry::OtelData>()
+                    && let (Some(t), Some(s)) = (otel.trace_id(), otel.span_id())
+                {
+                    ids = Some((t, s));
+                }
+                innermost = Some(span.name());
+            }
+        }
+        event.record(&mut Fields(&mut obj));
         let mut ts = String::new();
         if tracing_subscriber::fmt::time::SystemTime
             .format_time(&mut Writer::new(&mut ts))
@@ -117,32 +143,13 @@ where
         let meta = event.metadata();
         obj.insert("level".into(), meta.level().as_str().into());
         obj.insert("target".into(), meta.target().into());
-        if let Some(scope) = ctx.event_scope() {
-            let mut innermost = None;
-            for span in scope.from_root() {
-                let ext = span.extensions();
-                if let Some(f) = ext.get::<FormattedFields<N>>()
-                    && let Ok(serde_json::Value::Object(m)) =
-                        serde_json::from_str::<serde_json::Value>(&f.fields)
-                {
-                    obj.extend(m);
-                }
-                innermost = Some(span.id());
-            }
-            if let Some(span) = innermost.and_then(|id| ctx.span(&id)) {
-                obj.insert("span".into(), span.name().into());
-                let ext = span.extensions();
-                if let Some(otel) = ext.get::<tracing_opentelemetry::OtelData>() {
-                    if let Some(t) = otel.trace_id() {
-                        obj.insert("trace_id".into(), t.to_string().into());
-                    }
-                    if let Some(s) = otel.span_id() {
-                        obj.insert("span_id".into(), s.to_string().into());
-                    }
-                }
-            }
+        if let Some(name) = innermost {
+            obj.insert("span".into(), name.into());
         }
-        event.record(&mut Fields(&mut obj));
+        if let Some((t, s)) = ids {
+            obj.insert("trace_id".into(), t.to_string().into());
+            obj.insert("span_id".into(), s.to_string().into());
+        }
         let line = serde_json::to_string(&obj).map_err(|_| fmt::Error)?;
         writeln!(w, "{line}")
     }

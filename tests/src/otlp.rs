@@ -74,8 +74,13 @@ fn attrs(
         .collect()
 }
 
+/// What arrived: the spans (unless counting only) and their number.
 #[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<Span>>>);
+struct Sink {
+    spans: Arc<Mutex<Vec<Span>>>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+    count_only: bool,
+}
 
 #[tonic::async_trait]
 impl TraceService for Sink {
@@ -112,6 +117,17 @@ async fn http_export(
 
 impl Sink {
     fn keep(&self, req: ExportTraceServiceRequest) {
+        if self.count_only {
+            let n: usize = req
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum();
+            self.count
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
         let mut out = Vec::new();
         for rs in req.resource_spans {
             let service = rs
@@ -143,7 +159,9 @@ impl Sink {
                 }
             }
         }
-        if let Ok(mut all) = self.0.lock() {
+        self.count
+            .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut all) = self.spans.lock() {
             all.extend(out);
         }
     }
@@ -164,9 +182,18 @@ pub struct Receiver {
 impl Receiver {
     /// Listens on 127.0.0.1 (`port` 0: any free port).
     pub async fn start(port: u16) -> anyhow::Result<Self> {
+        Self::start_with(port, false).await
+    }
+
+    /// As [`Receiver::start`]; `count_only` keeps no span, only their
+    /// number (a benchmark's receiver: memory stays flat).
+    pub async fn start_with(port: u16, count_only: bool) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let sink = Sink::default();
+        let sink = Sink {
+            count_only,
+            ..Sink::default()
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let svc = TraceServiceServer::new(sink.clone());
         let http_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -207,7 +234,16 @@ impl Receiver {
     }
 
     pub fn spans(&self) -> Vec<Span> {
-        self.sink.0.lock().map(|s| s.clone()).unwrap_or_default()
+        self.sink
+            .spans
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Spans received so far.
+    pub fn count(&self) -> u64 {
+        self.sink.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits (up to `within`) until `done` holds for the spans received.

@@ -26,6 +26,8 @@ const EMBED_MODEL: &str = "all-MiniLM-L6-v2";
 const KEY: &str = "sk-trace-test-key";
 const INCOMING_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const INCOMING_PARENT: &str = "b7ad6b7169203331";
+/// The trace a client of the embedder's own HTTP API sends.
+const EMBEDDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
     Service::start_env(bin, args, env, STARTUP).unwrap_or_else(|e| panic!("{bin}: {e:#}"))
@@ -262,6 +264,7 @@ async fn traces_cover_every_hop_with_genai_attributes() {
     let log = dir.path().join("gateway.log");
     let mut env = otel_env(&grpc, "grpc");
     env.push(("RAGMESH_LOG_FORMAT", "json"));
+    env.push(("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true"));
     let gw = Service::start_env_logged("ragmesh-gateway", &args, &env, &log, STARTUP)
         .unwrap_or_else(|e| panic!("gateway: {e:#}"));
     let http = reqwest::Client::new();
@@ -340,35 +343,52 @@ async fn traces_cover_every_hop_with_genai_attributes() {
     .await;
     assert_eq!(s, 200, "{tp}");
 
+    // a client of the embedder's own HTTP API, with its trace
+    let resp = http
+        .post(format!("{}/v1/embeddings", embedder.http_url()))
+        .header(
+            "traceparent",
+            format!("00-{EMBEDDER_TRACE}-00f067aa0ba902b7-01"),
+        )
+        .json(&json!({"input": "Kepler station"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("embedder: {e}"));
+    assert_eq!(resp.status(), 200);
+
     // every span of those requests arrives (batches every 100 ms)
     let complete = |spans: &[Span]| {
-        ["rag-whole", "rag-stream", "emb", "with-parent"]
-            .iter()
-            .all(|rid| {
-                request_span(spans, rid).is_some_and(|g| {
-                    let t = in_trace(spans, &g.trace_id);
-                    let has = |svc: &str| t.iter().any(|s| s.service == svc);
-                    match *rid {
-                        "emb" => has("ragmesh-embedder"),
-                        "with-parent" => t.iter().any(|s| {
-                            s.service == "ragmesh-llm-runner"
-                                && s.attrs.contains_key("gen_ai.usage.output_tokens")
-                        }),
-                        _ => {
-                            has("ragmesh-embedder")
-                                && has("ragmesh-retriever")
-                                && t.iter().any(|s| {
-                                    s.service == "ragmesh-llm-runner"
-                                        && s.attrs.contains_key("gen_ai.usage.output_tokens")
-                                })
-                                && t.iter().any(|s| {
-                                    s.name == "chat facts"
-                                        && s.attrs.contains_key("gen_ai.usage.output_tokens")
-                                })
+        let direct = spans.iter().any(|s| {
+            s.service == "ragmesh-embedder" && s.trace_id == EMBEDDER_TRACE && s.kind == 2
+        });
+        direct
+            && ["rag-whole", "rag-stream", "emb", "with-parent"]
+                .iter()
+                .all(|rid| {
+                    request_span(spans, rid).is_some_and(|g| {
+                        let t = in_trace(spans, &g.trace_id);
+                        let has = |svc: &str| t.iter().any(|s| s.service == svc);
+                        match *rid {
+                            "emb" => has("ragmesh-embedder"),
+                            "with-parent" => t.iter().any(|s| {
+                                s.service == "ragmesh-llm-runner"
+                                    && s.attrs.contains_key("gen_ai.usage.output_tokens")
+                            }),
+                            _ => {
+                                has("ragmesh-embedder")
+                                    && has("ragmesh-retriever")
+                                    && t.iter().any(|s| {
+                                        s.service == "ragmesh-llm-runner"
+                                            && s.attrs.contains_key("gen_ai.usage.output_tokens")
+                                    })
+                                    && t.iter().any(|s| {
+                                        s.name == "chat facts"
+                                            && s.attrs.contains_key("gen_ai.usage.output_tokens")
+                                    })
+                            }
                         }
-                    }
+                    })
                 })
-            })
     };
     let spans = rx.wait_for(Duration::from_secs(30), complete).await;
     assert!(
@@ -483,6 +503,24 @@ async fn traces_cover_every_hop_with_genai_attributes() {
         );
     }
 
+    // message contents, opted in on this gateway: the prompt as the model
+    // got it (with the retrieved chunk) and the answer
+    let g = request_span(&spans, "rag-whole").unwrap_or_else(|| panic!("no server span"));
+    let t = in_trace(&spans, &g.trace_id);
+    let chat = one(&t, "ragmesh-gateway", "chat facts");
+    let input: Value = serde_json::from_str(chat.str("gen_ai.input.messages").unwrap_or("null"))
+        .unwrap_or_default();
+    assert!(input.to_string().contains("742 kelvin"), "{input}");
+    let output: Value = serde_json::from_str(chat.str("gen_ai.output.messages").unwrap_or("null"))
+        .unwrap_or_default();
+    assert_eq!(
+        output[0]["parts"][0]["content"], whole["choices"][0]["message"]["content"],
+        "{output}"
+    );
+    // (not opted in on the runners)
+    let gen_span = one(&t, "ragmesh-llm-runner", &format!("chat {RUNNER_MODEL}"));
+    assert!(gen_span.attr("gen_ai.input.messages").is_none());
+
     // the embeddings call
     let g = request_span(&spans, "emb").unwrap_or_else(|| panic!("emb: no server span"));
     let t = in_trace(&spans, &g.trace_id);
@@ -510,6 +548,12 @@ async fn traces_cover_every_hop_with_genai_attributes() {
         t.iter().any(|s| s.service == "ragmesh-llm-runner"),
         "the runner joined the caller's trace"
     );
+
+    // the embedder's HTTP API continues its caller's trace
+    let direct: Vec<&Span> = in_trace(&spans, EMBEDDER_TRACE);
+    let server = one(&direct, "ragmesh-embedder", "POST /v1/embeddings");
+    assert_eq!(server.parent_span_id, "00f067aa0ba902b7");
+    assert_eq!(server.int("http.response.status_code"), Some(200));
 
     // JSON logs: the access line of a request carries its trace and span
     // ids, request id, tenant and key name, and never the key

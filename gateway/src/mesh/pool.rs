@@ -328,11 +328,11 @@ impl Pool {
                 otel.kind = "client",
             );
             genai::set(&span, "rpc.system", "grpc");
-            genai::set(&span, genai::SERVER_ADDRESS, r.addr.clone());
+            genai::server(&span, &r.addr);
             genai::set(&span, "ragmesh.attempt", tried.len() as i64);
             let out = f(r.channel.clone()).instrument(span.clone()).await;
             if let Err(s) = &out {
-                genai::error(&span, format!("{:?}", s.code()));
+                genai::error(&span, genai::grpc_code(s.code()));
             }
             match out {
                 Ok(v) => {

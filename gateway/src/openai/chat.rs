@@ -276,7 +276,7 @@ async fn answer(
             rag.chunks_retrieved = got.chunks.len() as i64,
             rag.chunks_used = tracing::field::Empty,
             rag.chunks_dropped = tracing::field::Empty,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
+            ragmesh.prompt_tokens = tracing::field::Empty,
         );
         let fitted = prompt::fit(
             &spec.template,
@@ -292,7 +292,7 @@ async fn answer(
         .await?;
         build.record("rag.chunks_used", fitted.used as i64);
         build.record("rag.chunks_dropped", fitted.dropped as i64);
-        build.record("gen_ai.usage.input_tokens", fitted.prompt_tokens as i64);
+        build.record("ragmesh.prompt_tokens", fitted.prompt_tokens as i64);
         drop(build);
         let prompt_ms = t.elapsed().as_secs_f64() * 1e3;
         metrics::histogram!(m::RAG_STAGE, "stage" => "prompt").record(prompt_ms / 1e3);
@@ -316,6 +316,7 @@ async fn answer(
     let defaults = profile
         .as_ref()
         .map_or_else(SamplingDefaults::default, |p| p.sampling.clone());
+    trace::input_messages(&span, &messages);
     let in_flight = m::InFlight::new(&model);
     let events = llm
         .generate(params.request(Input::Chat(messages), &defaults, &id))

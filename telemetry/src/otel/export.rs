@@ -4,7 +4,7 @@
 //! but keeps its drop count to itself; an operator needs it on `/metrics`:
 //!
 //! - `ragmesh_otel_spans_exported_total`
-//! - `ragmesh_otel_spans_dropped_total{reason="queue_full"|"export_failed"}`
+//! - `ragmesh_otel_spans_dropped_total{reason="queue_full"|"export_failed"|"exporter_stopped"}`
 //!
 //! `on_end` never blocks: a full queue drops the span and counts it. The
 //! thread sends a batch when it holds `max_batch` spans or `delay` after
@@ -31,6 +31,9 @@ pub fn describe() {
     );
 }
 
+/// The largest span queue `OTEL_BSP_MAX_QUEUE_SIZE` may ask for.
+const MAX_QUEUE: u64 = 1 << 20;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
     pub queue: usize,
@@ -51,7 +54,8 @@ impl Sizes {
                 .filter(|v| *v > 0)
                 .unwrap_or(d)
         };
-        let queue = num("OTEL_BSP_MAX_QUEUE_SIZE", 2048) as usize;
+        // bounded: the queue is allocated up front
+        let queue = num("OTEL_BSP_MAX_QUEUE_SIZE", 2048).min(MAX_QUEUE) as usize;
         Self {
             queue,
             max_batch: (num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512) as usize).min(queue),
@@ -143,7 +147,9 @@ async fn run(
             biased;
             msg = control.recv() => {
                 let Some(ack) = msg else { break };
-                while let Ok(s) = spans.try_recv() {
+                // what is queued now, not what keeps arriving meanwhile
+                for _ in 0..spans.len() {
+                    let Ok(s) = spans.try_recv() else { break };
                     batch.push(s);
                     if batch.len() >= sizes.max_batch {
                         send(&exporter, &mut batch, sizes.timeout).await;
@@ -199,8 +205,14 @@ impl SpanProcessor for BoundedBatch {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.spans.try_send(span).is_err() {
-            metrics::counter!(DROPPED, "reason" => "queue_full").increment(1);
+        match self.spans.try_send(span) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!(DROPPED, "reason" => "queue_full").increment(1);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                metrics::counter!(DROPPED, "reason" => "exporter_stopped").increment(1);
+            }
         }
     }
 

@@ -54,6 +54,40 @@ pub fn set_all(span: &tracing::Span, attrs: impl IntoIterator<Item = KeyValue>) 
     }
 }
 
+/// `server.address` and `server.port` from an endpoint (`http://h:p`,
+/// `h:p` or `[v6]:p`).
+pub fn server(span: &tracing::Span, endpoint: &str) {
+    let hostport = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (h, p.parse::<u16>().ok()),
+        _ => (hostport, None),
+    };
+    set(
+        span,
+        SERVER_ADDRESS,
+        host.trim_matches(['[', ']']).to_owned(),
+    );
+    if let Some(p) = port {
+        set(span, SERVER_PORT, i64::from(p));
+    }
+}
+
+/// A gRPC status code as the RPC conventions write it (`UNAVAILABLE`).
+pub fn grpc_code(code: tonic::Code) -> String {
+    let name = format!("{code:?}");
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 /// `gen_ai.response.finish_reasons`: a string array.
 pub fn finish_reasons(span: &tracing::Span, reasons: &[&str]) {
     let v: Vec<opentelemetry::StringValue> =
@@ -72,4 +106,19 @@ pub fn error(span: &tracing::Span, kind: impl Into<String>) {
 /// A span event (OpenTelemetry only: no log line).
 pub fn event(span: &tracing::Span, name: &'static str, attrs: Vec<KeyValue>) {
     span.add_event(name, attrs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_are_screaming_snake_case() {
+        assert_eq!(grpc_code(tonic::Code::Unavailable), "UNAVAILABLE");
+        assert_eq!(
+            grpc_code(tonic::Code::ResourceExhausted),
+            "RESOURCE_EXHAUSTED"
+        );
+        assert_eq!(grpc_code(tonic::Code::Ok), "OK");
+    }
 }

@@ -234,3 +234,35 @@ pub fn traced(channel: tonic::transport::Channel) -> Traced {
     }
     tonic::service::interceptor::InterceptedService::new(channel, inject as fn(_) -> _)
 }
+
+/// Middleware: the server span of one HTTP request to a leaf service's
+/// API (the embedder's `/v1/embeddings`), named `<METHOD> <route>`, a
+/// child of the caller's `traceparent`. (The gateway has its own, with the
+/// request id and tenant: `request_id::middleware`.)
+pub async fn http_server_span(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", axum::extract::MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!(
+        target: "ragmesh_http",
+        "http_request",
+        otel.name = %format!("{} {route}", req.method()),
+        otel.kind = "server",
+    );
+    set_parent_from(&span, req.headers());
+    genai::set(&span, "http.request.method", req.method().to_string());
+    genai::set(&span, "http.route", route);
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    genai::set(&span, "http.response.status_code", i64::from(status));
+    if status >= 500 {
+        genai::error(&span, status.to_string());
+    }
+    resp
+}
