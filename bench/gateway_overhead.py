@@ -9,11 +9,12 @@ Direct and gateway runs alternate for `rounds` rounds and the medians are
 reported. RAGMESH_BENCH_PIN=1 gives the load generator core 0 and the
 servers core 1 (taskset) instead of letting all three share both cores.
 
-With RECEIVER_BIN (ragmesh-otlp-receiver) a third runner joins each round:
-a second gateway, the same but for tracing on (sampler always on, OTLP/gRPC
-export to that local receiver), so the cost of tracing is its p99 minus
-the untraced gateway's, measured in the same rounds (issue 18's target:
-<= +0.1 ms). Its spans exported and dropped are printed.
+With RECEIVER_BIN (ragmesh-otlp-receiver) two more gateways join each
+round, the same but for tracing on (sampler always on, OTLP/gRPC export):
+"traced" exports to that local receiver, "traced_away" to a closed port
+(a collector that is down). The cost of tracing is their p99 minus the
+untraced gateway's, measured in the same rounds (issue 18's target:
+<= +0.1 ms). Their spans exported and dropped are printed.
 
 Usage: gateway_overhead.py GATEWAY_BIN STUB_BIN OHA_BIN [rate] [seconds] [rounds] [RECEIVER_BIN]
 """
@@ -111,7 +112,7 @@ def main():
     direct = f"http://{stub_addr}/v1/chat/completions"
     via = f"http://{gw_addr}/v1/chat/completions"
     targets = [("direct", direct), ("gateway", via)]
-    receiver = traced = None
+    receiver = traced = away = None
     if receiver_bin:
         receiver, grpc_addr = start([receiver_bin, "--port", "0"], key="grpc")
         tenv = dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{grpc_addr}",
@@ -122,6 +123,17 @@ def main():
             tenv,
         )
         targets.append(("traced", f"http://{traced_addr}/v1/chat/completions"))
+        import socket
+        with socket.socket() as sock:  # a port nobody listens on
+            sock.bind(("127.0.0.1", 0))
+            closed = sock.getsockname()[1]
+        aenv = dict(tenv, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed}")
+        away, away_addr = start(
+            [gw_bin, "--port", "0", "--config", cfg, "--llm-model", "none",
+             "--data-dir", os.path.join(tmp, "data-away")],
+            aenv,
+        )
+        targets.append(("traced_away", f"http://{away_addr}/v1/chat/completions"))
     try:
         for _, url in targets:  # warm connections and caches
             oha(oha_bin, url, ["-z", "2s", "-q", str(rate), "-c", "32"])
@@ -140,11 +152,17 @@ def main():
                 "exported": counter(traced_addr, "ragmesh_otel_spans_exported_total"),
                 "dropped": counter(traced_addr, "ragmesh_otel_spans_dropped_total"),
             }
+            res["traced_away_spans"] = {
+                "exported": counter(away_addr, "ragmesh_otel_spans_exported_total"),
+                "dropped": counter(away_addr, "ragmesh_otel_spans_dropped_total"),
+            }
     finally:
         gw.kill()
         stub.kill()
         if traced:
             traced.kill()
+        if away:
+            away.kill()
         if receiver:
             receiver.terminate()
             out, _ = receiver.communicate(timeout=10)
@@ -160,12 +178,15 @@ def main():
         print(f"{name:>10} {r['rps']:8.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['ok']:>8.0f}/{r['total']:<8.0f}")
     print(f"added by the gateway: p50 {g['p50_ms'] - d['p50_ms']:+.3f} ms, "
           f"p99 {g['p99_ms'] - d['p99_ms']:+.3f} ms (target: p99 <= +0.5 ms)")
-    if "traced" in res:
-        t = res["traced"]
-        print(f"added by tracing (traced gateway - gateway): p50 {t['p50_ms'] - g['p50_ms']:+.3f} ms, "
+    for name, what in (("traced", "to a local receiver"), ("traced_away", "to a closed port")):
+        if name not in res:
+            continue
+        t, spans = res[name], res[name + "_spans"]
+        print(f"added by tracing {what} ({name} - gateway): p50 {t['p50_ms'] - g['p50_ms']:+.3f} ms, "
               f"p99 {t['p99_ms'] - g['p99_ms']:+.3f} ms (target: p99 <= +0.1 ms); "
-              f"spans exported {res['traced_spans']['exported']:.0f}, dropped "
-              f"{res['traced_spans']['dropped']:.0f}; receiver {res.get('receiver', '?')}")
+              f"spans exported {spans['exported']:.0f}, dropped {spans['dropped']:.0f}")
+    if "receiver" in res:
+        print(f"receiver: {res['receiver']}")
     dm, gm = res["direct_max"], res["gateway_max"]
     print(f"max throughput (closed loop, 32 connections): direct {dm['rps']:.0f} req/s, "
           f"gateway {gm['rps']:.0f} req/s ({gm['rps'] / dm['rps']:.2f}x), "

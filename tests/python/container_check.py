@@ -519,6 +519,12 @@ def build_image(report, bin_dir):
     img = json.loads(docker("image", "inspect", TAG, timeout=30)[1])[0]
     report.check(img["Config"]["User"] == f"{UID}:{UID}", "image USER is numeric 10001", img["Config"]["User"])
     report.check(not img["Config"].get("Healthcheck"), "image has no HEALTHCHECK")
+    # distroless: no shell to start, and each role's binary runs on its own
+    rc, _, err = docker("run", "--rm", "--entrypoint", "/bin/sh", TAG, "-c", "true", timeout=60, check=False)
+    report.check(rc != 0, "the image has no shell (/bin/sh cannot start)", err.strip()[-200:])
+    rc, out, err = docker("run", "--rm", "--read-only", "--user", f"{UID}:{UID}", TAG,
+                          "ragmesh-llm-runner", "--help", timeout=60, check=False)
+    report.check(rc == 0 and "Usage" in out, "ragmesh-llm-runner --help runs in the image", err.strip()[-200:])
     report.info(f"{TAG}: {img['Size'] / 1e6:.1f} MB")
 
 

@@ -173,6 +173,8 @@ livenessProbe:
 - name: RUST_LOG
   value: {{ . | quote }}
 {{- end }}
+- name: RAGMESH_LOG_FORMAT
+  value: {{ .root.Values.logFormat | default "text" | quote }}
 - name: POD_NAME
   valueFrom: {fieldRef: {fieldPath: metadata.name}}
 - name: POD_NAMESPACE
