@@ -85,6 +85,10 @@ if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect --format '{{.Id}}'
   docker image rm "$old_id" >/dev/null 2>&1 || true
 fi
 
+# the root-file-system stage is left behind untagged by every build: its
+# images carry the local base's label, and nothing else does
+docker image prune -f --filter label=org.ragmesh.base.recipe >/dev/null 2>&1 || true
+
 size="$(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.1f MB", $1/1e6}')"
 log "$tag: $size; base $((t1 - t0)) s, bundle $((t2 - t1)) s, docker build $((t3 - t2)) s"
 echo "$tag"

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use ragmesh_tests::otlp::{Receiver, Span};
 use ragmesh_tests::routing::{metric, metrics_of};
-use ragmesh_tests::services::STARTUP;
-use ragmesh_tests::{Service, model_dir, promtool_check};
+use ragmesh_tests::services::{self, STARTUP};
+use ragmesh_tests::{Service, promtool_check};
 use serde_json::{Value, json};
 
 const RUNNER_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
@@ -42,26 +42,10 @@ fn otel_env<'a>(endpoint: &'a str, protocol: &'a str) -> Vec<(&'a str, &'a str)>
     ]
 }
 
+/// A runner replica with one compute thread and one sequence, so a few
+/// concurrent requests queue.
 fn runner(env: &[(&str, &str)]) -> Service {
-    let model = format!("{}/{RUNNER_MODEL}.gguf", model_dir());
-    start(
-        "ragmesh-llm-runner",
-        &[
-            "--model",
-            &model,
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--threads",
-            "1",
-            "--max-sequences",
-            "1",
-        ],
-        env,
-    )
+    services::runner_env("0", &["--threads", "1", "--max-sequences", "1"], env)
 }
 
 async fn post(
@@ -197,33 +181,9 @@ async fn traces_cover_every_hop_with_genai_attributes() {
         .unwrap_or_else(|e| panic!("receiver: {e}"));
     let (grpc, http_ep) = (rx.endpoint(), rx.http_endpoint());
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let data = dir.path().join("retriever").display().to_string();
-    let embedder = start(
-        "ragmesh-embedder",
-        &[
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ],
-        &otel_env(&http_ep, "http/protobuf"),
-    );
-    let retriever = start(
-        "ragmesh-retriever",
-        &[
-            "--data-dir",
-            &data,
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ],
-        &otel_env(&grpc, "grpc"),
-    );
+    let embedder = services::embedder_env(&[], &otel_env(&http_ep, "http/protobuf"));
+    let retriever =
+        services::retriever_env(&dir.path().join("retriever"), &otel_env(&grpc, "grpc"));
     let r1 = runner(&otel_env(&grpc, "grpc"));
     let r2 = runner(&otel_env(&grpc, "grpc"));
     let cfg = dir.path().join("gateway.toml");
