@@ -7,7 +7,8 @@ maximum throughput).
 
 Direct and gateway runs alternate for `rounds` rounds and the medians are
 reported. RAGMESH_BENCH_PIN=1 gives the load generator core 0 and the
-servers core 1 (taskset) instead of letting all three share both cores.
+servers core 1 (taskset) instead of letting all three share both cores
+(the OTLP receiver below goes with the load generator).
 
 With RECEIVER_BIN (ragmesh-otlp-receiver) two more gateways join each
 round, the same but for tracing on (sampler always on, OTLP/gRPC export):
@@ -45,8 +46,8 @@ def pinned(cpu, argv):
     return ["taskset", "-c", str(cpu), *argv] if PIN else argv
 
 
-def start(argv, env=None, key="http"):
-    p = subprocess.Popen(pinned(1, argv), stdout=subprocess.PIPE, text=True, env=env)
+def start(argv, env=None, key="http", cpu=1):
+    p = subprocess.Popen(pinned(cpu, argv), stdout=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
         line = p.stdout.readline()
@@ -114,7 +115,9 @@ def main():
     targets = [("direct", direct), ("gateway", via)]
     receiver = traced = away = None
     if receiver_bin:
-        receiver, grpc_addr = start([receiver_bin, "--port", "0"], key="grpc")
+        # pinned, the receiver shares the load generator's core: a collector
+        # runs on other machines than the gateway it collects from
+        receiver, grpc_addr = start([receiver_bin, "--port", "0"], key="grpc", cpu=0)
         tenv = dict(env, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{grpc_addr}",
                     OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_TRACES_SAMPLER="always_on")
         traced, traced_addr = start(

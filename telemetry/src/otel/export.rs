@@ -7,8 +7,9 @@
 //! - `ragmesh_otel_spans_dropped_total{reason="queue_full"|"export_failed"|"exporter_stopped"}`
 //!
 //! `on_end` never blocks: a full queue drops the span and counts it. The
-//! thread sends a batch when it holds `max_batch` spans or `delay` after
-//! its first span, each export bounded by `timeout`; a failed export drops
+//! thread sends a batch once `max_batch` spans are queued (it is woken
+//! once per batch, not per span) and what is left every `delay`, each
+//! export bounded by `timeout`; a failed export drops
 //! its batch (the exporter's own retries happen inside that bound) and
 //! quiets the exporter for a while (backing off to 30 s), so a collector
 //! that is down costs no CPU. Sizes follow the standard `OTEL_BSP_*`
@@ -19,6 +20,9 @@ use std::time::Duration;
 use opentelemetry::Context;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::mpsc;
 
 pub const EXPORTED: &str = "ragmesh_otel_spans_exported_total";
@@ -73,9 +77,22 @@ impl Sizes {
 /// Flush requests carry where to say "done".
 type Ack = std::sync::mpsc::Sender<()>;
 
+/// What the tracer and the export thread share beside the span channel.
+/// The export thread never waits on the channel itself: it is woken once
+/// a batch is full (`full`), not per span (a wake-up per span is a futex
+/// call on the request's thread and a context switch on a core the
+/// requests share), and otherwise every `delay`.
+#[derive(Debug, Default)]
+struct Shared {
+    full: tokio::sync::Notify,
+    pushed: AtomicUsize,
+}
+
 #[derive(Debug)]
 pub struct BoundedBatch {
     spans: mpsc::Sender<SpanData>,
+    shared: Arc<Shared>,
+    sizes: Sizes,
     flush: mpsc::UnboundedSender<Ack>,
 }
 
@@ -88,9 +105,11 @@ impl BoundedBatch {
         E: SpanExporter + 'static,
         F: FnOnce() -> Result<E, String> + Send + 'static,
     {
+        let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(sizes.queue);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sh = shared.clone();
         std::thread::Builder::new()
             .name("otel-export".into())
             .spawn(move || {
@@ -104,7 +123,7 @@ impl BoundedBatch {
                         return;
                     }
                 };
-                rt.block_on(async move {
+                rt.block_on(async {
                     let exporter = match make() {
                         Ok(e) => e,
                         Err(e) => {
@@ -113,13 +132,17 @@ impl BoundedBatch {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    run(exporter, sizes, rx, ctl_rx).await;
+                    // (the span channel closes with it: later spans count
+                    // as `exporter_stopped`)
+                    run(exporter, sizes, rx, &sh.full, ctl_rx).await;
                 });
             })
             .map_err(|e| format!("cannot start the export thread: {e}"))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self {
                 spans: tx,
+                shared,
+                sizes,
                 flush: ctl_tx,
             }),
             Ok(Err(e)) => Err(e),
@@ -142,52 +165,46 @@ async fn run(
     exporter: impl SpanExporter,
     sizes: Sizes,
     mut spans: mpsc::Receiver<SpanData>,
+    full: &tokio::sync::Notify,
     mut control: mpsc::UnboundedReceiver<Ack>,
 ) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(sizes.max_batch);
     let mut out = Sender {
         exporter,
         timeout: sizes.timeout,
         backoff: Duration::ZERO,
         quiet_until: None,
     };
-    let far = || tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
-    let mut due = far();
+    let mut tick = tokio::time::interval(sizes.delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        // `all`: everything queued (a tick, a flush); else full batches only
+        let (all, ack) = tokio::select! {
             biased;
-            msg = control.recv() => {
-                let Some(ack) = msg else { break };
-                // what is queued now, not what keeps arriving meanwhile
-                for _ in 0..spans.len() {
-                    let Ok(s) = spans.try_recv() else { break };
-                    batch.push(s);
-                    if batch.len() >= sizes.max_batch {
-                        out.send(&mut batch).await;
-                    }
-                }
-                out.send(&mut batch).await;
-                due = far();
-                let _ = ack.send(());
-            }
-            s = spans.recv() => {
-                let Some(s) = s else { break };
-                if batch.is_empty() {
-                    due = tokio::time::Instant::now() + sizes.delay;
-                }
-                batch.push(s);
-                if batch.len() >= sizes.max_batch {
-                    out.send(&mut batch).await;
-                    due = far();
+            msg = control.recv() => match msg {
+                Some(ack) => (true, Some(ack)),
+                None => break,
+            },
+            () = full.notified() => (false, None),
+            _ = tick.tick() => (true, None),
+        };
+        // what is queued now, not what keeps arriving meanwhile
+        let mut left = spans.len();
+        while left > 0 && (all || left >= sizes.max_batch) {
+            let n = sizes.max_batch.min(left);
+            let mut batch = Vec::with_capacity(n);
+            while batch.len() < n {
+                match spans.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
                 }
             }
-            () = tokio::time::sleep_until(due) => {
-                out.send(&mut batch).await;
-                due = far();
-            }
+            left = left.saturating_sub(n);
+            out.send(&mut batch).await;
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(());
         }
     }
-    out.send(&mut batch).await;
 }
 
 /// The exporter's side of the thread: sends batches, and after a failed
@@ -241,7 +258,12 @@ impl SpanProcessor for BoundedBatch {
             return;
         }
         match self.spans.try_send(span) {
-            Ok(()) => {}
+            Ok(()) => {
+                let n = self.shared.pushed.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_multiple_of(self.sizes.max_batch) {
+                    self.shared.full.notify_one();
+                }
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!(DROPPED, "reason" => "queue_full").increment(1);
             }
