@@ -1,8 +1,8 @@
 //! Request ids: every response carries `x-request-id` (the caller's own
 //! when it sent a sane one, else a fresh one), and completion ids are
 //! unique per process. The same middleware writes the access log: one
-//! INFO line per API request (`/health` and `/metrics`, which probes and
-//! scrapers call every few seconds, at DEBUG).
+//! INFO line per API request (`/health`, `/ready` and `/metrics`, which
+//! probes and scrapers call every few seconds, at DEBUG).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -100,7 +100,7 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
     }
     // streamed answers log when their headers go out (ms = time to headers)
     span.in_scope(|| {
-        if path == "/health" || path == "/metrics" {
+        if matches!(path.as_str(), "/health" | "/ready" | "/metrics") {
             tracing::debug!(%method, %path, status, ms, "request");
         } else {
             tracing::info!(%method, %path, status, ms = (ms * 10.0).round() / 10.0, "request");

@@ -53,6 +53,7 @@ pub fn init(service: &str, format: LogFormat) -> Result<Option<crate::otel::Trac
     };
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(text_fields())
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_filter(filter())
@@ -94,6 +95,54 @@ pub fn init(service: &str, format: LogFormat) -> Result<Option<crate::otel::Trac
     Ok(handle)
 }
 
+/// Text fields as the default formatter writes them (`name=value`, the
+/// message bare), less the `otel.*` fields that name and kind spans for
+/// OpenTelemetry: a person reading a request's line needs its request id,
+/// not its span kind.
+fn text_fields() -> TextFields {
+    TextFields
+}
+
+struct TextFields;
+
+impl<'w> FormatFields<'w> for TextFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut v = TextVisitor {
+            w: writer,
+            first: true,
+            out: Ok(()),
+        };
+        fields.record(&mut v);
+        v.out
+    }
+}
+
+struct TextVisitor<'w> {
+    w: Writer<'w>,
+    first: bool,
+    out: fmt::Result,
+}
+
+impl Visit for TextVisitor<'_> {
+    fn record_debug(&mut self, f: &Field, v: &dyn fmt::Debug) {
+        let name = f.name();
+        if self.out.is_err() || name.starts_with("otel.") {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.out = if name == "message" {
+            write!(self.w, "{sep}{v:?}")
+        } else {
+            write!(self.w, "{sep}{name}={v:?}")
+        };
+    }
+}
+
 /// The JSON line format.
 struct JsonLines;
 
@@ -121,7 +170,7 @@ where
                     && let Ok(serde_json::Value::Object(m)) =
                         serde_json::from_str::<serde_json::Value>(&f.fields)
                 {
-                    obj.extend(m);
+                    obj.extend(m.into_iter().filter(|(k, _)| !k.starts_with("otel.")));
                 }
                 // the nearest span that is traced names the trace
                 if let Some(otel) = ext.get::<tracing_opentelemetry::OtelData>()
