@@ -69,8 +69,16 @@ pub fn init(service: &str, format: LogFormat) -> Result<Option<crate::otel::Trac
         Some((handle, tracer)) => {
             // our own crates' spans at INFO and above, whatever RUST_LOG
             // says of logs; never the exporter's own work
+            // (events at INFO, such as the access line, are logs: as span
+            // events they would repeat the span's attributes on every
+            // request; warnings and errors go on the span)
             let ours = tracing_subscriber::filter::filter_fn(|m| {
-                m.target().starts_with("ragmesh") && *m.level() <= tracing::Level::INFO
+                let enough = if m.is_event() {
+                    tracing::Level::WARN
+                } else {
+                    tracing::Level::INFO
+                };
+                m.target().starts_with("ragmesh") && *m.level() <= enough
             });
             // lean spans: no source location, thread or busy/idle
             // attributes (they cost every span and answer nothing the
