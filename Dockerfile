@@ -18,8 +18,10 @@
 #     (= scripts/image-bundle.sh DIR .image/ctx/bundle + docker build --target runtime-prebuilt)
 #
 # The stage order matters to the classic builder (no BuildKit), which builds
-# every stage up to --target in file order: the cheap prebuilt-binaries
-# runtime comes first, so `--target runtime-prebuilt` compiles nothing; the
+# every stage up to --target in file order: the runtime's configuration
+# (`runtime-config`, the base of both final stages) and the cheap
+# prebuilt-binaries runtime come first, so `--target runtime-prebuilt`
+# compiles nothing; the
 # last (default) stage builds from source. BuildKit builds only the stages
 # the target needs, whatever the order. Nothing here needs BuildKit.
 #
@@ -45,9 +47,19 @@
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 ARG BUILDER_IMAGE=rust:1.95-bookworm
 
+# --- what both final stages are, but for their files ----------------------------
+FROM scratch AS runtime-config
+ENV RAGMESH_HOST=0.0.0.0 \
+    RAGMESH_MODEL_DIR=/models \
+    RAGMESH_DATA_DIR=/data \
+    LD_LIBRARY_PATH=/usr/local/lib/ragmesh
+VOLUME ["/data"]
+USER 10001:10001
+# gateway 8080; embedder 8081 / 50051; retriever 8082 / 50052; llm-runner 8083 / 50053
+EXPOSE 8080 8081 8082 8083 50051 50052 50053
+CMD ["ragmesh-gateway"]
+
 # --- runtime from prebuilt binaries ------------------------------------------
-# The ENV, VOLUME, USER, EXPOSE and CMD lines are the same in `runtime` at the
-# end of this file: keep them so.
 FROM ${RUNTIME_IMAGE} AS rootfs-prebuilt
 ARG BIN_DIR
 ARG MODELS_DIR
@@ -62,17 +74,8 @@ COPY ${BIN_DIR:-docker/empty}/ /rootfs/
 RUN if [ -n "$BIN_DIR" ]; then image-rootfs.sh /rootfs; fi
 COPY ${MODELS_DIR:-docker/empty}/ /rootfs/models/
 
-FROM scratch AS runtime-prebuilt
+FROM runtime-config AS runtime-prebuilt
 COPY --from=rootfs-prebuilt /rootfs/ /
-ENV RAGMESH_HOST=0.0.0.0 \
-    RAGMESH_MODEL_DIR=/models \
-    RAGMESH_DATA_DIR=/data \
-    LD_LIBRARY_PATH=/usr/local/lib/ragmesh
-VOLUME ["/data"]
-USER 10001:10001
-# gateway 8080; embedder 8081 / 50051; retriever 8082 / 50052; llm-runner 8083 / 50053
-EXPOSE 8080 8081 8082 8083 50051 50052 50053
-CMD ["ragmesh-gateway"]
 
 # --- source build --------------------------------------------------------------
 FROM ${BUILDER_IMAGE} AS build
@@ -99,13 +102,5 @@ COPY --from=build /bundle/ /rootfs/
 RUN image-rootfs.sh /rootfs
 
 # --- runtime (default): built from source --------------------------------------
-FROM scratch AS runtime
+FROM runtime-config AS runtime
 COPY --from=rootfs /rootfs/ /
-ENV RAGMESH_HOST=0.0.0.0 \
-    RAGMESH_MODEL_DIR=/models \
-    RAGMESH_DATA_DIR=/data \
-    LD_LIBRARY_PATH=/usr/local/lib/ragmesh
-VOLUME ["/data"]
-USER 10001:10001
-EXPOSE 8080 8081 8082 8083 50051 50052 50053
-CMD ["ragmesh-gateway"]

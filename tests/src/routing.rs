@@ -37,6 +37,24 @@ pub fn gateway(
     Service::start_env("ragmesh-gateway", &args, env, STARTUP).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// A gateway with no config over `runners` (a pool of replicas of one
+/// model), probing them every 200 ms.
+pub fn gateway_over_runners(dir: &tempfile::TempDir, runners: &[&Service]) -> Service {
+    let endpoints: Vec<String> = runners.iter().map(|r| r.grpc_url()).collect();
+    let endpoints = endpoints.join(",");
+    gateway(
+        dir,
+        "",
+        &[
+            "--runner-endpoints",
+            &endpoints,
+            "--mesh-probe-interval-ms",
+            "200",
+        ],
+        &[],
+    )
+}
+
 pub async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, String, Value) {
     let r = http
         .post(url)

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use ragmesh_tests::Service;
-use ragmesh_tests::routing::{gateway, metric, post, sse_content};
+use ragmesh_tests::routing::{gateway, gateway_over_runners, metric, post, sse_content};
 use ragmesh_tests::services;
 use serde_json::{Value, json};
 
@@ -91,18 +91,7 @@ async fn a_draining_runner_finishes_its_stream_and_exits_0() {
     let r1 = services::runner("0", &grace);
     let r2 = services::runner("0", &grace);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let endpoints = format!("{},{}", r1.grpc_url(), r2.grpc_url());
-    let gw = gateway(
-        &dir,
-        "",
-        &[
-            "--runner-endpoints",
-            &endpoints,
-            "--mesh-probe-interval-ms",
-            "200",
-        ],
-        &[],
-    );
+    let gw = gateway_over_runners(&dir, &[&r1, &r2]);
     let http = reqwest::Client::new();
     let chat = format!("{}/v1/chat/completions", gw.http_url());
     for r in [&r1, &r2] {

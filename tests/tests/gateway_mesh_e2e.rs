@@ -9,7 +9,9 @@
 use std::time::{Duration, Instant};
 
 use ragmesh_tests::Service;
-use ragmesh_tests::routing::{gateway, metric, metrics_of, post, runner, sse_content};
+use ragmesh_tests::routing::{
+    gateway, gateway_over_runners, metric, metrics_of, post, runner, sse_content,
+};
 use ragmesh_tests::services;
 use serde_json::json;
 
@@ -30,18 +32,7 @@ async fn runner_replicas_balance_and_survive_a_kill() {
         .unwrap_or_default()
         .to_owned();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let endpoints = format!("{},{}", r1.grpc_url(), r2.grpc_url());
-    let gw = gateway(
-        &dir,
-        "",
-        &[
-            "--runner-endpoints",
-            &endpoints,
-            "--mesh-probe-interval-ms",
-            "200",
-        ],
-        &[],
-    );
+    let gw = gateway_over_runners(&dir, &[&r1, &r2]);
     let http = reqwest::Client::new();
     let url = format!("{}/v1/chat/completions", gw.http_url());
     let ask = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "temperature": 0, "max_tokens": 6,

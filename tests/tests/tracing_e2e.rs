@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use ragmesh_tests::otlp::{Receiver, Span};
-use ragmesh_tests::routing::{metric, metrics_of};
+use ragmesh_tests::routing::{get_json, metric, metrics_of, stub};
 use ragmesh_tests::services::{self, STARTUP};
 use ragmesh_tests::{Service, promtool_check};
 use serde_json::{Value, json};
@@ -26,6 +26,8 @@ const EMBED_MODEL: &str = "all-MiniLM-L6-v2";
 const KEY: &str = "sk-trace-test-key";
 const INCOMING_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const INCOMING_PARENT: &str = "b7ad6b7169203331";
+/// The trace of the call to the external upstream.
+const UPSTREAM_TRACE: &str = "5b8aa5a2d2c872e8321cf37308d69df2";
 /// The trace a client of the embedder's own HTTP API sends.
 const EMBEDDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -186,10 +188,16 @@ async fn traces_cover_every_hop_with_genai_attributes() {
         services::retriever_env(&dir.path().join("retriever"), &otel_env(&grpc, "grpc"));
     let r1 = runner(&otel_env(&grpc, "grpc"));
     let r2 = runner(&otel_env(&grpc, "grpc"));
+    // an external OpenAI-compatible upstream, served as model "zero"
+    let stub = stub(&[]);
     let cfg = dir.path().join("gateway.toml");
     std::fs::write(
         &cfg,
-        "[[profile]]\nname = \"facts\"\ncollection = \"facts\"\ntop_k = 2\n",
+        format!(
+            "[[profile]]\nname = \"facts\"\ncollection = \"facts\"\ntop_k = 2\n\
+             [[model]]\nname = \"zero\"\nretries = 0\n[[model.upstream]]\nurl = \"{}/v1\"\n",
+            stub.http_url()
+        ),
     )
     .unwrap_or_else(|e| panic!("config: {e}"));
     let runners = format!("{},{}", r1.grpc_url(), r2.grpc_url());
@@ -303,6 +311,39 @@ async fn traces_cover_every_hop_with_genai_attributes() {
     .await;
     assert_eq!(s, 200, "{tp}");
 
+    // the upstream gets the trace: its traceparent names the gateway's
+    // attempt span
+    let upstream_parent = format!("00-{UPSTREAM_TRACE}-{INCOMING_PARENT}-01");
+    let (s, up) = post(
+        &http,
+        &url("/v1/chat/completions"),
+        "upstream",
+        &[("traceparent", &upstream_parent)],
+        json!({"model": "zero", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{up}");
+    let seen = get_json(&http, format!("{}/stats", stub.http_url())).await;
+    let forwarded = seen["last_traceparent"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        forwarded.starts_with(&format!("00-{UPSTREAM_TRACE}-")) && forwarded.ends_with("-01"),
+        "traceparent sent upstream: {seen}"
+    );
+
+    // a malformed traceparent is ignored: the request is served, as a new trace
+    let (s, bad_tp) = post(
+        &http,
+        &url("/v1/chat/completions"),
+        "bad-parent",
+        &[("traceparent", "00-not-a-trace-01")],
+        json!({"model": "zero", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{bad_tp}");
+
     // a client of the embedder's own HTTP API, with its trace
     let resp = http
         .post(format!("{}/v1/embeddings", embedder.http_url()))
@@ -321,7 +362,12 @@ async fn traces_cover_every_hop_with_genai_attributes() {
         let direct = spans.iter().any(|s| {
             s.service == "ragmesh-embedder" && s.trace_id == EMBEDDER_TRACE && s.kind == 2
         });
+        let upstream = spans
+            .iter()
+            .any(|s| s.trace_id == UPSTREAM_TRACE && s.name == "chat zero" && s.kind == 3);
         direct
+            && upstream
+            && request_span(spans, "bad-parent").is_some()
             && ["rag-whole", "rag-stream", "emb", "with-parent"]
                 .iter()
                 .all(|rid| {
@@ -509,6 +555,28 @@ async fn traces_cover_every_hop_with_genai_attributes() {
         "the runner joined the caller's trace"
     );
 
+    // the upstream attempt: a client span to the stub, the parent of what
+    // the stub received
+    let t = in_trace(&spans, UPSTREAM_TRACE);
+    let attempt = t
+        .iter()
+        .find(|s| s.name == "chat zero" && s.kind == 3)
+        .unwrap_or_else(|| panic!("no upstream attempt span"));
+    assert_eq!(attempt.str("gen_ai.provider.name"), Some("openai"));
+    assert_eq!(attempt.str("server.address"), Some("127.0.0.1"));
+    assert_eq!(attempt.int("upstream.attempt"), Some(0));
+    assert_eq!(
+        forwarded,
+        format!("00-{UPSTREAM_TRACE}-{}-01", attempt.span_id),
+        "the upstream's parent is the attempt span"
+    );
+    let g = request_span(&spans, "bad-parent").unwrap_or_else(|| panic!("no bad-parent span"));
+    assert_eq!(
+        g.parent_span_id, "",
+        "a malformed traceparent starts a new trace"
+    );
+    assert_eq!(g.trace_id.len(), 32);
+
     // the embedder's HTTP API continues its caller's trace
     let direct: Vec<&Span> = in_trace(&spans, EMBEDDER_TRACE);
     let server = one(&direct, "ragmesh-embedder", "POST /v1/embeddings");
@@ -543,18 +611,30 @@ async fn traces_cover_every_hop_with_genai_attributes() {
         .collect();
     let waiting = format!("vllm:num_requests_waiting{{model_name=\"{RUNNER_MODEL}\"}}");
     let running = format!("vllm:num_requests_running{{model_name=\"{RUNNER_MODEL}\"}}");
-    let (mut max_waiting, mut max_running) = (0.0f64, 0.0f64);
+    let in_flight = format!("ragmesh_gateway_requests_in_flight{{model=\"{RUNNER_MODEL}\"}}");
+    let (mut max_waiting, mut max_running, mut max_in_flight) = (0.0f64, 0.0f64, 0.0f64);
     let until = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < until && !calls.iter().all(|c| c.is_finished()) {
         for r in [&r1, &r2] {
             max_waiting = max_waiting.max(metric(&http, r, &waiting).await.unwrap_or(0.0));
             max_running = max_running.max(metric(&http, r, &running).await.unwrap_or(0.0));
         }
+        max_in_flight = max_in_flight.max(metric(&http, &gw, &in_flight).await.unwrap_or(0.0));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for c in calls {
         assert_eq!(c.await.unwrap_or(0), 200);
     }
+    // the gateway's in-flight gauge counted the streams and let them go
+    assert!(
+        max_in_flight >= 2.0,
+        "{in_flight} peaked at {max_in_flight}"
+    );
+    assert_eq!(
+        metric(&http, &gw, &in_flight).await,
+        Some(0.0),
+        "{in_flight} after"
+    );
     assert!(
         max_waiting >= 1.0 && max_running >= 1.0,
         "vllm: gauges seen: waiting {max_waiting}, running {max_running}"
@@ -604,4 +684,40 @@ async fn traces_cover_every_hop_with_genai_attributes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(dropped > 0.0, "{series} = {dropped}");
+}
+
+/// Settings that cannot work stop a binary at start with one line: an
+/// OTLP protocol it does not speak, a log format it does not know.
+#[test]
+fn bad_telemetry_settings_exit_with_one_line() {
+    let bin = ragmesh_tests::bin_dir().join("ragmesh-gateway");
+    for (args, env, needle) in [
+        (
+            vec!["--llm-model", "none", "--port", "0"],
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ],
+            "OTEL_EXPORTER_OTLP_PROTOCOL=http/json is not supported",
+        ),
+        (vec!["--log-format", "yaml"], vec![], "--log-format"),
+        (
+            vec!["--llm-model", "none"],
+            vec![("RAGMESH_LOG_FORMAT", "xml")],
+            "xml",
+        ),
+    ] {
+        let out = std::process::Command::new(&bin)
+            .args(&args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} {env:?} started");
+        assert!(err.contains(needle), "{args:?} {env:?}: {err}");
+        if needle.starts_with("OTEL") {
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        }
+    }
 }

@@ -47,13 +47,6 @@ pub fn set(span: &tracing::Span, key: &'static str, value: impl Into<Value>) {
     span.set_attribute(key, value);
 }
 
-/// Sets several.
-pub fn set_all(span: &tracing::Span, attrs: impl IntoIterator<Item = KeyValue>) {
-    for kv in attrs {
-        span.set_attribute(kv.key, kv.value);
-    }
-}
-
 /// `server.address` and `server.port` from an endpoint (`http://h:p`,
 /// `h:p` or `[v6]:p`).
 pub fn server(span: &tracing::Span, endpoint: &str) {

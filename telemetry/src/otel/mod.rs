@@ -117,7 +117,6 @@ pub fn from_env(
         .with_span_processor(processor)
         .with_resource(resource)
         .build();
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer("ragmesh");
     Ok(Some((Tracing { provider }, tracer)))
 }
@@ -178,13 +177,6 @@ pub fn inject_grpc(metadata: &mut tonic::metadata::MetadataMap) {
             metadata.insert(k, v);
         }
     }
-}
-
-/// A tonic request wrapping `msg`, carrying the current span's context.
-pub fn grpc_request<T>(msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    inject_grpc(req.metadata_mut());
-    req
 }
 
 /// Sets a span's remote parent from a request's headers.

@@ -7,8 +7,9 @@
 //! `--status S` (answer every call with this HTTP error),
 //! `--delay-ms D` (before the headers), `--chunks K` (SSE chunks),
 //! `--die-after K` (a stream breaks off after K chunks).
-//! `GET /stats` returns the calls seen and the last one's body, auth and
-//! request id, so tests can check what the gateway forwarded.
+//! `GET /stats` returns the calls seen and the last one's body, auth,
+//! request id and `traceparent`, so tests can check what the gateway
+//! forwarded.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,7 @@ struct Seen {
     last_body: Value,
     last_auth: Option<String>,
     last_request_id: Option<String>,
+    last_traceparent: Option<String>,
 }
 
 struct St {
@@ -85,6 +87,7 @@ async fn stats(State(st): State<Arc<St>>) -> Response {
         "last_body": s.last_body,
         "last_auth": s.last_auth,
         "last_request_id": s.last_request_id,
+        "last_traceparent": s.last_traceparent,
     }))
     .into_response()
 }
@@ -102,6 +105,7 @@ async fn answer(st: Arc<St>, headers: HeaderMap, body: Bytes, chat: bool) -> Res
         };
         s.last_auth = h("authorization");
         s.last_request_id = h("x-request-id");
+        s.last_traceparent = h("traceparent");
         s.last_body = parsed.clone();
     }
     if !st.opts.delay.is_zero() {
