@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "ragmesh/v1/embedder.proto",
         "ragmesh/v1/retriever.proto",
+        "ragmesh/v1/objects.proto",
         "ragmesh/v1/llm_runner.proto",
     ];
     let mut config = prost_build::Config::new();

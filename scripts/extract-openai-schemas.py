@@ -21,6 +21,22 @@ ROOTS = [
     "Model",
     "ErrorResponse",
     "DeleteModelResponse",
+    # Files API
+    "OpenAIFile",
+    "ListFilesResponse",
+    "DeleteFileResponse",
+    # Vector Stores API
+    "VectorStoreObject",
+    "ListVectorStoresResponse",
+    "DeleteVectorStoreResponse",
+    "VectorStoreFileObject",
+    "ListVectorStoreFilesResponse",
+    "DeleteVectorStoreFileResponse",
+    "VectorStoreFileBatchObject",
+    "VectorStoreSearchResultsPage",
+    "VectorStoreFileContentResponse",
+    # Responses API
+    "Response",
 ]
 PREFIX = "#/components/schemas/"
 

@@ -187,17 +187,22 @@ fn budget_kib(req: &Request, limit: usize) -> u32 {
         .max(1)
 }
 
-/// Reads the body (at most `st.max_body_bytes`, within `st.body_timeout`)
-/// as a JSON object whose members `large` are parsed whatever their size.
-pub async fn read_json(st: &Inner, req: Request, large: &[&str]) -> ApiResult<JsonBody> {
-    let limit = st.max_body_bytes;
-    if let Err(refused) = check_headers(&req, limit) {
-        if refused.status == StatusCode::PAYLOAD_TOO_LARGE {
-            // the client may still be sending: let it finish, so it reads
-            // the 413 instead of a broken pipe
-            ragmesh_telemetry::discard_body(req, st.body_timeout.min(DISCARD_WITHIN)).await;
-        }
-        return Err(refused);
+/// Reads the whole body, of any content type, up to `limit` bytes and
+/// within `st.body_timeout`, holding its share of the in-flight budget
+/// (returned with the bytes: keep it while they are in memory).
+pub async fn read_bytes(
+    st: &Inner,
+    req: Request,
+    limit: usize,
+) -> ApiResult<(bytes::Bytes, OwnedSemaphorePermit)> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        ragmesh_telemetry::discard_body(req, st.body_timeout.min(DISCARD_WITHIN)).await;
+        return Err(too_large(limit));
     }
     let need = budget_kib(&req, limit);
     let budget = match st.body_budget.clone().try_acquire_many_owned(need) {
@@ -228,17 +233,30 @@ pub async fn read_json(st: &Inner, req: Request, large: &[&str]) -> ApiResult<Js
             "request_timeout",
         ));
     };
-    let bytes = match read {
-        Ok(b) => b,
-        Err(e) if hit_limit(&e) => return Err(too_large(limit)),
-        Err(e) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("the request body could not be read: {e}"),
-                "invalid_body",
-            ));
+    match read {
+        Ok(b) => Ok((b, budget)),
+        Err(e) if hit_limit(&e) => Err(too_large(limit)),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+            "invalid_body",
+        )),
+    }
+}
+
+/// Reads the body (at most `st.max_body_bytes`, within `st.body_timeout`)
+/// as a JSON object whose members `large` are parsed whatever their size.
+pub async fn read_json(st: &Inner, req: Request, large: &[&str]) -> ApiResult<JsonBody> {
+    let limit = st.max_body_bytes;
+    if let Err(refused) = check_headers(&req, limit) {
+        if refused.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // the client may still be sending: let it finish, so it reads
+            // the 413 instead of a broken pipe
+            ragmesh_telemetry::discard_body(req, st.body_timeout.min(DISCARD_WITHIN)).await;
         }
-    };
+        return Err(refused);
+    }
+    let (bytes, budget) = read_bytes(st, req, limit).await?;
     // a small body parses in microseconds, cheaper than a hop to the
     // blocking pool (the proxy path's common case); a large one is CPU
     // work that must not hold an async worker

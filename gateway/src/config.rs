@@ -107,6 +107,14 @@ pub struct Args {
     /// Open connections at most; past it new ones get 503 and are closed.
     #[arg(long, env = "RAGMESH_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Largest file `/v1/files` accepts, in bytes (beyond: 413). The
+    /// bytes pass through memory once, within the in-flight body budget.
+    #[arg(long, env = "RAGMESH_MAX_FILE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_file_bytes: usize,
+    /// Files attached to vector stores that one gateway extracts, embeds
+    /// and stores at once; the rest wait, `in_progress`.
+    #[arg(long, env = "RAGMESH_ATTACH_CONCURRENCY", default_value_t = 2)]
+    pub attach_concurrency: usize,
     /// Request-body bytes being read or held at once, over all requests
     /// (beyond: 429 with Retry-After). Bounds the memory bodies take.
     #[arg(long, env = "RAGMESH_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]

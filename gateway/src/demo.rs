@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ragmesh_retriever::{Distance, RetrieverError};
 use serde_json::{Map, Value};
 
-use crate::rag::collections::{Document, ingest_documents};
+use crate::ingest::Document;
 use crate::rag::profile::ProfileConfig;
 use crate::state::{AppState, DEFAULT_TENANT};
 
@@ -108,8 +108,8 @@ pub async fn ingest(
         });
     }
     let n = docs.len();
-    let out = ingest_documents(st, DEFAULT_TENANT, collection, docs)
+    let out = crate::ingest::ingest(st, DEFAULT_TENANT, collection, docs, st.chunking)
         .await
         .map_err(|e| anyhow::anyhow!("demo ingest: {}", e.message))?;
-    Ok((n, out["chunks"].as_u64().unwrap_or(0) as usize))
+    Ok((n, out.chunks))
 }

@@ -5,6 +5,9 @@
 //! - [`rag`]: collections and document ingest (token-aware chunking),
 //!   profiles (a model name that retrieves), prompt templates with a
 //!   context budget, citations.
+//! - [`files`]: OpenAI's Files and Vector Stores (file bytes and records
+//!   kept by the retriever's object store; a vector store is a collection).
+//! - [`ingest`]: documents into a collection (chunk, embed, upsert).
 //! - [`stages`]: the embedder and runner behind traits: in-process (the
 //!   all-in-one) or gRPC clients over replicas ([`mesh`]).
 //! - [`routing`]: model names → runner pools or external upstreams
@@ -19,6 +22,8 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fields;
+pub mod files;
+pub mod ingest;
 pub mod json_scan;
 pub mod listen;
 pub mod mesh;

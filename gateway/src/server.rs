@@ -22,7 +22,8 @@ use crate::error::ApiError;
 use crate::mesh::embedder::RemoteEmbedder;
 use crate::mesh::retriever::RemoteBackend;
 use crate::mesh::runner::RemoteRunner;
-use crate::openai::{chat, completions, models};
+use crate::openai::vector_stores as vs;
+use crate::openai::{chat, completions, files, models};
 use crate::rag::chunk::ChunkSettings;
 use crate::rag::collections;
 use crate::rag::profile::Profile;
@@ -55,6 +56,45 @@ pub fn router(st: AppState) -> Router {
             delete(collections::delete_document),
         )
         .route("/v1/collections/{name}/search", post(collections::search))
+        .route("/v1/files", post(files::upload).get(files::list))
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/vector_stores", post(vs::create).get(vs::list))
+        .route(
+            "/v1/vector_stores/{id}",
+            get(vs::get).post(vs::modify).delete(vs::delete),
+        )
+        .route("/v1/vector_stores/{id}/search", post(vs::search))
+        .route(
+            "/v1/vector_stores/{id}/files",
+            post(vs::attach).get(vs::list_files),
+        )
+        .route(
+            "/v1/vector_stores/{id}/files/{file_id}",
+            get(vs::get_file)
+                .post(vs::update_file)
+                .delete(vs::delete_file),
+        )
+        .route(
+            "/v1/vector_stores/{id}/files/{file_id}/content",
+            get(vs::file_content),
+        )
+        .route(
+            "/v1/vector_stores/{id}/file_batches",
+            post(vs::create_batch),
+        )
+        .route(
+            "/v1/vector_stores/{id}/file_batches/{batch_id}",
+            get(vs::get_batch),
+        )
+        .route(
+            "/v1/vector_stores/{id}/file_batches/{batch_id}/cancel",
+            post(vs::cancel_batch),
+        )
+        .route(
+            "/v1/vector_stores/{id}/file_batches/{batch_id}/files",
+            get(vs::batch_files),
+        )
         // auth and per-key limits guard the API, not /health or /metrics
         .route_layer(axum::middleware::from_fn_with_state(
             st.clone(),
@@ -129,12 +169,18 @@ pub async fn build(
         let id = generator.info().model_id.clone();
         models.add(id, Backend::Runner(Arc::new(LocalRunner(generator))))?;
     }
-    let retriever = if args.retriever_endpoints.is_empty() {
-        ragmesh_retriever::server::open(&args.store).await?
-    } else {
-        let pool = mesh.pool("retriever", &args.retriever_endpoints);
-        Retriever::new(Arc::new(RemoteBackend::connect(pool, mesh.wait).await?))
-    };
+    let (retriever, objects): (Retriever, crate::files::store::Objects) =
+        if args.retriever_endpoints.is_empty() {
+            (
+                ragmesh_retriever::server::open(&args.store).await?,
+                ragmesh_retriever::server::open_objects(&args.store).await?,
+            )
+        } else {
+            let pool = mesh.pool("retriever", &args.retriever_endpoints);
+            let remote = RemoteBackend::connect(pool, mesh.wait).await?;
+            let objects = Arc::new(crate::mesh::objects::RemoteObjects::new(remote.pool()));
+            (Retriever::new(Arc::new(remote)), objects)
+        };
 
     let chunking = ChunkSettings {
         tokens: args.chunk_tokens,
@@ -166,6 +212,11 @@ pub async fn build(
         models,
         aliases,
         retriever,
+        objects,
+        max_file_bytes: args.max_file_bytes,
+        attach_slots: Arc::new(tokio::sync::Semaphore::new(
+            args.attach_concurrency.clamp(1, 64),
+        )),
         profiles,
         builtin_template: builtin,
         chunking,
@@ -175,6 +226,7 @@ pub async fn build(
             args.max_inflight_body_bytes
                 .div_ceil(1024)
                 .max(args.max_body_bytes.div_ceil(1024))
+                .max(args.max_file_bytes.div_ceil(1024) + 64)
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
         in_flight: Arc::new(tokio::sync::Semaphore::new(
@@ -274,6 +326,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     };
     let st = st?;
+    // files a stopped gateway left attaching (see files::attach)
+    tokio::spawn(crate::files::attach::resume(st.clone()));
     if !args.demo_ingest.is_empty() {
         let t = std::time::Instant::now();
         let ingest = crate::demo::ingest(&st, &args.demo_collection, &args.demo_ingest);

@@ -24,6 +24,12 @@ pub struct Inner {
     /// `[aliases]`: alias → model or profile name.
     pub aliases: HashMap<String, String>,
     pub retriever: Retriever,
+    /// Files and vector-store records (the retriever's object store).
+    pub objects: crate::files::store::Objects,
+    /// `--max-file-bytes`.
+    pub max_file_bytes: usize,
+    /// `--attach-concurrency` (see `files::attach`).
+    pub attach_slots: Arc<tokio::sync::Semaphore>,
     pub profiles: HashMap<String, Arc<Profile>>,
     pub builtin_template: Arc<PromptTemplate>,
     pub chunking: ChunkSettings,

@@ -57,7 +57,20 @@ fn condition(c: &Condition) -> Value {
         } => {
             json!({"key": format!("{METADATA}.{key}"), "range": {"gt": gt, "gte": gte, "lt": lt, "lte": lte}})
         }
+        // a filter is itself a condition in Qdrant's filter language
+        Condition::Any(filters) => {
+            json!({"should": filters.iter().map(nested).collect::<Vec<_>>()})
+        }
     }
+}
+
+/// A caller's filter as a nested condition (no tenant: the outer filter
+/// has it).
+fn nested(f: &MetaFilter) -> Value {
+    json!({
+        "must": f.must.iter().map(condition).collect::<Vec<_>>(),
+        "must_not": f.must_not.iter().map(condition).collect::<Vec<_>>(),
+    })
 }
 
 pub fn equals(key: &str, value: &str) -> Value {

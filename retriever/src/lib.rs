@@ -4,6 +4,8 @@
 //! - core: [`Retriever`] over one [`Backend`]: the embedded [`EdgeBackend`]
 //!   (Qdrant Edge, the default) or [`QdrantBackend`] (a Qdrant server or
 //!   cluster), chosen by `--backend`.
+//! - [`objects`]: durable records and blobs (the gateway's Files and
+//!   Vector Stores), served as `ragmesh.v1.Objects`.
 //! - transports: [`grpc`] (`ragmesh.v1.Retriever` + `grpc.health.v1`);
 //!   `/health` and `/metrics` over HTTP ([`server`]).
 
@@ -17,6 +19,7 @@ pub mod filter;
 mod filter_props;
 pub mod grpc;
 pub mod metrics;
+pub mod objects;
 pub mod qdrant;
 mod retriever;
 pub mod server;

@@ -166,7 +166,27 @@ fn condition(c: &Condition) -> Result<QCondition> {
                 lte: *lte,
             },
         ),
+        Condition::Any(filters) => {
+            let mut any = Vec::with_capacity(filters.len());
+            for f in filters {
+                any.push(QCondition::from(nested(f)?));
+            }
+            QCondition::from(QFilter::should(any))
+        }
     })
+}
+
+fn nested(meta: &MetaFilter) -> Result<QFilter> {
+    let mut f = QFilter::must(
+        meta.must
+            .iter()
+            .map(condition)
+            .collect::<Result<Vec<_>>>()?,
+    );
+    for c in &meta.must_not {
+        f.must_not.push(condition(c)?);
+    }
+    Ok(f)
 }
 
 /// The tenant condition first, then the caller's filter and `extra`.

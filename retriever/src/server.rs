@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use crate::backend::Backend;
 use crate::edge::EdgeBackend;
 use crate::grpc::RetrieverGrpc;
+use crate::objects::grpc::ObjectsGrpc;
+use crate::objects::{DiskObjects, NoObjects, ObjectStore};
 use crate::qdrant::{QdrantBackend, QdrantConfig};
 use crate::retriever::Retriever;
 
@@ -48,6 +50,11 @@ pub struct StoreArgs {
     /// Where the embedded engine keeps its collections.
     #[arg(long, env = "RAGMESH_DATA_DIR", default_value_t = default_data_dir())]
     pub data_dir: String,
+    /// Where uploaded files and vector-store records are kept (default:
+    /// `<data-dir>/objects` with the edge backend; none with qdrant, whose
+    /// replicas may be several: set it on a single replica with a volume).
+    #[arg(long, env = "RAGMESH_OBJECTS_DIR")]
+    pub objects_dir: Option<String>,
 }
 
 /// Every flag is also an environment variable.
@@ -117,6 +124,24 @@ pub async fn open(args: &StoreArgs) -> anyhow::Result<Retriever> {
     Ok(Retriever::new(backend))
 }
 
+/// Opens the object store (files and vector-store records): under
+/// `--objects-dir`, else `<data-dir>/objects` with the edge backend; the
+/// qdrant backend without `--objects-dir` has none ([`NoObjects`]).
+pub async fn open_objects(args: &StoreArgs) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let dir = match (&args.objects_dir, args.backend) {
+        (Some(d), _) => PathBuf::from(d),
+        (None, BackendKind::Edge) => PathBuf::from(&args.data_dir).join("objects"),
+        (None, BackendKind::Qdrant) => return Ok(Arc::new(NoObjects)),
+    };
+    let store = tokio::task::spawn_blocking(move || {
+        DiskObjects::open(&dir)
+            .with_context(|| format!("cannot open object store {}", dir.display()))
+    })
+    .await
+    .context("object store start-up task")??;
+    Ok(Arc::new(store))
+}
+
 /// The binary's `main` (the gateway's multi-call binary runs it too,
 /// when called by this binary's name).
 pub fn main() -> ! {
@@ -146,6 +171,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     };
     let core = core?;
+    let objects = open_objects(&args.store).await?;
 
     let ip: std::net::IpAddr = args
         .host
@@ -167,6 +193,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .trace_fn(ragmesh_telemetry::otel::grpc_server_span)
         .add_service(health_svc)
         .add_service(RetrieverGrpc::server(core, args.max_message_bytes))
+        .add_service(ObjectsGrpc::server(objects, args.max_message_bytes))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
             ragmesh_telemetry::not_serving_on_drain::<

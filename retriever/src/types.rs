@@ -64,6 +64,8 @@ pub enum Condition {
         lt: Option<f64>,
         lte: Option<f64>,
     },
+    /// At least one of these filters holds (OR; each may nest further).
+    Any(Vec<MetaFilter>),
 }
 
 /// All `must` hold and no `must_not` holds.

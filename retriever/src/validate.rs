@@ -112,9 +112,46 @@ pub fn top_k(k: usize) -> Result<()> {
     Ok(())
 }
 
+/// Deepest nesting of `any` filters, and most conditions in one filter
+/// (all levels): a filter is evaluated per candidate point.
+pub const MAX_FILTER_DEPTH: usize = 4;
+pub const MAX_FILTER_CONDITIONS: usize = 64;
+
 pub fn filter(f: &MetaFilter) -> Result<()> {
+    let mut count = 0;
+    filter_at(f, 0, &mut count)
+}
+
+fn filter_at(f: &MetaFilter, depth: usize, count: &mut usize) -> Result<()> {
     for c in f.must.iter().chain(&f.must_not) {
+        *count += 1;
+        if *count > MAX_FILTER_CONDITIONS {
+            return Err(RetrieverError::invalid(format!(
+                "a filter holds at most {MAX_FILTER_CONDITIONS} conditions"
+            )));
+        }
         let key = match c {
+            Condition::Any(filters) => {
+                if depth + 1 > MAX_FILTER_DEPTH {
+                    return Err(RetrieverError::invalid(format!(
+                        "filters nest at most {MAX_FILTER_DEPTH} levels deep"
+                    )));
+                }
+                if filters.is_empty() {
+                    return Err(RetrieverError::invalid(
+                        "an any-of-filters condition needs at least one filter",
+                    ));
+                }
+                for sub in filters {
+                    if sub.must.is_empty() && sub.must_not.is_empty() {
+                        return Err(RetrieverError::invalid(
+                            "each filter of an any-of-filters condition needs a condition",
+                        ));
+                    }
+                    filter_at(sub, depth + 1, count)?;
+                }
+                continue;
+            }
             Condition::Equals { key, value } => {
                 if !(value.is_string() || value.is_number() || value.is_boolean()) {
                     return Err(RetrieverError::invalid(format!(

@@ -85,6 +85,12 @@ fn condition_from(c: pb::Condition) -> Result<Condition, Status> {
             lt: r.lt,
             lte: r.lte,
         }),
+        Some(pb::condition::Match::AnyFilter(list)) => Ok(Condition::Any(
+            list.filters
+                .into_iter()
+                .map(|f| filter_from(Some(f)))
+                .collect::<Result<_, _>>()?,
+        )),
         None => Err(invalid(format!("filter on {key:?}: no match given"))),
     }
 }
@@ -140,6 +146,17 @@ fn condition_to(c: &Condition) -> pb::Condition {
                 lte: *lte,
             }),
         ),
+        Condition::Any(filters) => {
+            return pb::Condition {
+                key: String::new(),
+                r#match: Some(Match::AnyFilter(pb::FilterList {
+                    filters: filters
+                        .iter()
+                        .map(|f| filter_to(f).unwrap_or_default())
+                        .collect(),
+                })),
+            };
+        }
     };
     pb::Condition {
         key: key.clone(),

@@ -20,10 +20,22 @@ Where the spec and the real API differ, the validator follows the real API
     ``finish_reason: null`` until the last chunk. The spec has no schema for
     them; ``CreateCompletionStreamResponse`` (validator-only, not in the spec)
     is ``CreateCompletionResponse`` with that one field nullable.
+(e) ``CompoundFilter`` (reached from ``Response`` via the file_search tool's
+    ``filters``) nests itself with the 2019-09 pair ``$recursiveAnchor`` /
+    ``$recursiveRef: "#"``, which 2020-12 ignores (so the nested branch
+    would accept anything and make its ``oneOf`` ambiguous). Each
+    ``$recursiveRef: "#"`` inside a schema marked ``$recursiveAnchor`` is
+    read as a ``$ref`` to that schema itself, as the spec intends.
 
-``format`` (e.g. "unixtime") and OpenAPI-only keywords (``discriminator``,
-``x-*``) are not asserted. No schema here sets ``additionalProperties:
-false``, so extension fields (``citations``, ``rag``, ...) are allowed.
+``format`` (e.g. "unixtime") and OpenAPI-only keywords (``x-*``) are not
+asserted; ``discriminator`` only picks which ``oneOf`` branch's errors are
+reported. Most schemas allow extension fields (``citations``, ``rag``, ...),
+but a few set ``additionalProperties: false`` and reject them:
+``VectorStoreSearchResultsPage``, ``VectorStoreSearchResultItem``,
+``VectorStoreSearchResultContentObject``, the chunking strategies
+(``StaticChunkingStrategy[ResponseParam]``,
+``OtherChunkingStrategyResponseParam``) and, inside ``Response``, the
+filter and MCP-tool-filter schemas.
 """
 import copy
 import json
@@ -73,17 +85,47 @@ def _load():
     choice = stream["properties"]["choices"]["items"]["properties"]
     choice["finish_reason"] = {"anyOf": [choice["finish_reason"], NULL]}
     schemas["CreateCompletionStreamResponse"] = stream
+    # (e) $recursiveRef "#" => $ref to the enclosing $recursiveAnchor schema
+    for name, schema in schemas.items():
+        if schema.get("$recursiveAnchor") is True:
+            schemas[name] = _recursive_to_ref(schema, name)
     return _rewrite(schemas)
 
 
+def _recursive_to_ref(node, name):
+    if isinstance(node, list):
+        return [_recursive_to_ref(v, name) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _recursive_to_ref(v, name) for k, v in node.items()}
+    if node.pop("$recursiveRef", None) == "#":
+        node["$ref"] = "#/components/schemas/" + name
+    return node
+
+
+def _no_recursive_refs(node):
+    """Fail loudly if a $recursiveRef survived (e): 2020-12 would ignore it."""
+    if isinstance(node, dict):
+        if "$recursiveRef" in node:
+            raise ValueError(f"unhandled $recursiveRef in {node!r:.200}")
+        for v in node.values():
+            _no_recursive_refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            _no_recursive_refs(v)
+
+
 DEFS = _load()
+_no_recursive_refs(DEFS)
 _validators = {}
 
 
 def _leaves(err):
     """Descend into anyOf/oneOf: when exactly one branch fits the
-    instance's type (e.g. the object branch of "object or null"), report
-    that branch's errors instead of "not valid under any of the schemas"."""
+    instance's type (e.g. the object branch of "object or null") or, for a
+    ``discriminator``, its tag (e.g. ``type: "message"`` of ``OutputItem``),
+    report that branch's errors instead of "not valid under any of the
+    schemas"."""
     if err.validator in ("anyOf", "oneOf") and err.context:
         branches = {}
         for sub in err.context:
@@ -91,6 +133,11 @@ def _leaves(err):
         fitting = [b for b in branches.values()
                    if not any(e.validator == "type" and not e.relative_path
                               for e in b)]
+        tag = (err.schema.get("discriminator") or {}).get("propertyName") \
+            if isinstance(err.schema, dict) else None
+        if tag and len(fitting) > 1:
+            fitting = [b for b in fitting
+                       if not any(list(e.relative_path) == [tag] for e in b)]
         if len(fitting) == 1:
             return [leaf for e in fitting[0] for leaf in _leaves(e)]
     return [err]

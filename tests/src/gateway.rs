@@ -16,6 +16,8 @@ pub const PROFILE: &str = "facts-assistant";
 pub struct Gateway {
     pub svc: Service,
     pub http: reqwest::Client,
+    /// The flags it was started with (a restart reuses them).
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -58,16 +60,17 @@ fn start_with(extra: &[&str], config: &str, logged: bool) -> Gateway {
         "2048".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let svc = if logged {
-        Service::start_logged("ragmesh-gateway", &args, &dir.path().join(LOG), STARTUP)
+        Service::start_logged("ragmesh-gateway", &argv, &dir.path().join(LOG), STARTUP)
     } else {
-        Service::start("ragmesh-gateway", &args, STARTUP)
+        Service::start("ragmesh-gateway", &argv, STARTUP)
     };
     let svc = svc.unwrap_or_else(|e| panic!("{e:#}"));
     Gateway {
         svc,
         http: reqwest::Client::new(),
+        args,
         _dir: dir,
     }
 }
@@ -78,6 +81,19 @@ impl Gateway {
     /// The log file of a gateway started with [`start_logged`].
     pub fn log_path(&self) -> std::path::PathBuf {
         self._dir.path().join(LOG)
+    }
+
+    /// SIGKILL, then the same binary with the same flags on the same data
+    /// directory (on a new port).
+    pub fn crash_and_restart(&mut self) {
+        self.svc
+            .child
+            .kill()
+            .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+        let _ = self.svc.child.wait();
+        let argv: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.svc =
+            Service::start("ragmesh-gateway", &argv, STARTUP).unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// The gateway's data directory (`--data-dir`).

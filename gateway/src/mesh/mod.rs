@@ -6,6 +6,7 @@
 //! endpoints runs in-process.
 
 pub mod embedder;
+pub mod objects;
 pub mod pool;
 pub mod retriever;
 pub mod runner;

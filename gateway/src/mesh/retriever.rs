@@ -61,6 +61,11 @@ impl RemoteBackend {
         );
         Ok(Self { pool })
     }
+
+    /// The replicas' pool (the object store shares it).
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool.clone()
+    }
 }
 
 #[async_trait]

@@ -2,6 +2,10 @@
 
 pub mod chat;
 pub mod completions;
+pub mod files;
 pub mod models;
+pub mod multipart;
 pub mod output;
+pub mod paging;
 pub mod params;
+pub mod vector_stores;

@@ -1,34 +1,25 @@
 //! The collections API: create / list / describe / delete collections,
-//! ingest and delete documents, and search (to debug retrieval).
-//!
-//! Ingest: each document is chunked (token-aware, with overlap), the chunks
-//! are embedded in batches and upserted with `replace_documents`, so
-//! re-ingesting an id atomically replaces its old chunks. The answer comes
-//! after the retriever acknowledged the write (flushed to disk).
+//! ingest documents (through [`crate::ingest::ingest`]) and delete them,
+//! and search (to debug retrieval).
 
 use axum::Json;
 use axum::extract::{Extension, Path, Request, State};
 use axum::response::Response;
-use ragmesh_retriever::{Chunk, CollectionInfo, Distance, MAX_BATCH, MetaFilter};
-use serde_json::{Map, Value, json};
+use ragmesh_retriever::{CollectionInfo, Distance, MetaFilter};
+use serde_json::{Value, json};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use super::chunk::{self, SplitError};
 use super::filter;
 use super::profile::{MAX_TOP_K, RagSpec};
 use super::retrieve::{retrieve, search_hit};
 use crate::auth::Caller;
-use crate::error::{ApiResult, bad_request, from_retriever, internal, not_found};
+use crate::error::{ApiResult, bad_request, from_retriever, not_found};
 use crate::fields::{self, Body};
+pub use crate::ingest::Document;
 use crate::metrics as m;
 use crate::state::AppState;
 
 /// Documents one ingest request may carry.
 pub const MAX_DOCUMENTS: usize = 1000;
-/// Texts per embedding call during ingest.
-const EMBED_BATCH: usize = 64;
 
 fn respond(route: &'static str, r: ApiResult<Value>) -> Response {
     m::reply(route, r.map(Json))
@@ -108,14 +99,6 @@ pub async fn delete(
         .map_err(from_retriever)
         .map(|()| json!({"object": "collection.deleted", "name": name, "deleted": true}));
     respond("collections", r)
-}
-
-/// One document of an ingest request.
-pub struct Document {
-    pub id: String,
-    pub text: String,
-    pub metadata: Map<String, Value>,
-    pub markdown: bool,
 }
 
 fn parse_document(v: &Value, i: usize) -> ApiResult<Document> {
@@ -209,137 +192,17 @@ pub async fn ingest(
     let r = async {
         let body = crate::body::read_json(&st, req, &["documents"]).await?;
         let docs = parse_documents(&body)?;
-        ingest_documents(&st, &caller.tenant, &name, docs).await
+        let out = crate::ingest::ingest(&st, &caller.tenant, &name, docs, st.chunking).await?;
+        Ok(json!({
+            "object": "ingest.result",
+            "collection": name,
+            "documents": out.documents.len(),
+            "chunks": out.chunks,
+            "data": out.documents.iter().map(|(id, n)| json!({"id": id, "chunks": n})).collect::<Vec<_>>(),
+        }))
     }
     .await;
     respond("documents", r)
-}
-
-/// Chunks, embeds and upserts `docs` into `collection` (used by the API and
-/// by the demo ingest at start-up).
-pub async fn ingest_documents(
-    st: &AppState,
-    tenant: &str,
-    collection: &str,
-    docs: Vec<Document>,
-) -> ApiResult<Value> {
-    // the collection must exist before any work is spent
-    st.retriever
-        .describe_collection(tenant, collection)
-        .await
-        .map_err(from_retriever)?;
-    let settings = st.chunking;
-    // limits before work: a document that cannot fit is refused before it
-    // is tokenized (see chunk::ChunkSettings::min_chunks)
-    for d in &docs {
-        let fewest = settings.min_chunks(&d.text);
-        if fewest > MAX_BATCH {
-            return Err(too_many_chunks(&d.id, fewest, settings));
-        }
-    }
-    // set when this future is dropped (the client went away): the chunking
-    // thread stops at its next chunk
-    let cancelled = Arc::new(AtomicBool::new(false));
-    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
-    let embed = st.embed.clone();
-    let docs = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::with_capacity(docs.len());
-        for d in docs {
-            match chunk::split(
-                &d.text,
-                d.markdown,
-                settings,
-                embed.clone(),
-                MAX_BATCH,
-                &cancelled,
-            ) {
-                Ok(pieces) => out.push((d, pieces)),
-                Err(e) => return Err((d.id, e)),
-            }
-        }
-        Ok(out)
-    })
-    .await
-    .map_err(|e| internal(format!("chunking task failed: {e}")))?
-    .map_err(|(id, e)| match e {
-        SplitError::TooManyChunks(n) => too_many_chunks(&id, n, settings),
-        // nobody is listening; the status is for the log line
-        SplitError::Cancelled => internal("ingest cancelled: the client went away"),
-    })?;
-
-    let mut summary = Vec::with_capacity(docs.len());
-    let mut batch: Vec<Chunk> = Vec::new();
-    let mut total = 0usize;
-    for (doc, pieces) in docs {
-        // a document's chunks go in one upsert: `replace_documents` swaps
-        // all of them at once
-        if batch.len() + pieces.len() > MAX_BATCH {
-            total += flush(st, tenant, collection, std::mem::take(&mut batch)).await?;
-        }
-        summary.push(json!({"id": doc.id, "chunks": pieces.len()}));
-        let n = pieces.len();
-        let mut vectors = Vec::with_capacity(n);
-        for group in pieces.chunks(EMBED_BATCH) {
-            let (v, _) = st.embed.embed(group.to_vec()).await?;
-            vectors.extend(v);
-        }
-        for (i, (text, vector)) in pieces.into_iter().zip(vectors).enumerate() {
-            batch.push(Chunk {
-                id: format!("{}#{i}", doc.id),
-                doc_id: doc.id.clone(),
-                text,
-                vector,
-                metadata: doc.metadata.clone(),
-            });
-        }
-    }
-    total += flush(st, tenant, collection, batch).await?;
-    Ok(json!({
-        "object": "ingest.result",
-        "collection": collection,
-        "documents": summary.len(),
-        "chunks": total,
-        "data": summary,
-    }))
-}
-
-/// Sets its flag when dropped.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-fn too_many_chunks(id: &str, at_least: usize, s: chunk::ChunkSettings) -> crate::error::ApiError {
-    bad_request(
-        format!(
-            "document '{id}' makes at least {at_least} chunks; one document may make at most \
-             {MAX_BATCH} (of up to {} tokens or {} characters each): split it into several documents",
-            s.tokens,
-            s.max_chars()
-        ),
-        "documents",
-    )
-}
-
-async fn flush(
-    st: &AppState,
-    tenant: &str,
-    collection: &str,
-    batch: Vec<Chunk>,
-) -> ApiResult<usize> {
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    let n = st
-        .retriever
-        .upsert(tenant, collection, batch, true)
-        .await
-        .map_err(from_retriever)?;
-    metrics::counter!(m::INGESTED_CHUNKS).increment(n as u64);
-    Ok(n)
 }
 
 pub async fn delete_document(
