@@ -76,6 +76,8 @@ with open(fixture("orchard.md"), "rb") as f:
 check("VectorStoreFileObject", vf)
 assert vf.status == "completed" and vf.usage_bytes > 0 and vf.last_error is None, vf
 assert vf.chunking_strategy.type == "static", vf
+# upload_and_poll uploaded a second copy: that copy is the store's orchard.md
+in_store = dict(uploaded, **{"orchard.md": vf.id})
 
 # the other three files in one batch, with attributes per file
 batch = a.vector_stores.file_batches.create_and_poll(
@@ -106,8 +108,8 @@ for query, name, phrase in [
     res = a.vector_stores.search(vector_store_id=vs.id, query=query, max_num_results=3)
     check("VectorStoreSearchResultsPage", res)
     top = res.data[0]
-    assert top.filename == name and top.file_id == uploaded[name], (query, [(r.filename, r.score) for r in res.data])
-    text = " ".join(" ".join(c.text for c in r.content) for r in res.data if r.file_id == uploaded[name])
+    assert top.filename == name and top.file_id == in_store[name], (query, [(r.filename, r.score) for r in res.data])
+    text = " ".join(" ".join(c.text for c in r.content) for r in res.data if r.file_id == in_store[name])
     assert phrase in " ".join(text.split()), (query, text[:300])
     assert 0 <= top.score <= 1, top
 
@@ -165,7 +167,7 @@ r = a.chat.completions.create(
     extra_body={"rag": {"collection": vs.id, "top_k": 2}},
 )
 cites = r.choices[0].message.model_extra["citations"]
-assert cites and cites[0]["doc_id"] == uploaded["orchard.md"], cites
+assert cites and cites[0]["doc_id"] == in_store["orchard.md"], cites
 
 # ---- stores: list, modify ----------------------------------------------------
 stores = check("ListVectorStoresResponse", a.vector_stores.list())
@@ -195,7 +197,7 @@ assert bad.file_counts.failed == 2 and bad.status == "completed", bad
 
 # ---- tenant isolation: tenant B sees none of A's objects -------------------
 NF = openai.NotFoundError
-fid, vid = uploaded["orchard.md"], vs.id
+fid, vid = in_store["orchard.md"], vs.id
 assert b.files.list().data == [] and b.vector_stores.list().data == []
 for fn, args, kw in [
     (b.files.retrieve, (fid,), {}),

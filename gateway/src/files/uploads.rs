@@ -3,8 +3,9 @@
 
 use ragmesh_retriever::objects::Expect;
 
+use super::attach::Attached;
 use super::store::{self, FILE, Objects, STORE_FILE};
-use super::types::{Deleted, FileObject, ListPage, PURPOSES, VectorStoreFile};
+use super::types::{Deleted, FileObject, ListPage, PURPOSES};
 use super::{ids, not_found_file};
 use crate::error::{ApiResult, bad_request};
 use crate::state::{Inner, unix_now};
@@ -164,9 +165,9 @@ pub async fn content(o: &Objects, tenant: &str, id: &str) -> ApiResult<(FileObje
 /// tenant (its chunks too), as OpenAI does.
 pub async fn delete(st: &Inner, tenant: &str, id: &str) -> ApiResult<Deleted> {
     get(&st.objects, tenant, id).await?;
-    let attached = store::list::<VectorStoreFile>(&st.objects, tenant, STORE_FILE, "").await?;
-    for a in attached.into_iter().filter(|a| a.value.id == id) {
-        super::attach::detach(st, tenant, &a.value.vector_store_id, id).await?;
+    let attached = store::list::<Attached>(&st.objects, tenant, STORE_FILE, "").await?;
+    for a in attached.into_iter().filter(|a| a.value.file.id == id) {
+        super::attach::detach(st, tenant, &a.value.file.vector_store_id, id).await?;
     }
     store::delete(&st.objects, tenant, FILE, id).await?;
     st.objects

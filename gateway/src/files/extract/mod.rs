@@ -129,7 +129,10 @@ pub fn extract(filename: &str, bytes: &[u8]) -> Result<Extracted, ExtractError> 
         Format::Docx => docx::to_markdown(bytes),
     });
     let text = match caught {
-        Ok(r) => r?,
+        Ok(r) => r.map_err(|e| ExtractError {
+            code: e.code,
+            message: format!("'{filename}': {}", e.message),
+        })?,
         Err(_) => {
             return Err(invalid(format!(
                 "'{filename}' could not be parsed (the {format:?} reader failed on it)"
