@@ -213,7 +213,7 @@ pub async fn build(
         aliases,
         retriever,
         objects,
-        max_file_bytes: args.max_file_bytes,
+        max_file_bytes: file_limit(args),
         attach_slots: Arc::new(tokio::sync::Semaphore::new(
             args.attach_concurrency.clamp(1, 64),
         )),
@@ -226,7 +226,6 @@ pub async fn build(
             args.max_inflight_body_bytes
                 .div_ceil(1024)
                 .max(args.max_body_bytes.div_ceil(1024))
-                .max(args.max_file_bytes.div_ceil(1024) + 64)
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
         in_flight: Arc::new(tokio::sync::Semaphore::new(
@@ -244,6 +243,22 @@ pub async fn build(
         started: unix_now(),
         lifecycle: lifecycle.clone(),
     }))
+}
+
+/// `--max-file-bytes`, within what the in-flight body budget can hold (an
+/// upload holds its whole form while it is read).
+fn file_limit(args: &Args) -> usize {
+    let room = args
+        .max_inflight_body_bytes
+        .saturating_sub(crate::openai::multipart::FORM_OVERHEAD);
+    if args.max_file_bytes > room {
+        tracing::warn!(
+            max_file_bytes = args.max_file_bytes,
+            used = room,
+            "--max-file-bytes exceeds what --max-inflight-body-bytes holds; files are limited to the smaller"
+        );
+    }
+    args.max_file_bytes.min(room)
 }
 
 /// What the config file and flags define on top of the stages: checked
