@@ -1,5 +1,7 @@
 //! ragmesh gateway: the OpenAI-compatible HTTP API and the RAG pipeline.
 //!
+//! - [`answer`]: the generation pipeline every front door calls (resolve,
+//!   retrieve, fit the prompt, generate).
 //! - [`openai`]: `/v1/chat/completions` (JSON and SSE), `/v1/completions`,
 //!   `/v1/embeddings`, `/v1/models`; errors in OpenAI's shape ([`error`]).
 //! - [`rag`]: collections and document ingest (token-aware chunking),
@@ -15,6 +17,7 @@
 //! - [`auth`]: API keys → tenants, per-key rate and concurrency limits.
 //! - [`server`]: the host; [`config`]: flags, env and the profile file.
 
+pub mod answer;
 pub mod auth;
 pub mod body;
 pub mod check;

@@ -12,18 +12,15 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use ragmesh_llm_runner::Input;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::output::{self, Kind, Meta};
-use super::params::{GenParams, SamplingDefaults};
+use super::params::GenParams;
+use crate::answer::{AnswerRequest, Plan, Question};
 use crate::auth::Caller;
 use crate::error::{ApiResult, bad_request};
 use crate::fields::{self, Body};
 use crate::metrics as m;
-use crate::rag::profile::override_spec;
-use crate::rag::prompt;
-use crate::rag::retrieve::{citations, retrieve};
 use crate::state::{AppState, DEFAULT_TENANT, Target, unix_now};
 use crate::trace;
 use crate::upstream::{Endpoint, forward};
@@ -212,133 +209,49 @@ async fn answer(
     span: tracing::Span,
 ) -> ApiResult<Response> {
     let rag = fields::opt_object(&body, "rag")?;
-    let (llm, profile) = match target {
-        Target::Upstream(up) => {
-            // pass-through: the upstream validates its own request
-            if rag.is_some() {
-                return Err(bad_request(
-                    format!(
-                        "'{model}' is an external upstream: retrieval ('rag') needs a runner model"
-                    ),
-                    "rag",
-                ));
-            }
-            let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
-            return forward(&up, Endpoint::Chat, &body, stream, &request_id).await;
-        }
-        Target::Runner(llm) => (llm, None),
-        Target::Profile(p) => (p.llm.clone(), Some(p)),
-    };
-    let mut messages = parse_messages(&body)?;
-    let params = GenParams::parse(&body, true)?;
-    reject_unsupported(&body)?;
-    trace::record_params(&span, &params);
-    // a pool scaled to zero: wait (bounded) for a replica before anything
-    // asks the model for its window or its tokens
-    llm.ready().await?;
-    let spec = match (&profile, rag) {
-        (Some(p), None) => Some(p.spec.clone()),
-        (base, Some(r)) => Some(override_spec(
-            base.as_ref().map(|p| &p.spec),
-            r,
-            &st.builtin_template,
-        )?),
-        (None, None) => None,
-    };
-
-    let (mut cites, mut summary) = (None, None);
-    if let Some(spec) = spec {
-        let query = messages
-            .iter()
-            .rev()
-            .find(|(r, _)| r == "user")
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default();
-        if query.trim().is_empty() {
+    if let Target::Upstream(up) = &target {
+        // pass-through: the upstream validates its own request
+        if rag.is_some() {
             return Err(bad_request(
-                "retrieval needs a non-empty user message to search with",
-                "messages",
+                format!(
+                    "'{model}' is an external upstream: retrieval ('rag') needs a runner model"
+                ),
+                "rag",
             ));
         }
-        let got = retrieve(st, &tenant, &spec, &query).await?;
-        let window = llm.context_length();
-        let reserve = match params.max_tokens {
-            Some(m) => m.max(0) as usize,
-            None => profile
-                .as_ref()
-                .and_then(|p| p.reserve_tokens)
-                .unwrap_or(512)
-                .min(window / 4),
-        };
-        let t = Instant::now();
-        let build = tracing::info_span!(
-            "prompt_build",
-            rag.chunks_retrieved = got.chunks.len() as i64,
-            rag.chunks_used = tracing::field::Empty,
-            rag.chunks_dropped = tracing::field::Empty,
-            ragmesh.prompt_tokens = tracing::field::Empty,
-        );
-        let fitted = prompt::fit(
-            &spec.template,
-            &messages,
-            &got.chunks,
-            window.saturating_sub(reserve),
-            |msgs| {
-                let llm = llm.clone();
-                async move { llm.count_tokens(&Input::Chat(msgs)).await }
-            },
-        )
-        .instrument(build.clone())
-        .await?;
-        build.record("rag.chunks_used", fitted.used as i64);
-        build.record("rag.chunks_dropped", fitted.dropped as i64);
-        build.record("ragmesh.prompt_tokens", fitted.prompt_tokens as i64);
-        drop(build);
-        let prompt_ms = t.elapsed().as_secs_f64() * 1e3;
-        metrics::histogram!(m::RAG_STAGE, "stage" => "prompt").record(prompt_ms / 1e3);
-        if fitted.dropped > 0 {
-            metrics::counter!(m::RAG_DROPPED).increment(fitted.dropped as u64);
-        }
-        messages = fitted.messages;
-        cites = Some(citations(&got.chunks[..fitted.used]));
-        summary = Some(json!({
-            "profile": profile.as_ref().map(|p| p.name.clone()),
-            "collection": spec.collection,
-            "retrieved": got.chunks.len(),
-            "used": fitted.used,
-            "dropped": fitted.dropped,
-            "prompt_tokens": fitted.prompt_tokens,
-            "timings": {"embed_ms": got.embed_ms, "search_ms": got.search_ms, "prompt_ms": prompt_ms},
-        }));
+        let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
+        return forward(up, Endpoint::Chat, &body, stream, &request_id).await;
     }
-
-    let id = crate::request_id::new("chatcmpl");
-    let defaults = profile
-        .as_ref()
-        .map_or_else(SamplingDefaults::default, |p| p.sampling.clone());
-    trace::input_messages(&span, &messages);
-    let in_flight = m::InFlight::new(&model);
-    let events = llm
-        .generate(params.request(Input::Chat(messages), &defaults, &id))
-        .instrument(trace::generate_span(llm.model_id()))
-        .await?;
-    let events = trace::traced(events, span, &id, llm.model_id(), in_flight);
+    let plan = Plan::new(st, target, rag)?;
+    let messages = parse_messages(&body)?;
+    let params = GenParams::parse(&body, true)?;
+    reject_unsupported(&body)?;
+    let (stream, include_usage, logprobs) = (params.stream, params.include_usage, params.logprobs);
+    let req = AnswerRequest {
+        tenant,
+        model: model.clone(),
+        plan,
+        question: Question::Chat(messages),
+        params,
+        id_prefix: "chatcmpl",
+    };
+    let a = crate::answer::answer(st, req, span).await?;
     let meta = Meta {
-        id,
+        id: a.id,
         created: unix_now(),
         model,
         kind: Kind::Chat,
-        include_usage: params.include_usage,
-        logprobs: params.logprobs,
-        citations: cites,
-        rag: summary,
+        include_usage,
+        logprobs,
+        citations: a.citations,
+        rag: a.rag,
         started,
     };
-    if params.stream {
-        let events = output::first_or_error(events).await?;
+    if stream {
+        let events = output::first_or_error(a.events).await?;
         Ok(output::sse(events, meta, &st.lifecycle))
     } else {
-        Ok(Json(output::collect(events, meta).await?).into_response())
+        Ok(Json(output::collect(a.events, meta).await?).into_response())
     }
 }
 
@@ -347,6 +260,7 @@ mod tests {
     use super::*;
 
     use crate::fields::body;
+    use serde_json::json;
 
     #[test]
     fn messages_accept_strings_and_text_parts() {

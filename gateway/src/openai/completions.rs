@@ -6,11 +6,11 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use ragmesh_llm_runner::Input;
 use serde_json::Value;
 
 use super::output::{self, Kind, Meta};
-use super::params::{GenParams, SamplingDefaults};
+use super::params::GenParams;
+use crate::answer::{AnswerRequest, Plan, Question};
 use crate::error::{ApiResult, bad_request};
 use crate::fields;
 use crate::metrics as m;
@@ -44,13 +44,25 @@ fn prompt(b: &fields::Body) -> ApiResult<String> {
 async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
     let started = Instant::now();
     let request_id = crate::request_id::of(&req);
+    let tenant = req
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .map(|c| c.tenant.clone())
+        .unwrap_or_else(|| crate::state::DEFAULT_TENANT.into());
     let body = crate::body::read_json(st, req, &["prompt", "rag", "stop", "logit_bias"]).await?;
     let model = fields::req_str(&body, "model")?;
     let target = st.resolve(&model)?;
     let span = trace::genai_span("text_completion", &model, trace::provider(&target));
-    let out = complete(st, body, model, target, request_id, started, span.clone())
-        .instrument(span.clone())
-        .await;
+    let out = complete(
+        st,
+        body,
+        (model, target, tenant),
+        request_id,
+        started,
+        span.clone(),
+    )
+    .instrument(span.clone())
+    .await;
     trace::on_error(&span, &out);
     out
 }
@@ -58,28 +70,24 @@ async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
 async fn complete(
     st: &AppState,
     body: crate::body::JsonBody,
-    model: String,
-    target: Target,
+    (model, target, tenant): (String, Target, std::sync::Arc<str>),
     request_id: String,
     started: Instant,
     span: tracing::Span,
 ) -> ApiResult<Response> {
-    let llm = match target {
-        Target::Runner(llm) => llm,
-        Target::Upstream(up) => {
-            let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
-            return forward(&up, Endpoint::Completions, &body, stream, &request_id).await;
-        }
-        Target::Profile(p) => {
-            return Err(bad_request(
-                format!("'{}' is a RAG profile: use /v1/chat/completions", p.name),
-                "model",
-            ));
-        }
-    };
+    if let Target::Upstream(up) = &target {
+        let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
+        return forward(up, Endpoint::Completions, &body, stream, &request_id).await;
+    }
+    if let Target::Profile(p) = &target {
+        return Err(bad_request(
+            format!("'{}' is a RAG profile: use /v1/chat/completions", p.name),
+            "model",
+        ));
+    }
+    let plan = Plan::new(st, target, None)?;
     let text = prompt(&body)?;
     let params = GenParams::parse(&body, false)?;
-    trace::record_params(&span, &params);
     if fields::opt_bool(&body, "echo")?.unwrap_or(false) {
         return Err(bad_request("'echo' is not supported", "echo"));
     }
@@ -89,27 +97,29 @@ async fn complete(
     if fields::opt_int_in(&body, "best_of", 1, 1)?.is_some_and(|b| b != 1) {
         return Err(bad_request("only best_of=1 is supported", "best_of"));
     }
-    // a pool scaled to zero: wait (bounded) for a replica
-    llm.ready().await?;
-    let id = crate::request_id::new("cmpl");
-    let in_flight = m::InFlight::new(&model);
-    let events = llm
-        .generate(params.request(Input::Prompt(text), &SamplingDefaults::default(), &id))
-        .instrument(trace::generate_span(llm.model_id()))
-        .await?;
-    let events = trace::traced(events, span, &id, llm.model_id(), in_flight);
+    let (stream, include_usage, logprobs) = (params.stream, params.include_usage, params.logprobs);
+    let req = AnswerRequest {
+        tenant,
+        model: model.clone(),
+        plan,
+        question: Question::Text(text),
+        params,
+        id_prefix: "cmpl",
+    };
+    let a = crate::answer::answer(st, req, span).await?;
+    let events = a.events;
     let meta = Meta {
-        id,
+        id: a.id,
         created: unix_now(),
         model,
         kind: Kind::Completion,
-        include_usage: params.include_usage,
-        logprobs: params.logprobs,
+        include_usage,
+        logprobs,
         citations: None,
         rag: None,
         started,
     };
-    if params.stream {
+    if stream {
         let events = output::first_or_error(events).await?;
         Ok(output::sse(events, meta, &st.lifecycle))
     } else {
