@@ -257,6 +257,171 @@ fn cases(model: &str) -> Vec<Case> {
             Refused,
         ));
     }
+    // Files and Vector Stores: forms, ids, filters, limits
+    let form = |boundary: &str, parts: &str| -> Case {
+        Case {
+            name: String::new(),
+            method: "POST",
+            path: "/v1/files".into(),
+            content_type: None,
+            body: parts.replace("{b}", boundary).into_bytes(),
+            want: Refused,
+        }
+    };
+    let many_parts: String = (0..100)
+        .map(|i| format!("--{{b}}\r\nContent-Disposition: form-data; name=\"p{i}\"\r\n\r\nx\r\n"))
+        .collect::<String>()
+        + "--{b}--\r\n";
+    for (name, ct, body) in [
+        ("upload: JSON instead of a form", Some("application/json"), "{\"purpose\":\"assistants\"}".to_owned()),
+        ("upload: form without a boundary", Some("multipart/form-data"), "x".to_owned()),
+        ("upload: garbage form", Some("multipart/form-data; boundary=zz"), "not a form at all".to_owned()),
+        (
+            "upload: no file part",
+            Some("multipart/form-data; boundary=zz"),
+            "--zz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n--zz--\r\n".to_owned(),
+        ),
+        (
+            "upload: no purpose",
+            Some("multipart/form-data; boundary=zz"),
+            "--zz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--zz--\r\n".to_owned(),
+        ),
+        (
+            "upload: purpose batch",
+            Some("multipart/form-data; boundary=zz"),
+            "--zz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--zz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--zz--\r\n".to_owned(),
+        ),
+        (
+            "upload: empty file",
+            Some("multipart/form-data; boundary=zz"),
+            "--zz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n--zz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n\r\n--zz--\r\n".to_owned(),
+        ),
+        ("upload: 100 parts", Some("multipart/form-data; boundary=zz"), many_parts.replace("{b}", "zz")),
+    ] {
+        let mut c = form("zz", &body);
+        c.name = name.to_owned();
+        c.content_type = ct;
+        out.push(c);
+    }
+    for (method, path) in [
+        ("GET", "/v1/files/..%2F..%2Fetc%2Fpasswd"),
+        ("GET", "/v1/files/%00/content"),
+        ("DELETE", "/v1/files/file-nope"),
+        ("GET", "/v1/vector_stores/..%2Fx"),
+        ("DELETE", "/v1/vector_stores/vs_nope"),
+        ("GET", "/v1/vector_stores/vs_nope/files/..%2F..%2Fx"),
+        ("GET", "/v1/vector_stores/vs_nope/file_batches/%2e%2e/files"),
+        ("GET", "/v1/files?limit=0"),
+        ("GET", "/v1/files?order=sideways"),
+        ("GET", "/v1/vector_stores?limit=1000000"),
+    ] {
+        out.push(case(
+            &format!("{method} {path}"),
+            method,
+            path,
+            Vec::new(),
+            Refused,
+        ));
+    }
+    let deep_filter = (0..10).fold(
+        json!({"type": "eq", "key": "k", "value": 1}),
+        |f, _| json!({"type": "or", "filters": [f]}),
+    );
+    for (name, path, body) in [
+        (
+            "store: static chunks of 10,000",
+            "/v1/vector_stores",
+            json!({"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 10000, "chunk_overlap_tokens": 0}}}),
+        ),
+        (
+            "store: overlap past half",
+            "/v1/vector_stores",
+            json!({"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 150}}}),
+        ),
+        (
+            "store: 17 metadata keys",
+            "/v1/vector_stores",
+            json!({"metadata": (0..17).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
+        ),
+        (
+            "store: metadata value a number",
+            "/v1/vector_stores",
+            json!({"metadata": {"k": 1}}),
+        ),
+        (
+            "store: expires after 0 days",
+            "/v1/vector_stores",
+            json!({"expires_after": {"anchor": "last_active_at", "days": 0}}),
+        ),
+        (
+            "store: 501 file ids",
+            "/v1/vector_stores",
+            json!({"file_ids": (0..501).map(|i| format!("file-{i}")).collect::<Vec<_>>()}),
+        ),
+        (
+            "store: name a number",
+            "/v1/vector_stores",
+            json!({"name": 5}),
+        ),
+        (
+            "search: missing store",
+            "/v1/vector_stores/vs_nope/search",
+            json!({"query": "x"}),
+        ),
+        (
+            "attach: file id traversal",
+            "/v1/vector_stores/vs_nope/files",
+            json!({"file_id": "../../etc/passwd"}),
+        ),
+        (
+            "batch: no files",
+            "/v1/vector_stores/vs_nope/file_batches",
+            json!({"file_ids": []}),
+        ),
+    ] {
+        out.push(case(
+            name,
+            "POST",
+            path,
+            serde_json::to_vec(&body).unwrap_or_default(),
+            Refused,
+        ));
+    }
+    out.push(case(
+        "store search: filter nested 10 deep",
+        "POST",
+        "/v1/vector_stores/{vs}/search",
+        serde_json::to_vec(&json!({"query": "x", "filters": deep_filter})).unwrap_or_default(),
+        Refused,
+    ));
+    for (name, body) in [
+        ("store search: 11 queries", json!({"query": vec!["q"; 11]})),
+        (
+            "store search: 1,000 results",
+            json!({"query": "q", "max_num_results": 1000}),
+        ),
+        (
+            "store search: in over objects",
+            json!({"query": "q", "filters": {"type": "in", "key": "k", "value": [{}]}}),
+        ),
+        (
+            "store search: unknown operator",
+            json!({"query": "q", "filters": {"type": "like", "key": "k", "value": "%"}}),
+        ),
+        (
+            "store search: threshold 2",
+            json!({"query": "q", "ranking_options": {"score_threshold": 2}}),
+        ),
+        ("store search: empty query", json!({"query": ""})),
+    ] {
+        out.push(case(
+            name,
+            "POST",
+            "/v1/vector_stores/{vs}/search",
+            serde_json::to_vec(&body).unwrap_or_default(),
+            Refused,
+        ));
+    }
     // filters over mixed and wrong types
     for f in [
         json!({"num": {"gte": "a"}}),
@@ -389,7 +554,18 @@ async fn hostile_suite_gets_no_5xx_and_health_stays_fast() {
         })
     };
 
-    let all = cases(&model);
+    let (_, vs) = g
+        .call(
+            "POST",
+            "/v1/vector_stores",
+            Some(json!({"name": "hostile"})),
+        )
+        .await;
+    let vs = vs["id"].as_str().unwrap_or_default().to_owned();
+    let mut all = cases(&model);
+    for c in &mut all {
+        c.path = c.path.replace("{vs}", &vs);
+    }
     assert!(all.len() >= 120, "only {} cases", all.len());
     let mut failures = Vec::new();
     for c in &all {
