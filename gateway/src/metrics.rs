@@ -21,8 +21,20 @@ pub const WAITING_FOR_REPLICA: &str = "ragmesh_gateway_requests_waiting_for_repl
 /// Generations in flight through this gateway, by model (an HPA's custom
 /// metric for the gateway, a view of each pool's load from the front).
 pub const IN_FLIGHT: &str = "ragmesh_gateway_requests_in_flight";
+/// Files attached to vector stores, by how their processing ended.
+pub const ATTACHED: &str = "ragmesh_gateway_attached_files_total";
+/// Attached files being extracted and ingested, or waiting for a slot.
+pub const ATTACHING: &str = "ragmesh_gateway_files_attaching";
 
 pub fn describe() {
+    metrics::describe_counter!(
+        ATTACHED,
+        "Files attached to vector stores, by outcome (completed, failed, cancelled)"
+    );
+    metrics::describe_gauge!(
+        ATTACHING,
+        "Attached files this gateway is processing or has queued"
+    );
     metrics::describe_gauge!(
         IN_FLIGHT,
         "Generations in flight through this gateway (request to last token), by model"

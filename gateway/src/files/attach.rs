@@ -172,13 +172,16 @@ pub fn spawn(st: &AppState, tenant: &str, vector_store_id: &str, file_id: &str) 
         vector_store_id.to_owned(),
         file_id.to_owned(),
     );
+    let queued = metrics::gauge!(crate::metrics::ATTACHING);
+    queued.increment(1.0);
     tokio::spawn(async move {
-        let Ok(_slot) = st.attach_slots.clone().acquire_owned().await else {
-            return;
-        };
-        if let Err(e) = process(&st, &tenant, &vs, &file).await {
+        let slot = st.attach_slots.clone().acquire_owned().await;
+        if slot.is_ok()
+            && let Err(e) = process(&st, &tenant, &vs, &file).await
+        {
             tracing::warn!(vector_store = %vs, file = %file, error = %e.message, "attaching a file failed");
         }
+        queued.decrement(1.0);
     });
 }
 
