@@ -154,6 +154,8 @@ check("VectorStoreFileObject", f)
 assert f.attributes == {"kind": "word"} and f.status == "completed", f
 res = a.vector_stores.search(vector_store_id=vs.id, query="cat", filters={"type": "eq", "key": "kind", "value": "word"})
 assert res.data and all(r.filename == "reactor.docx" for r in res.data), res
+raw = a.vector_stores.files.with_raw_response.content(file_id=uploaded["lighthouse.html"], vector_store_id=vs.id)
+validate("VectorStoreFileContentResponse", raw.http_response.json())
 content = a.vector_stores.files.content(file_id=uploaded["lighthouse.html"], vector_store_id=vs.id)
 text = " ".join(c.text or "" for c in content)
 assert "Quince & Daughters" in " ".join(text.split()) and "SENTINEL" not in text, text[:400]
