@@ -9,19 +9,18 @@
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 
-use super::output::{self, Kind, Meta};
+use super::output::{self, Kind};
 use super::params::GenParams;
 use crate::answer::{AnswerRequest, Plan, Question};
 use crate::auth::Caller;
 use crate::error::{ApiResult, bad_request};
 use crate::fields::{self, Body};
 use crate::metrics as m;
-use crate::state::{AppState, DEFAULT_TENANT, Target, unix_now};
+use crate::state::{AppState, DEFAULT_TENANT, Target};
 use crate::trace;
 use crate::upstream::{Endpoint, forward};
 use tracing::Instrument;
@@ -226,33 +225,16 @@ async fn answer(
     let messages = parse_messages(&body)?;
     let params = GenParams::parse(&body, true)?;
     reject_unsupported(&body)?;
-    let (stream, include_usage, logprobs) = (params.stream, params.include_usage, params.logprobs);
     let req = AnswerRequest {
         tenant,
         model: model.clone(),
         plan,
         question: Question::Chat(messages),
-        params,
+        params: params.clone(),
         id_prefix: "chatcmpl",
     };
     let a = crate::answer::answer(st, req, span).await?;
-    let meta = Meta {
-        id: a.id,
-        created: unix_now(),
-        model,
-        kind: Kind::Chat,
-        include_usage,
-        logprobs,
-        citations: a.citations,
-        rag: a.rag,
-        started,
-    };
-    if stream {
-        let events = output::first_or_error(a.events).await?;
-        Ok(output::sse(events, meta, &st.lifecycle))
-    } else {
-        Ok(Json(output::collect(a.events, meta).await?).into_response())
-    }
+    output::respond(st, a, Kind::Chat, model, &params, started).await
 }
 
 #[cfg(test)]

@@ -3,18 +3,17 @@
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 
-use super::output::{self, Kind, Meta};
+use super::output::{self, Kind};
 use super::params::GenParams;
 use crate::answer::{AnswerRequest, Plan, Question};
 use crate::error::{ApiResult, bad_request};
 use crate::fields;
 use crate::metrics as m;
-use crate::state::{AppState, Target, unix_now};
+use crate::state::{AppState, Target};
 use crate::trace;
 use crate::upstream::{Endpoint, forward};
 use tracing::Instrument;
@@ -97,32 +96,14 @@ async fn complete(
     if fields::opt_int_in(&body, "best_of", 1, 1)?.is_some_and(|b| b != 1) {
         return Err(bad_request("only best_of=1 is supported", "best_of"));
     }
-    let (stream, include_usage, logprobs) = (params.stream, params.include_usage, params.logprobs);
     let req = AnswerRequest {
         tenant,
         model: model.clone(),
         plan,
         question: Question::Text(text),
-        params,
+        params: params.clone(),
         id_prefix: "cmpl",
     };
     let a = crate::answer::answer(st, req, span).await?;
-    let events = a.events;
-    let meta = Meta {
-        id: a.id,
-        created: unix_now(),
-        model,
-        kind: Kind::Completion,
-        include_usage,
-        logprobs,
-        citations: None,
-        rag: None,
-        started,
-    };
-    if stream {
-        let events = output::first_or_error(events).await?;
-        Ok(output::sse(events, meta, &st.lifecycle))
-    } else {
-        Ok(Json(output::collect(events, meta).await?).into_response())
-    }
+    output::respond(st, a, Kind::Completion, model, &params, started).await
 }

@@ -38,6 +38,37 @@ pub struct Meta {
     pub started: Instant,
 }
 
+/// An [`crate::answer::Answer`] as the response of one front door: SSE
+/// when `params.stream` (a refusal before the first token is still an
+/// HTTP status), else one JSON body.
+pub async fn respond(
+    st: &crate::state::Inner,
+    a: crate::answer::Answer,
+    kind: Kind,
+    model: String,
+    params: &super::params::GenParams,
+    started: Instant,
+) -> crate::error::ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let meta = Meta {
+        id: a.id,
+        created: crate::state::unix_now(),
+        model,
+        kind,
+        include_usage: params.include_usage,
+        logprobs: params.logprobs,
+        citations: a.citations,
+        rag: a.rag,
+        started,
+    };
+    if params.stream {
+        let events = first_or_error(a.events).await?;
+        Ok(sse(events, meta, &st.lifecycle))
+    } else {
+        Ok(axum::Json(collect(a.events, meta).await?).into_response())
+    }
+}
+
 fn finish_name(f: FinishReason) -> &'static str {
     match f {
         FinishReason::Stop => "stop",

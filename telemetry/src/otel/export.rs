@@ -113,6 +113,7 @@ impl BoundedBatch {
         std::thread::Builder::new()
             .name("otel-export".into())
             .spawn(move || {
+                background_priority();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -158,6 +159,20 @@ impl BoundedBatch {
             .map_err(|_| OTelSdkError::AlreadyShutdown)?;
         rx.recv_timeout(timeout)
             .map_err(|_| OTelSdkError::Timeout(timeout))
+    }
+}
+
+/// Lowers this thread's scheduling priority (nice 10): encoding and
+/// sending spans is background work, and on a busy node the request path
+/// should get the CPU first (a span waits in the bounded queue meanwhile).
+/// Raising one's own nice value needs no privilege; failing is harmless.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+            tracing::debug!(error = %e, "could not lower the export thread's priority");
+        }
     }
 }
 
