@@ -180,3 +180,43 @@ pub async fn delete(st: &Inner, tenant: &str, id: &str) -> ApiResult<Deleted> {
         deleted: true,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(p: &ListPage<String>) -> Vec<&str> {
+        p.data.iter().map(String::as_str).collect()
+    }
+
+    fn paging(limit: usize, after: Option<&str>, before: Option<&str>, ascending: bool) -> Paging {
+        Paging {
+            limit,
+            after: after.map(str::to_owned),
+            before: before.map(str::to_owned),
+            ascending,
+        }
+    }
+
+    #[test]
+    fn pages_follow_order_and_cursors() {
+        let all: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let p = page(all.clone(), |s| s, &paging(2, None, None, false));
+        assert_eq!(ids(&p), ["e", "d"]);
+        assert!(p.has_more);
+        assert_eq!(p.last_id.as_deref(), Some("d"));
+        let p = page(all.clone(), |s| s, &paging(2, Some("d"), None, false));
+        assert_eq!(ids(&p), ["c", "b"]);
+        let p = page(all.clone(), |s| s, &paging(2, Some("b"), None, true));
+        assert_eq!(ids(&p), ["c", "d"]);
+        // before: the page just before the cursor
+        let p = page(all.clone(), |s| s, &paging(2, None, Some("d"), true));
+        assert_eq!(ids(&p), ["b", "c"]);
+        // a cursor that no longer exists pages from where it would sort
+        let p = page(all.clone(), |s| s, &paging(10, Some("bb"), None, true));
+        assert_eq!(ids(&p), ["c", "d", "e"]);
+        assert!(!p.has_more);
+        let p = page(Vec::<String>::new(), |s| s, &paging(3, None, None, true));
+        assert!(p.data.is_empty() && p.first_id.is_none() && !p.has_more);
+    }
+}
