@@ -9,6 +9,7 @@ published schemas (openai_schemas.py). Exits non-zero on any mismatch.
 """
 import os
 import sys
+import time
 
 import openai
 
@@ -170,6 +171,26 @@ r = a.chat.completions.create(
 )
 cites = r.choices[0].message.model_extra["citations"]
 assert cites and cites[0]["doc_id"] == in_store["orchard.md"], cites
+
+# ---- cancelling a batch: nothing stays in progress, cancelled files leave no chunks
+cvs = a.vector_stores.create(name="cancel")
+cb = a.vector_stores.file_batches.create(vector_store_id=cvs.id, file_ids=list(uploaded.values()))
+cb = check("VectorStoreFileBatchObject", a.vector_stores.file_batches.cancel(batch_id=cb.id, vector_store_id=cvs.id))
+assert cb.status == "cancelled" and cb.file_counts.in_progress == 0, cb
+assert cb.file_counts.cancelled + cb.file_counts.completed == 4 and cb.file_counts.total == 4, cb
+cancelled = {f.id for f in a.vector_stores.file_batches.list_files(
+    vector_store_id=cvs.id, batch_id=cb.id, filter="cancelled").data}
+assert len(cancelled) == cb.file_counts.cancelled, cancelled
+# a file cancelled while it was being processed: the worker removes what it wrote
+deadline = time.time() + 30
+while True:
+    hits = {r.file_id for q in ["apple grafted", "lighthouse flashes", "glacier telescope", "control-room cat"]
+            for r in a.vector_stores.search(vector_store_id=cvs.id, query=q, max_num_results=10).data}
+    if not (hits & cancelled) or time.time() > deadline:
+        break
+    time.sleep(0.3)
+assert not (hits & cancelled), (hits, cancelled)
+a.vector_stores.delete(cvs.id)
 
 # ---- stores: list, modify ----------------------------------------------------
 stores = check("ListVectorStoresResponse", a.vector_stores.list())

@@ -35,6 +35,17 @@ pub struct Attached {
     pub batch_id: Option<String>,
 }
 
+/// The stored form of a file batch: the object, plus what the API does not
+/// send (OpenAI lists a batch's files at its `/files`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub batch: FileBatch,
+    pub file_ids: Vec<String>,
+    /// Set by cancel: the batch's files still in progress end `cancelled`.
+    #[serde(default)]
+    pub cancel_requested: bool,
+}
+
 pub fn key(vector_store_id: &str, file_id: &str) -> String {
     format!("{vector_store_id}/{file_id}")
 }
@@ -236,7 +247,7 @@ pub async fn process(
     }
     if let Some(b) = &rec.value.batch_id {
         let bk = key(vector_store_id, b);
-        if let Some(batch) = store::get::<FileBatch>(&st.objects, tenant, BATCH, &bk).await?
+        if let Some(batch) = store::get::<BatchRecord>(&st.objects, tenant, BATCH, &bk).await?
             && batch.value.cancel_requested
         {
             return finish(st, tenant, &k, rec.version, rec.value, Outcome::Cancelled).await;
@@ -361,7 +372,7 @@ pub async fn cancel_batch(
 ) -> ApiResult<()> {
     let bk = key(vector_store_id, batch_id);
     for _ in 0..8 {
-        let Some(b) = store::get::<FileBatch>(&st.objects, tenant, BATCH, &bk).await? else {
+        let Some(b) = store::get::<BatchRecord>(&st.objects, tenant, BATCH, &bk).await? else {
             return Err(super::not_found_store(batch_id));
         };
         let mut batch = b.value;

@@ -7,7 +7,7 @@ use ragmesh_retriever::{Distance, RetrieverError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::attach::{self, Attached, ChunkingRequest};
+use super::attach::{self, Attached, BatchRecord, ChunkingRequest};
 use super::store::{self, BATCH, STORE_FILE, VECTOR_STORE, Versioned};
 use super::types::{
     Deleted, ExpiresAfter, FileBatch, FileCounts, FileStatus, ListPage, VectorStore,
@@ -260,8 +260,14 @@ pub async fn delete(st: &Inner, tenant: &str, id: &str) -> ApiResult<Deleted> {
         )
         .await?;
     }
-    for b in store::list::<FileBatch>(&st.objects, tenant, BATCH, &format!("{id}/")).await? {
-        store::delete(&st.objects, tenant, BATCH, &attach::key(id, &b.value.id)).await?;
+    for b in store::list::<BatchRecord>(&st.objects, tenant, BATCH, &format!("{id}/")).await? {
+        store::delete(
+            &st.objects,
+            tenant,
+            BATCH,
+            &attach::key(id, &b.value.batch.id),
+        )
+        .await?;
     }
     match st.retriever.delete_collection(tenant, id).await {
         Ok(()) | Err(RetrieverError::NotFound(_)) => {}
@@ -457,13 +463,15 @@ pub async fn create_batch(
         attach::validate_attributes(attrs)?;
     }
     let batch_id = ids::batch();
-    let batch = FileBatch {
-        id: batch_id.clone(),
-        object: "vector_store.files_batch".into(),
-        created_at: unix_now(),
-        vector_store_id: id.to_owned(),
-        status: FileStatus::InProgress,
-        file_counts: FileCounts::default(),
+    let batch = BatchRecord {
+        batch: FileBatch {
+            id: batch_id.clone(),
+            object: "vector_store.files_batch".into(),
+            created_at: unix_now(),
+            vector_store_id: id.to_owned(),
+            status: FileStatus::InProgress,
+            file_counts: FileCounts::default(),
+        },
         file_ids: req.files.iter().map(|(f, _)| f.clone()).collect(),
         cancel_requested: false,
     };
@@ -494,10 +502,11 @@ pub async fn get_batch(st: &Inner, tenant: &str, id: &str, batch_id: &str) -> Ap
     if !ids::plausible(batch_id) {
         return Err(missing());
     }
-    let b = store::get::<FileBatch>(&st.objects, tenant, BATCH, &attach::key(id, batch_id))
+    let b = store::get::<BatchRecord>(&st.objects, tenant, BATCH, &attach::key(id, batch_id))
         .await?
         .ok_or_else(missing)?;
-    let mut batch = b.value;
+    let cancel_requested = b.value.cancel_requested;
+    let mut batch = b.value.batch;
     let mut counts = FileCounts::default();
     for a in attached(st, tenant, id).await? {
         if a.value.batch_id.as_deref() == Some(batch_id) {
@@ -507,7 +516,7 @@ pub async fn get_batch(st: &Inner, tenant: &str, id: &str, batch_id: &str) -> Ap
     batch.file_counts = counts;
     batch.status = if counts.in_progress > 0 {
         FileStatus::InProgress
-    } else if batch.cancel_requested {
+    } else if cancel_requested {
         FileStatus::Cancelled
     } else {
         FileStatus::Completed

@@ -153,12 +153,6 @@ pub struct FileBatch {
     pub vector_store_id: String,
     pub status: FileStatus,
     pub file_counts: FileCounts,
-    /// The batch's files (not sent: OpenAI lists them at `/files`).
-    #[serde(default, skip_serializing)]
-    pub file_ids: Vec<String>,
-    /// Set by cancel: files still in progress end `cancelled`.
-    #[serde(default, skip_serializing)]
-    pub cancel_requested: bool,
 }
 
 /// `{"object": "list", "data", "first_id", "last_id", "has_more"}`
