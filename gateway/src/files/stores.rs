@@ -534,3 +534,94 @@ pub async fn cancel_batch(
     attach::cancel_batch(st, tenant, id, batch_id).await?;
     get_batch(st, tenant, id, batch_id).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::types::{ChunkingStrategy, StaticChunking, StaticTag};
+
+    fn file(status: FileStatus, bytes: u64) -> VectorStoreFile {
+        VectorStoreFile {
+            id: "file-1".into(),
+            object: "vector_store.file".into(),
+            usage_bytes: bytes,
+            created_at: 0,
+            vector_store_id: "vs_1".into(),
+            status,
+            last_error: None,
+            chunking_strategy: ChunkingStrategy {
+                kind: StaticTag::Static,
+                sizes: StaticChunking {
+                    max_chunk_size_tokens: 160,
+                    chunk_overlap_tokens: 32,
+                },
+            },
+            attributes: Map::new(),
+        }
+    }
+
+    fn record(last_active_at: u64, days: Option<u64>) -> StoreRecord {
+        StoreRecord {
+            id: "vs_1".into(),
+            created_at: 0,
+            name: "n".into(),
+            expires_after: days.map(|days| ExpiresAfter {
+                anchor: "last_active_at".into(),
+                days,
+            }),
+            last_active_at,
+            metadata: Map::new(),
+        }
+    }
+
+    #[test]
+    fn counts_usage_and_status_come_from_the_files() {
+        let now = unix_now();
+        let files = [
+            file(FileStatus::Completed, 100),
+            file(FileStatus::Failed, 0),
+            file(FileStatus::InProgress, 0),
+            file(FileStatus::Completed, 50),
+        ];
+        let vs = object(record(now, None), &files);
+        assert_eq!(vs.file_counts.total, 4);
+        assert_eq!(
+            (
+                vs.file_counts.completed,
+                vs.file_counts.failed,
+                vs.file_counts.in_progress
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(vs.usage_bytes, 150);
+        assert_eq!(vs.status, "in_progress");
+        assert_eq!(object(record(now, None), &files[..2]).status, "completed");
+        // expiry is anchored on the last activity
+        let fresh = object(record(now, Some(1)), &[]);
+        assert_eq!(
+            (fresh.status.as_str(), fresh.expires_at),
+            ("completed", Some(now + 86_400))
+        );
+        let stale = object(record(now - 2 * 86_400, Some(1)), &[]);
+        assert_eq!(stale.status, "expired");
+    }
+
+    #[test]
+    fn metadata_and_expiry_follow_openai_rules() {
+        let mut m = Map::new();
+        m.insert("team".into(), Value::String("ops".into()));
+        assert!(validate_metadata(&m).is_ok());
+        m.insert("n".into(), Value::from(1));
+        assert!(validate_metadata(&m).is_err());
+        let bad_anchor = ExpiresAfter {
+            anchor: "created_at".into(),
+            days: 3,
+        };
+        assert!(validate_expiry(&bad_anchor).is_err());
+        let too_long = ExpiresAfter {
+            anchor: "last_active_at".into(),
+            days: 366,
+        };
+        assert!(validate_expiry(&too_long).is_err());
+    }
+}
