@@ -9,3 +9,4 @@ pub mod output;
 pub mod paging;
 pub mod params;
 pub mod vector_stores;
+pub mod wire;

@@ -13,6 +13,10 @@ use ragmesh_llm_runner::generator::TokenLogprob;
 use ragmesh_llm_runner::{Event, FinishReason};
 use serde_json::{Value, json};
 
+use super::wire::{
+    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatLogprobs, ChunkChoice, Completion,
+    CompletionChoice, CompletionLogprobs, Delta, TokenLp, Usage,
+};
 use crate::error::{ApiResult, from_gen};
 use crate::metrics as m;
 
@@ -49,7 +53,6 @@ pub async fn respond(
     params: &super::params::GenParams,
     started: Instant,
 ) -> crate::error::ApiResult<axum::response::Response> {
-    use axum::response::IntoResponse;
     let meta = Meta {
         id: a.id,
         created: crate::state::unix_now(),
@@ -65,7 +68,7 @@ pub async fn respond(
         let events = first_or_error(a.events).await?;
         Ok(sse(events, meta, &st.lifecycle))
     } else {
-        Ok(axum::Json(collect(a.events, meta).await?).into_response())
+        collect(a.events, meta).await
     }
 }
 
@@ -76,50 +79,59 @@ fn finish_name(f: FinishReason) -> &'static str {
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-}
-
-fn chat_logprobs(lps: &[TokenLogprob]) -> Value {
-    let content: Vec<Value> = lps
+fn chat_logprobs(lps: &[TokenLogprob]) -> ChatLogprobs<'_> {
+    let content = lps
         .iter()
-        .map(|t| {
-            let top: Vec<Value> = t
-                .top
-                .iter()
-                .map(|(_, text, lp)| json!({"token": text, "logprob": lp, "bytes": text.as_bytes()}))
-                .collect();
-            json!({"token": t.text, "logprob": t.logprob, "bytes": t.text.as_bytes(), "top_logprobs": top})
+        .map(|t| TokenLp {
+            token: &t.text,
+            logprob: t.logprob,
+            bytes: t.text.as_bytes(),
+            top_logprobs: Some(
+                t.top
+                    .iter()
+                    .map(|(_, text, lp)| TokenLp {
+                        token: text,
+                        logprob: *lp,
+                        bytes: text.as_bytes(),
+                        top_logprobs: None,
+                    })
+                    .collect(),
+            ),
         })
         .collect();
     // OpenAI's schema requires `refusal` beside `content` (null: the
     // runner never refuses)
-    json!({ "content": content, "refusal": null })
+    ChatLogprobs {
+        content,
+        refusal: None,
+    }
 }
 
 /// Legacy completions logprobs, with offsets counted from `offset`.
-fn completion_logprobs(lps: &[TokenLogprob], mut offset: usize) -> Value {
-    let mut tokens = Vec::new();
-    let mut token_lps = Vec::new();
-    let mut tops = Vec::new();
-    let mut offsets = Vec::new();
+fn completion_logprobs(lps: &[TokenLogprob], mut offset: usize) -> CompletionLogprobs<'_> {
+    let mut out = CompletionLogprobs {
+        tokens: Vec::with_capacity(lps.len()),
+        token_logprobs: Vec::with_capacity(lps.len()),
+        top_logprobs: Vec::with_capacity(lps.len()),
+        text_offset: Vec::with_capacity(lps.len()),
+    };
     for t in lps {
-        tokens.push(json!(t.text));
-        token_lps.push(json!(t.logprob));
-        let top: serde_json::Map<String, Value> = t
-            .top
-            .iter()
-            .map(|(_, text, lp)| (text.clone(), json!(lp)))
-            .collect();
-        tops.push(Value::Object(top));
-        offsets.push(json!(offset));
+        out.tokens.push(&t.text);
+        out.token_logprobs.push(t.logprob);
+        out.top_logprobs.push(
+            t.top
+                .iter()
+                .map(|(_, text, lp)| (text.clone(), json!(lp)))
+                .collect(),
+        );
+        out.text_offset.push(offset);
         offset += t.text.len();
     }
-    json!({"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets})
+    out
 }
 
 /// The whole answer, for non-streaming responses.
-pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiResult<Value> {
+pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiResult<Response> {
     let mut text = String::new();
     let mut lps = Vec::new();
     let mut first = true;
@@ -165,57 +177,81 @@ fn full_body(
     finish: FinishReason,
     prompt: usize,
     completion: usize,
-) -> Value {
-    let logprobs = match (meta.logprobs, meta.kind) {
-        (false, _) => Value::Null,
-        (true, Kind::Chat) => chat_logprobs(lps),
-        (true, Kind::Completion) => completion_logprobs(lps, 0),
-    };
-    let mut body = match meta.kind {
-        Kind::Chat => {
-            let mut message = json!({"role": "assistant", "content": text, "refusal": null});
-            if let Some(c) = &meta.citations {
-                message["citations"] = c.clone();
-            }
-            json!({
-                "id": meta.id, "object": "chat.completion", "created": meta.created,
-                "model": meta.model, "system_fingerprint": null,
-                "choices": [{"index": 0, "message": message, "logprobs": logprobs,
-                             "finish_reason": finish_name(finish)}],
-                "usage": usage(prompt, completion),
-            })
-        }
-        Kind::Completion => json!({
-            "id": meta.id, "object": "text_completion", "created": meta.created,
-            "model": meta.model, "system_fingerprint": null,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs,
-                         "finish_reason": finish_name(finish)}],
-            "usage": usage(prompt, completion),
-        }),
-    };
-    if let Some(r) = &meta.rag {
-        body["rag"] = r.clone();
+) -> Response {
+    let (usage, finish) = (Usage::new(prompt, completion), finish_name(finish));
+    match meta.kind {
+        Kind::Chat => axum::Json(ChatCompletion {
+            id: &meta.id,
+            object: "chat.completion",
+            created: meta.created,
+            model: &meta.model,
+            system_fingerprint: None,
+            choices: [ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: text,
+                    refusal: None,
+                    citations: meta.citations.as_ref(),
+                },
+                logprobs: meta.logprobs.then(|| chat_logprobs(lps)),
+                finish_reason: finish,
+            }],
+            usage,
+            rag: meta.rag.as_ref(),
+        })
+        .into_response(),
+        Kind::Completion => axum::Json(Completion {
+            id: &meta.id,
+            object: "text_completion",
+            created: meta.created,
+            model: &meta.model,
+            system_fingerprint: None,
+            choices: vec![CompletionChoice {
+                index: 0,
+                text: &text,
+                logprobs: meta.logprobs.then(|| completion_logprobs(lps, 0)),
+                finish_reason: Some(finish),
+            }],
+            usage: Some(Some(usage)),
+            rag: meta.rag.as_ref(),
+        })
+        .into_response(),
     }
-    body
 }
 
-fn chunk(meta: &Meta, choice: Value) -> Value {
-    let object = match meta.kind {
-        Kind::Chat => "chat.completion.chunk",
-        Kind::Completion => "text_completion",
-    };
-    let mut c = json!({
-        "id": meta.id, "object": object, "created": meta.created, "model": meta.model,
-        "system_fingerprint": null, "choices": [choice],
-    });
-    if meta.include_usage {
-        c["usage"] = Value::Null;
+/// A chat stream chunk with `choices` (empty for the usage chunk).
+fn chat_chunk<'a>(meta: &'a Meta, choices: Vec<ChunkChoice<'a>>) -> ChatChunk<'a> {
+    ChatChunk {
+        id: &meta.id,
+        object: "chat.completion.chunk",
+        created: meta.created,
+        model: &meta.model,
+        system_fingerprint: None,
+        choices,
+        // OpenAI sends `usage: null` on every chunk once usage is asked for
+        usage: meta.include_usage.then_some(None),
+        citations: None,
+        rag: None,
     }
-    c
 }
 
-fn data(v: &Value) -> Result<Sse, Infallible> {
-    Ok(Sse::default().data(v.to_string()))
+/// A legacy completions stream chunk.
+fn completion_chunk<'a>(meta: &'a Meta, choices: Vec<CompletionChoice<'a>>) -> Completion<'a> {
+    Completion {
+        id: &meta.id,
+        object: "text_completion",
+        created: meta.created,
+        model: &meta.model,
+        system_fingerprint: None,
+        choices,
+        usage: meta.include_usage.then_some(None),
+        rag: None,
+    }
+}
+
+fn data(v: &impl serde::Serialize) -> Result<Sse, Infallible> {
+    Ok(Sse::default().data(serde_json::to_string(v).unwrap_or_default()))
 }
 
 /// Waits for the first event, so a request refused before its first token
@@ -268,18 +304,16 @@ fn sse_events(
     // receiver, which cancels the request at the next engine step.
     async_stream::stream! {
         if meta.kind == Kind::Chat {
-            let mut role = chunk(
-                &meta,
-                json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
-            );
+            let mut role = chat_chunk(&meta, vec![ChunkChoice {
+                index: 0,
+                delta: Delta { role: Some("assistant"), content: Some("") },
+                logprobs: None,
+                finish_reason: None,
+            }]);
             // sources are known before the first token: send them early
             // too, so a UI can show them while the answer streams
-            if let Some(c) = &meta.citations {
-                role["citations"] = c.clone();
-            }
-            if let Some(r) = &meta.rag {
-                role["rag"] = r.clone();
-            }
+            role.citations = meta.citations.as_ref();
+            role.rag = meta.rag.as_ref();
             yield data(&role);
         }
         let mut first = true;
@@ -310,17 +344,22 @@ fn sse_events(
                     if text.is_empty() && logprobs.is_empty() {
                         continue;
                     }
-                    let lp = match (meta.logprobs, meta.kind) {
-                        (false, _) => Value::Null,
-                        (true, Kind::Chat) => chat_logprobs(&logprobs),
-                        (true, Kind::Completion) => completion_logprobs(&logprobs, offset),
-                    };
+                    let start = offset;
                     offset += text.len();
-                    let choice = match meta.kind {
-                        Kind::Chat => json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
-                        Kind::Completion => json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null}),
+                    yield match meta.kind {
+                        Kind::Chat => data(&chat_chunk(&meta, vec![ChunkChoice {
+                            index: 0,
+                            delta: Delta { role: None, content: Some(&text) },
+                            logprobs: meta.logprobs.then(|| chat_logprobs(&logprobs)),
+                            finish_reason: None,
+                        }])),
+                        Kind::Completion => data(&completion_chunk(&meta, vec![CompletionChoice {
+                            index: 0,
+                            text: &text,
+                            logprobs: meta.logprobs.then(|| completion_logprobs(&logprobs, start)),
+                            finish_reason: None,
+                        }])),
                     };
-                    yield data(&chunk(&meta, choice));
                 }
                 Event::Done {
                     finish,
@@ -328,23 +367,40 @@ fn sse_events(
                     completion_tokens,
                 } => {
                     m::finished(&meta, prompt_tokens, completion_tokens);
-                    let choice = match meta.kind {
-                        Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_name(finish)}),
-                        Kind::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_name(finish)}),
-                    };
-                    let mut last = chunk(&meta, choice);
-                    if let Some(c) = &meta.citations {
-                        last["citations"] = c.clone();
-                    }
-                    if let Some(r) = &meta.rag {
-                        last["rag"] = r.clone();
-                    }
-                    yield data(&last);
-                    if meta.include_usage {
-                        let mut u = chunk(&meta, Value::Null);
-                        u["choices"] = json!([]);
-                        u["usage"] = usage(prompt_tokens, completion_tokens);
-                        yield data(&u);
+                    let finish = Some(finish_name(finish));
+                    let usage = Usage::new(prompt_tokens, completion_tokens);
+                    match meta.kind {
+                        Kind::Chat => {
+                            let mut last = chat_chunk(&meta, vec![ChunkChoice {
+                                index: 0,
+                                delta: Delta::default(),
+                                logprobs: None,
+                                finish_reason: finish,
+                            }]);
+                            last.citations = meta.citations.as_ref();
+                            last.rag = meta.rag.as_ref();
+                            yield data(&last);
+                            if meta.include_usage {
+                                let mut u = chat_chunk(&meta, Vec::new());
+                                u.usage = Some(Some(usage));
+                                yield data(&u);
+                            }
+                        }
+                        Kind::Completion => {
+                            let mut last = completion_chunk(&meta, vec![CompletionChoice {
+                                index: 0,
+                                text: "",
+                                logprobs: None,
+                                finish_reason: finish,
+                            }]);
+                            last.rag = meta.rag.as_ref();
+                            yield data(&last);
+                            if meta.include_usage {
+                                let mut u = completion_chunk(&meta, Vec::new());
+                                u.usage = Some(Some(usage));
+                                yield data(&u);
+                            }
+                        }
                     }
                     break;
                 }
