@@ -210,3 +210,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::RetrieverError;
+    use crate::objects::Expect;
+    use clap::Parser;
+
+    #[tokio::test]
+    async fn qdrant_keeps_objects_only_where_told() -> anyhow::Result<()> {
+        let put = |s: Arc<dyn ObjectStore>| async move {
+            s.put_record("t", "file", "f1", serde_json::json!(1), Expect::Any)
+                .await
+        };
+        // no volume named: every call says why, nothing is written anywhere
+        let args = Args::try_parse_from(["ragmesh-retriever", "--backend", "qdrant"])?;
+        let r = put(open_objects(&args.store).await?).await;
+        assert!(
+            matches!(&r, Err(RetrieverError::Unavailable(m)) if m.contains("--objects-dir")),
+            "{r:?}"
+        );
+        // --objects-dir: a store on that folder, whichever backend
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().display().to_string();
+        let args = Args::try_parse_from([
+            "ragmesh-retriever",
+            "--backend",
+            "qdrant",
+            "--objects-dir",
+            &path,
+        ])?;
+        assert_eq!(put(open_objects(&args.store).await?).await?, 1);
+        assert!(dir.path().join("records").join("records.jsonl").exists());
+        Ok(())
+    }
+}

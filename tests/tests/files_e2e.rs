@@ -33,6 +33,20 @@ async fn openai_sdk_files_and_vector_stores() {
     )
     .await;
     assert!(out.contains("files_sdk: ok"), "{out}");
+    // each attach outcome is counted: the suite completes at least five
+    // files and fails the broken and the scanned PDF
+    let http = reqwest::Client::new();
+    let count = |outcome: &'static str| {
+        let (http, svc) = (&http, &gw.svc);
+        async move {
+            let series = format!("ragmesh_gateway_attached_files_total{{outcome=\"{outcome}\"}}");
+            ragmesh_tests::routing::metric(http, svc, &series)
+                .await
+                .unwrap_or(0.0)
+        }
+    };
+    assert!(count("completed").await >= 5.0);
+    assert_eq!(count("failed").await, 2.0);
 }
 
 /// kill -9 the all-in-one gateway while a file batch is being processed

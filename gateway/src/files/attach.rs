@@ -231,7 +231,9 @@ async fn remove_chunks(
 }
 
 /// Extracts, ingests and records the outcome of one attached file, if it
-/// is still `in_progress`.
+/// is still `in_progress`. A record changed while it was processed (new
+/// attributes, a re-attach) and still `in_progress` is processed again,
+/// so its outcome matches what it says now.
 pub async fn process(
     st: &Inner,
     tenant: &str,
@@ -239,25 +241,49 @@ pub async fn process(
     file_id: &str,
 ) -> ApiResult<()> {
     let k = key(vector_store_id, file_id);
-    let Some(rec) = store::get::<Attached>(&st.objects, tenant, STORE_FILE, &k).await? else {
-        return Ok(());
-    };
-    if rec.value.file.status != FileStatus::InProgress {
-        return Ok(());
-    }
-    if let Some(b) = &rec.value.batch_id {
-        let bk = key(vector_store_id, b);
-        if let Some(batch) = store::get::<BatchRecord>(&st.objects, tenant, BATCH, &bk).await?
-            && batch.value.cancel_requested
-        {
-            return finish(st, tenant, &k, rec.version, rec.value, Outcome::Cancelled).await;
+    for _ in 0..MAX_RUNS {
+        let Some(rec) = store::get::<Attached>(&st.objects, tenant, STORE_FILE, &k).await? else {
+            return Ok(());
+        };
+        if rec.value.file.status != FileStatus::InProgress {
+            return Ok(());
+        }
+        let outcome = if cancel_requested(st, tenant, &rec.value).await? {
+            Outcome::Cancelled
+        } else {
+            match read_and_ingest(st, tenant, &rec.value).await {
+                Ok(bytes) => Outcome::Completed(bytes),
+                Err(e) => Outcome::Failed(e),
+            }
+        };
+        if finish(st, tenant, &k, rec.version, rec.value, outcome).await? == Finished::Recorded {
+            return Ok(());
         }
     }
-    let outcome = match read_and_ingest(st, tenant, &rec.value).await {
-        Ok(bytes) => Outcome::Completed(bytes),
-        Err(e) => Outcome::Failed(e),
+    Ok(())
+}
+
+/// Runs of one attached file in a row before it is left to a later
+/// resume (a record rewritten that often is being edited meanwhile).
+const MAX_RUNS: usize = 3;
+
+/// Whether the batch that attached the file was cancelled.
+async fn cancel_requested(st: &Inner, tenant: &str, a: &Attached) -> ApiResult<bool> {
+    let Some(b) = &a.batch_id else {
+        return Ok(false);
     };
-    finish(st, tenant, &k, rec.version, rec.value, outcome).await
+    let bk = key(&a.file.vector_store_id, b);
+    Ok(store::get::<BatchRecord>(&st.objects, tenant, BATCH, &bk)
+        .await?
+        .is_some_and(|r| r.value.cancel_requested))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Finished {
+    /// The outcome is written, or nothing is left to write.
+    Recorded,
+    /// The record changed and is still `in_progress`: run it again.
+    Changed,
 }
 
 enum Outcome {
@@ -310,8 +336,9 @@ async fn read_and_ingest(st: &Inner, tenant: &str, a: &Attached) -> Result<u64, 
     }
 }
 
-/// Records the outcome if nobody changed the record meanwhile; otherwise
-/// removes what this run wrote when the file was detached or cancelled.
+/// Records the outcome if nobody changed the record meanwhile. Otherwise
+/// removes what this run wrote when the file was detached or cancelled,
+/// and asks for another run when the record is still `in_progress`.
 async fn finish(
     st: &Inner,
     tenant: &str,
@@ -319,7 +346,7 @@ async fn finish(
     version: u64,
     mut rec: Attached,
     outcome: Outcome,
-) -> ApiResult<()> {
+) -> ApiResult<Finished> {
     let wrote_chunks = matches!(outcome, Outcome::Completed(_));
     match outcome {
         Outcome::Completed(bytes) => {
@@ -333,7 +360,7 @@ async fn finish(
         Outcome::Cancelled => rec.file.status = FileStatus::Cancelled,
     }
     let (vs, file) = (rec.file.vector_store_id.clone(), rec.file.id.clone());
-    match store::put(
+    let written = store::put(
         &st.objects,
         tenant,
         STORE_FILE,
@@ -341,23 +368,32 @@ async fn finish(
         &rec,
         Expect::Version(version),
     )
-    .await
-    {
+    .await;
+    match written {
         Ok(_) => {
+            metrics::counter!(crate::metrics::ATTACHED, "outcome" => rec.file.status.name())
+                .increment(1);
+            if let Some(e) = &rec.file.last_error {
+                tracing::info!(vector_store = %vs, file = %file, code = %e.code, reason = %e.message, "attached file failed");
+            }
             if rec.file.status != FileStatus::Completed {
                 remove_chunks(st, tenant, &vs, &file).await?;
             }
-            Ok(())
+            Ok(Finished::Recorded)
         }
         Err(e) if e.status.as_u16() == 409 => {
             let now = store::get::<Attached>(&st.objects, tenant, STORE_FILE, k).await?;
-            let gone = now
-                .as_ref()
-                .is_none_or(|r| r.value.file.status == FileStatus::Cancelled);
-            if gone && wrote_chunks {
-                remove_chunks(st, tenant, &vs, &file).await?;
+            match now.map(|r| r.value.file.status) {
+                Some(FileStatus::InProgress) => Ok(Finished::Changed),
+                None | Some(FileStatus::Cancelled) => {
+                    if wrote_chunks {
+                        remove_chunks(st, tenant, &vs, &file).await?;
+                    }
+                    Ok(Finished::Recorded)
+                }
+                // another replica recorded an outcome first
+                Some(FileStatus::Completed | FileStatus::Failed) => Ok(Finished::Recorded),
             }
-            Ok(())
         }
         Err(e) => Err(e),
     }

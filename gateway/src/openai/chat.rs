@@ -7,23 +7,19 @@
 //! `text` excerpt, `metadata`), and the response carries `rag` (profile,
 //! collection, retrieved / used / dropped counts, timings in ms).
 
-use std::time::Instant;
-
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::front::{self, Incoming};
 use super::output::{self, Kind};
 use super::params::GenParams;
 use crate::answer::{AnswerRequest, Plan, Question};
-use crate::auth::Caller;
 use crate::error::{ApiResult, bad_request};
 use crate::fields::{self, Body};
 use crate::metrics as m;
-use crate::state::{AppState, DEFAULT_TENANT, Target};
-use crate::trace;
+use crate::state::{AppState, Target};
 use crate::upstream::{Endpoint, forward};
-use tracing::Instrument;
 
 /// Messages one request may carry.
 const MAX_MESSAGES: usize = 1024;
@@ -156,57 +152,28 @@ fn reject_unsupported(b: &Body) -> ApiResult<()> {
 }
 
 async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
-    let started = Instant::now();
-    let tenant = req
-        .extensions()
-        .get::<Caller>()
-        .map(|c| c.tenant.clone())
-        .unwrap_or_else(|| DEFAULT_TENANT.into());
-    let request_id = crate::request_id::of(&req);
-    let body = crate::body::read_json(
-        st,
-        req,
-        &[
-            "messages",
-            "rag",
-            "tools",
-            "functions",
-            "stop",
-            "logit_bias",
-            "response_format",
-        ],
-    )
-    .await?;
-    let model = fields::req_str(&body, "model")?;
-    let target = st.resolve(&model)?;
-    let span = trace::genai_span("chat", &model, trace::provider(&target));
-    let out = answer(
-        st,
-        body,
-        model,
-        target,
+    const LARGE: [&str; 7] = [
+        "messages",
+        "rag",
+        "tools",
+        "functions",
+        "stop",
+        "logit_bias",
+        "response_format",
+    ];
+    front::handle(st, req, "chat", &LARGE, |i| answer(st, i)).await
+}
+
+async fn answer(st: &AppState, i: Incoming) -> ApiResult<Response> {
+    let Incoming {
         tenant,
         request_id,
         started,
-        span.clone(),
-    )
-    .instrument(span.clone())
-    .await;
-    trace::on_error(&span, &out);
-    out
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn answer(
-    st: &AppState,
-    body: crate::body::JsonBody,
-    model: String,
-    target: Target,
-    tenant: std::sync::Arc<str>,
-    request_id: String,
-    started: Instant,
-    span: tracing::Span,
-) -> ApiResult<Response> {
+        body,
+        model,
+        target,
+        span,
+    } = i;
     let rag = fields::opt_object(&body, "rag")?;
     if let Target::Upstream(up) = &target {
         // pass-through: the upstream validates its own request
@@ -225,16 +192,17 @@ async fn answer(
     let messages = parse_messages(&body)?;
     let params = GenParams::parse(&body, true)?;
     reject_unsupported(&body)?;
+    let format = output::Format::of(&params);
     let req = AnswerRequest {
         tenant,
         model: model.clone(),
         plan,
         question: Question::Chat(messages),
-        params: params.clone(),
+        params,
         id_prefix: "chatcmpl",
     };
     let a = crate::answer::answer(st, req, span).await?;
-    output::respond(st, a, Kind::Chat, model, &params, started).await
+    output::respond(st, a, Kind::Chat, model, format, started).await
 }
 
 #[cfg(test)]

@@ -1,12 +1,11 @@
 //! `POST /v1/completions`: raw text completion (no chat template, no
 //! retrieval: RAG profiles answer on chat only).
 
-use std::time::Instant;
-
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::front::{self, Incoming};
 use super::output::{self, Kind};
 use super::params::GenParams;
 use crate::answer::{AnswerRequest, Plan, Question};
@@ -14,9 +13,7 @@ use crate::error::{ApiResult, bad_request};
 use crate::fields;
 use crate::metrics as m;
 use crate::state::{AppState, Target};
-use crate::trace;
 use crate::upstream::{Endpoint, forward};
-use tracing::Instrument;
 
 pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
     m::reply("completions", inner(&st, req).await)
@@ -41,39 +38,20 @@ fn prompt(b: &fields::Body) -> ApiResult<String> {
 }
 
 async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
-    let started = Instant::now();
-    let request_id = crate::request_id::of(&req);
-    let tenant = req
-        .extensions()
-        .get::<crate::auth::Caller>()
-        .map(|c| c.tenant.clone())
-        .unwrap_or_else(|| crate::state::DEFAULT_TENANT.into());
-    let body = crate::body::read_json(st, req, &["prompt", "rag", "stop", "logit_bias"]).await?;
-    let model = fields::req_str(&body, "model")?;
-    let target = st.resolve(&model)?;
-    let span = trace::genai_span("text_completion", &model, trace::provider(&target));
-    let out = complete(
-        st,
-        body,
-        (model, target, tenant),
-        request_id,
-        started,
-        span.clone(),
-    )
-    .instrument(span.clone())
-    .await;
-    trace::on_error(&span, &out);
-    out
+    const LARGE: [&str; 4] = ["prompt", "rag", "stop", "logit_bias"];
+    front::handle(st, req, "text_completion", &LARGE, |i| complete(st, i)).await
 }
 
-async fn complete(
-    st: &AppState,
-    body: crate::body::JsonBody,
-    (model, target, tenant): (String, Target, std::sync::Arc<str>),
-    request_id: String,
-    started: Instant,
-    span: tracing::Span,
-) -> ApiResult<Response> {
+async fn complete(st: &AppState, i: Incoming) -> ApiResult<Response> {
+    let Incoming {
+        tenant,
+        request_id,
+        started,
+        body,
+        model,
+        target,
+        span,
+    } = i;
     if let Target::Upstream(up) = &target {
         let stream = fields::opt_bool(&body, "stream")?.unwrap_or(false);
         return forward(up, Endpoint::Completions, &body, stream, &request_id).await;
@@ -96,14 +74,15 @@ async fn complete(
     if fields::opt_int_in(&body, "best_of", 1, 1)?.is_some_and(|b| b != 1) {
         return Err(bad_request("only best_of=1 is supported", "best_of"));
     }
+    let format = output::Format::of(&params);
     let req = AnswerRequest {
         tenant,
         model: model.clone(),
         plan,
         question: Question::Text(text),
-        params: params.clone(),
+        params,
         id_prefix: "cmpl",
     };
     let a = crate::answer::answer(st, req, span).await?;
-    output::respond(st, a, Kind::Completion, model, &params, started).await
+    output::respond(st, a, Kind::Completion, model, format, started).await
 }

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod completions;
 pub mod files;
+pub mod front;
 pub mod models;
 pub mod multipart;
 pub mod output;

@@ -42,6 +42,24 @@ pub struct Meta {
     pub started: Instant,
 }
 
+/// How a response is sent, from the request's generation fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Format {
+    pub stream: bool,
+    pub include_usage: bool,
+    pub logprobs: bool,
+}
+
+impl Format {
+    pub fn of(p: &super::params::GenParams) -> Self {
+        Self {
+            stream: p.stream,
+            include_usage: p.include_usage,
+            logprobs: p.logprobs,
+        }
+    }
+}
+
 /// An [`crate::answer::Answer`] as the response of one front door: SSE
 /// when `params.stream` (a refusal before the first token is still an
 /// HTTP status), else one JSON body.
@@ -50,7 +68,7 @@ pub async fn respond(
     a: crate::answer::Answer,
     kind: Kind,
     model: String,
-    params: &super::params::GenParams,
+    params: Format,
     started: Instant,
 ) -> crate::error::ApiResult<axum::response::Response> {
     let meta = Meta {

@@ -1,15 +1,16 @@
 //! [`DiskObjects`]: the object store on the retriever's data volume
 //! (`<data-dir>/objects`): records in [`Journal`], blobs in [`Blobs`].
-//! Writes to the journal are serialised by one lock (each is one append
-//! and one fsync); the blocking file work runs off the async threads.
+//! Writes are serialised by the journal's lock (each is one append and one
+//! fsync, off the async threads); reads take the records' read lock only,
+//! so they never wait for a write's fsync.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
 
 use super::blobs::Blobs;
-use super::journal::Journal;
+use super::journal::{Journal, Records};
 use super::{Expect, MAX_RECORD_BYTES, ObjectStore, Record, Scope, validate_name};
 use crate::error::{Result, RetrieverError};
 use crate::validate;
@@ -17,6 +18,7 @@ use crate::validate;
 #[derive(Clone)]
 pub struct DiskObjects {
     journal: Arc<Mutex<Journal>>,
+    records: Arc<RwLock<Records>>,
     blobs: Arc<Blobs>,
 }
 
@@ -50,18 +52,24 @@ fn check_key(tenant: &str, kind: &str, id: &str) -> Result<()> {
 impl DiskObjects {
     /// Opens (creating) the store under `dir`, replaying the journal.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        let journal = Journal::open(&dir.join("records"))?;
+        let (journal, records) = Journal::open(&dir.join("records"))?;
         let blobs = Blobs::open(&dir.join("blobs"))?;
         Ok(Self {
             journal: Arc::new(Mutex::new(journal)),
+            records: Arc::new(RwLock::new(records)),
             blobs: Arc::new(blobs),
         })
     }
 
+    /// The writers' lock (held across the append and its fsync).
     fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
         // a panic while holding the lock leaves the map as the journal
         // says (memory is updated after the fsync), so go on
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Records> {
+        self.records.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -86,7 +94,7 @@ impl ObjectStore for DiskObjects {
         let this = self.clone();
         let outcome = blocking("put_record", move || {
             let mut j = this.lock();
-            let current = j.records.get(&key).map(|(v, _)| *v);
+            let current = this.read().get(&key).map(|(v, _)| *v);
             let refused = match (expect, current) {
                 (Expect::Any, _) => None,
                 (Expect::Absent, None) => None,
@@ -103,7 +111,7 @@ impl ObjectStore for DiskObjects {
                 return Ok(Err(msg));
             }
             let version = current.unwrap_or(0) + 1;
-            j.put(key, version, value)?;
+            j.put(&this.records, key, version, value)?;
             Ok(Ok(version))
         })
         .await?;
@@ -113,8 +121,7 @@ impl ObjectStore for DiskObjects {
     async fn get_record(&self, tenant: &str, kind: &str, id: &str) -> Result<Option<Record>> {
         check_key(tenant, kind, id)?;
         let key = (tenant.to_owned(), kind.to_owned(), id.to_owned());
-        let j = self.lock();
-        Ok(j.records.get(&key).map(|(version, value)| Record {
+        Ok(self.read().get(&key).map(|(version, value)| Record {
             tenant: key.0.clone(),
             kind: key.1.clone(),
             id: key.2.clone(),
@@ -133,26 +140,34 @@ impl ObjectStore for DiskObjects {
         if let Scope::Tenant(t) = scope {
             validate::tenant(t)?;
         }
-        let j = self.lock();
-        let out = j
-            .records
-            .iter()
-            .filter(|((t, k, id), _)| {
-                k == kind
-                    && id.starts_with(id_prefix)
-                    && match scope {
-                        Scope::Tenant(want) => t == want,
-                        Scope::AllTenants => true,
-                    }
-            })
-            .map(|((t, k, id), (version, value))| Record {
+        let to_record =
+            |((t, k, id), (version, value)): (&super::journal::Key, &(u64, Value))| Record {
                 tenant: t.clone(),
                 kind: k.clone(),
                 id: id.clone(),
                 version: *version,
                 value: value.clone(),
-            })
-            .collect();
+            };
+        let records = self.read();
+        let out = match scope {
+            // keys sort by tenant, kind, id: one tenant's records of a kind
+            // with the prefix are one contiguous range
+            Scope::Tenant(t) => {
+                let from = (t.to_owned(), kind.to_owned(), id_prefix.to_owned());
+                records
+                    .range(from..)
+                    .take_while(|((rt, rk, id), _)| {
+                        rt == t && rk == kind && id.starts_with(id_prefix)
+                    })
+                    .map(to_record)
+                    .collect()
+            }
+            Scope::AllTenants => records
+                .iter()
+                .filter(|((_, k, id), _)| k == kind && id.starts_with(id_prefix))
+                .map(to_record)
+                .collect(),
+        };
         Ok(out)
     }
 
@@ -160,7 +175,10 @@ impl ObjectStore for DiskObjects {
         check_key(tenant, kind, id)?;
         let key = (tenant.to_owned(), kind.to_owned(), id.to_owned());
         let this = self.clone();
-        blocking("delete_record", move || this.lock().delete(&key)).await
+        blocking("delete_record", move || {
+            this.lock().delete(&this.records, &key)
+        })
+        .await
     }
 
     async fn put_blob(&self, tenant: &str, id: &str, data: Vec<u8>) -> Result<u64> {
@@ -235,6 +253,20 @@ mod tests {
             2
         );
         assert!(s.get_record("c", "file", "f1").await?.is_none());
+        // a prefix lists one store's attached files, not another's
+        for id in ["vs1/f1", "vs1/f2", "vs2/f1"] {
+            s.put_record("a", "vector_store_file", id, json!(1), Expect::Any)
+                .await?;
+        }
+        s.put_record("b", "vector_store_file", "vs1/f9", json!(1), Expect::Any)
+            .await?;
+        let ids: Vec<String> = s
+            .list_records(Scope::Tenant("a"), "vector_store_file", "vs1/")
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["vs1/f1", "vs1/f2"]);
         assert!(matches!(
             s.put_record("a", "file", "../x", json!(1), Expect::Any)
                 .await,

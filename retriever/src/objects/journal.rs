@@ -7,17 +7,24 @@
 //! records. The journal is rewritten (compacted) at start-up and whenever
 //! it holds four times more lines than live records, through a temporary
 //! file that is fsync'd and renamed over the old one.
+//!
+//! The records themselves live in a [`Records`] map behind a read-write
+//! lock that the journal updates only after a line is on disk, and only
+//! for the moment of the insert: a reader never waits for an fsync.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// (tenant, kind, id)
 pub type Key = (String, String, String);
+/// Every live record: key → (version, value).
+pub type Records = BTreeMap<Key, (u64, Value)>;
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -41,12 +48,21 @@ pub struct Journal {
     file: File,
     /// Lines in the file (live or not), to decide when to compact.
     lines: usize,
-    pub records: BTreeMap<Key, (u64, Value)>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // the map is written only after the journal line is on disk, so a
+    // panic elsewhere leaves it as the journal says
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Journal {
     /// Opens (creating) `dir/records.jsonl`, replays and compacts it.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    pub fn open(dir: &Path) -> std::io::Result<(Self, Records)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("records.jsonl");
         let mut records = BTreeMap::new();
@@ -54,35 +70,42 @@ impl Journal {
             replay(&path, &mut records)?;
         }
         let file = rewrite(&path, &records)?;
-        Ok(Self {
-            path,
-            file,
-            lines: records.len(),
-            records,
-        })
+        let lines = records.len();
+        Ok((Self { path, file, lines }, records))
     }
 
-    pub fn put(&mut self, key: Key, version: u64, value: Value) -> std::io::Result<()> {
+    /// Appends the write (fsync'd), then applies it to `records`. The
+    /// caller serialises writers (one `&mut Journal`).
+    pub fn put(
+        &mut self,
+        records: &RwLock<Records>,
+        key: Key,
+        version: u64,
+        value: Value,
+    ) -> std::io::Result<()> {
         let (tenant, kind, id) = key.clone();
-        self.append(&Line::Put {
+        let line = Line::Put {
             tenant,
             kind,
             id,
             version,
-            value: value.clone(),
-        })?;
-        self.records.insert(key, (version, value));
-        self.maybe_compact()
+            value,
+        };
+        self.append(&line)?;
+        if let Line::Put { value, .. } = line {
+            write(records).insert(key, (version, value));
+        }
+        self.maybe_compact(records)
     }
 
-    pub fn delete(&mut self, key: &Key) -> std::io::Result<bool> {
-        if !self.records.contains_key(key) {
+    pub fn delete(&mut self, records: &RwLock<Records>, key: &Key) -> std::io::Result<bool> {
+        if !read(records).contains_key(key) {
             return Ok(false);
         }
         let (tenant, kind, id) = key.clone();
         self.append(&Line::Delete { tenant, kind, id })?;
-        self.records.remove(key);
-        self.maybe_compact()?;
+        write(records).remove(key);
+        self.maybe_compact(records)?;
         Ok(true)
     }
 
@@ -95,16 +118,17 @@ impl Journal {
         Ok(())
     }
 
-    fn maybe_compact(&mut self) -> std::io::Result<()> {
-        if self.lines > 1000 && self.lines > 4 * self.records.len() {
-            self.file = rewrite(&self.path, &self.records)?;
-            self.lines = self.records.len();
+    fn maybe_compact(&mut self, records: &RwLock<Records>) -> std::io::Result<()> {
+        let live = read(records);
+        if self.lines > 1000 && self.lines > 4 * live.len() {
+            self.file = rewrite(&self.path, &live)?;
+            self.lines = live.len();
         }
         Ok(())
     }
 }
 
-fn replay(path: &Path, records: &mut BTreeMap<Key, (u64, Value)>) -> std::io::Result<()> {
+fn replay(path: &Path, records: &mut Records) -> std::io::Result<()> {
     let reader = BufReader::new(File::open(path)?);
     let mut lines = reader.split(b'\n').peekable();
     let mut n = 0usize;
@@ -143,7 +167,7 @@ fn replay(path: &Path, records: &mut BTreeMap<Key, (u64, Value)>) -> std::io::Re
 
 /// Writes the live records to a fresh journal and returns it open for
 /// appending.
-fn rewrite(path: &Path, records: &BTreeMap<Key, (u64, Value)>) -> std::io::Result<File> {
+fn rewrite(path: &Path, records: &Records) -> std::io::Result<File> {
     let tmp = path.with_extension("jsonl.tmp");
     {
         let mut out = std::io::BufWriter::new(File::create(&tmp)?);
@@ -186,16 +210,17 @@ mod tests {
     fn replays_puts_and_deletes() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         {
-            let mut j = Journal::open(dir.path())?;
-            j.put(key("a"), 1, json!({"n": 1}))?;
-            j.put(key("b"), 1, json!({"n": 2}))?;
-            j.put(key("a"), 2, json!({"n": 3}))?;
-            assert!(j.delete(&key("b"))?);
-            assert!(!j.delete(&key("zz"))?);
+            let (mut j, r) = Journal::open(dir.path())?;
+            let r = RwLock::new(r);
+            j.put(&r, key("a"), 1, json!({"n": 1}))?;
+            j.put(&r, key("b"), 1, json!({"n": 2}))?;
+            j.put(&r, key("a"), 2, json!({"n": 3}))?;
+            assert!(j.delete(&r, &key("b"))?);
+            assert!(!j.delete(&r, &key("zz"))?);
         }
-        let j = Journal::open(dir.path())?;
-        assert_eq!(j.records.len(), 1);
-        assert_eq!(j.records.get(&key("a")), Some(&(2, json!({"n": 3}))));
+        let (_, records) = Journal::open(dir.path())?;
+        assert_eq!(records.len(), 1);
+        assert_eq!(records.get(&key("a")), Some(&(2, json!({"n": 3}))));
         Ok(())
     }
 
@@ -203,16 +228,16 @@ mod tests {
     fn a_torn_last_line_is_dropped_and_earlier_ones_kept() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         {
-            let mut j = Journal::open(dir.path())?;
-            j.put(key("a"), 1, json!("kept"))?;
+            let (mut j, r) = Journal::open(dir.path())?;
+            j.put(&RwLock::new(r), key("a"), 1, json!("kept"))?;
         }
         let path = dir.path().join("records.jsonl");
         let mut f = OpenOptions::new().append(true).open(&path)?;
         f.write_all(br#"{"op":"put","tenant":"t","kind":"file","id":"b","vers"#)?;
         drop(f);
-        let j = Journal::open(dir.path())?;
-        assert_eq!(j.records.len(), 1);
-        assert!(j.records.contains_key(&key("a")));
+        let (_, records) = Journal::open(dir.path())?;
+        assert_eq!(records.len(), 1);
+        assert!(records.contains_key(&key("a")));
         // the torn line is gone from the rewritten file
         let text = std::fs::read_to_string(&path)?;
         assert_eq!(text.lines().count(), 1);
@@ -236,16 +261,17 @@ mod tests {
     fn compaction_keeps_live_records() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         {
-            let mut j = Journal::open(dir.path())?;
+            let (mut j, r) = Journal::open(dir.path())?;
+            let r = RwLock::new(r);
             for v in 1..=1010u64 {
-                j.put(key("a"), v, json!(v))?;
+                j.put(&r, key("a"), v, json!(v))?;
             }
-            j.put(key("b"), 1, json!("b"))?;
+            j.put(&r, key("b"), 1, json!("b"))?;
             assert!(j.lines < 1010);
         }
-        let j = Journal::open(dir.path())?;
-        assert_eq!(j.records.get(&key("a")), Some(&(1010, json!(1010))));
-        assert_eq!(j.records.len(), 2);
+        let (_, records) = Journal::open(dir.path())?;
+        assert_eq!(records.get(&key("a")), Some(&(1010, json!(1010))));
+        assert_eq!(records.len(), 2);
         Ok(())
     }
 }

@@ -298,3 +298,54 @@ impl SpanProcessor for BoundedBatch {
         self.flush_within(timeout)
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl SpanExporter for Nowhere {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    /// The nice value (field 19) of a `/proc/.../stat` file.
+    fn nice_in(stat: &std::path::Path) -> Option<i64> {
+        let stat = std::fs::read_to_string(stat).ok()?;
+        // the fields after the command, which is in parentheses
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(16)?
+            .parse()
+            .ok()
+    }
+
+    /// The nice value of this process's thread named `name`.
+    fn nice_of(name: &str) -> Option<i64> {
+        std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .and_then(|t| nice_in(&t.path().join("stat")))
+    }
+
+    #[test]
+    fn the_export_thread_runs_at_a_lower_priority() {
+        let sizes = Sizes {
+            queue: 8,
+            max_batch: 4,
+            delay: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        let own = nice_in(std::path::Path::new("/proc/self/stat")).unwrap_or(0);
+        let batch = BoundedBatch::start(sizes, || Ok(Nowhere));
+        assert!(batch.is_ok(), "{batch:?}");
+        assert_eq!(nice_of("otel-export"), Some((own + 10).min(19)));
+    }
+}
