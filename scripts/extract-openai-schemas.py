@@ -37,6 +37,10 @@ ROOTS = [
     "VectorStoreFileContentResponse",
     # Responses API
     "Response",
+    "ResponseStreamEvent",  # text/event-stream body of POST /responses
+    "ResponseItemList",  # GET /responses/{id}/input_items
+    # DELETE /responses/{id}: the spec gives no 200 schema (example only:
+    # {"id", "object": "response", "deleted": true}), so nothing to vendor.
 ]
 PREFIX = "#/components/schemas/"
 

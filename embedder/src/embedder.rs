@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -82,6 +83,30 @@ struct Inner {
     queue: QueueHandle,
     permits: Arc<Semaphore>,
     max_inputs: usize,
+    /// Mean request time in µs (weight 1/16 per request): every admitted
+    /// request is batched at once, so a refused one may try again when
+    /// the typical request in flight has finished.
+    mean_request_us: AtomicU64,
+}
+
+impl Inner {
+    fn record(&self, took: Duration) {
+        let us = took.as_micros().min(u128::from(u64::MAX / 2)) as u64;
+        let old = self.mean_request_us.load(Ordering::Acquire);
+        let new = if old == 0 {
+            us
+        } else {
+            old - old / 16 + us / 16
+        };
+        self.mean_request_us.store(new, Ordering::Release);
+    }
+
+    /// The mean request time, at least 1 s (HTTP's resolution) and at most
+    /// 60 s.
+    fn retry_after(&self) -> Duration {
+        Duration::from_micros(self.mean_request_us.load(Ordering::Acquire))
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
 }
 
 impl Embedder {
@@ -131,6 +156,7 @@ impl Embedder {
                 queue,
                 permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests.max(1))),
                 max_inputs: cfg.max_inputs_per_request.max(1),
+                mean_request_us: AtomicU64::new(0),
             }),
         })
     }
@@ -205,6 +231,7 @@ impl Embedder {
         let vectors = rx.await.map_err(|_| EmbedError::Unavailable)??;
         metrics::counter!(m::INPUT_TOKENS).increment(tokens as u64);
         metrics::histogram!(m::REQUEST_SECONDS).record(started.elapsed().as_secs_f64());
+        self.inner.record(started.elapsed());
         Ok(EmbedOutput {
             vectors,
             prompt_tokens: tokens,
@@ -216,7 +243,10 @@ impl Embedder {
             .permits
             .clone()
             .try_acquire_owned()
-            .map_err(|_| EmbedError::Overloaded(self.inner.info.max_concurrent_requests))
+            .map_err(|_| EmbedError::Overloaded {
+                limit: self.inner.info.max_concurrent_requests,
+                retry_after: self.inner.retry_after(),
+            })
     }
 }
 

@@ -15,9 +15,12 @@ pub enum EmbedError {
     /// A model id other than the served one.
     #[error("model '{0}' is not served here")]
     UnknownModel(String),
-    /// The queue is full; retry later.
-    #[error("embedder overloaded: {0} requests already queued or running")]
-    Overloaded(usize),
+    /// The queue is full; retry after the embedder's mean request time.
+    #[error("embedder overloaded: {limit} requests already queued or running")]
+    Overloaded {
+        limit: usize,
+        retry_after: std::time::Duration,
+    },
     /// A model file is missing or unreadable: raised at start-up only.
     #[error("cannot load model file {path}: {reason} (run: scripts/fetch-models.sh)")]
     ModelFile { path: PathBuf, reason: String },

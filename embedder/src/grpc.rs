@@ -31,12 +31,12 @@ impl From<EmbedError> for Status {
         match e {
             EmbedError::Invalid { .. } => Status::invalid_argument(msg),
             EmbedError::UnknownModel(_) => Status::not_found(msg),
-            EmbedError::Overloaded(_) => {
+            EmbedError::Overloaded { retry_after, .. } => {
                 let mut s = Status::resource_exhausted(msg);
-                s.metadata_mut().insert(
-                    "retry-after",
-                    tonic::metadata::MetadataValue::from_static("1"),
-                );
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(v) = secs.to_string().parse() {
+                    s.metadata_mut().insert("retry-after", v);
+                }
                 s
             }
             EmbedError::Unavailable => Status::unavailable(msg),

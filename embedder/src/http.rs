@@ -54,6 +54,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub param: Option<&'static str>,
     pub code: Option<&'static str>,
+    /// `Retry-After` for a 429 or 503 (1 s when unset).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -64,6 +66,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param,
             code: None,
+            retry_after: None,
         }
     }
 }
@@ -80,8 +83,12 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::TOO_MANY_REQUESTS
             || self.status == StatusCode::SERVICE_UNAVAILABLE
         {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let secs = self
+                .retry_after
+                .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
         }
         // A 413 can answer before the body was read; hyper then closes the
         // connection, and a client that pooled it would send its next
@@ -97,6 +104,10 @@ impl IntoResponse for ApiError {
 impl From<EmbedError> for ApiError {
     fn from(e: EmbedError) -> Self {
         let message = e.to_string();
+        let retry_after = match &e {
+            EmbedError::Overloaded { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let (status, kind, param, code) = match &e {
             EmbedError::Invalid { param, .. } => (
                 StatusCode::BAD_REQUEST,
@@ -110,7 +121,7 @@ impl From<EmbedError> for ApiError {
                 Some("model"),
                 Some("model_not_found"),
             ),
-            EmbedError::Overloaded(_) => (
+            EmbedError::Overloaded { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 None,
@@ -135,6 +146,7 @@ impl From<EmbedError> for ApiError {
             kind,
             param,
             code,
+            retry_after,
         }
     }
 }
@@ -146,6 +158,7 @@ async fn not_found() -> ApiError {
         kind: "invalid_request_error",
         param: None,
         code: Some("not_found"),
+        retry_after: None,
     }
 }
 
@@ -156,6 +169,7 @@ fn too_large(limit: usize) -> ApiError {
         kind: "invalid_request_error",
         param: None,
         code: Some("request_too_large"),
+        retry_after: None,
     }
 }
 

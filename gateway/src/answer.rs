@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use futures::stream::BoxStream;
 use ragmesh_llm_runner::{Event, Input};
+use ragmesh_retriever::ScoredChunk;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -41,6 +42,10 @@ pub struct Plan {
     pub llm: Llm,
     pub profile: Option<Arc<Profile>>,
     pub retrieval: Option<RagSpec>,
+    /// More collections searched with the retrieval's settings (a
+    /// Responses `file_search` over several vector stores); the hits of
+    /// all are merged by score before the top `top_k` are kept.
+    pub also_search: Vec<String>,
 }
 
 impl Plan {
@@ -71,6 +76,7 @@ impl Plan {
             llm,
             profile,
             retrieval,
+            also_search: Vec::new(),
         })
     }
 }
@@ -95,6 +101,10 @@ pub struct Answer {
     pub citations: Option<Value>,
     /// The retrieval summary (the `rag` extension).
     pub rag: Option<Value>,
+    /// What retrieval found, best first; the first `used` were placed in
+    /// the prompt (numbered from 1).
+    pub retrieved: Vec<ScoredChunk>,
+    pub used: usize,
 }
 
 /// Runs the pipeline up to the first event; `span` is the request's GenAI
@@ -112,12 +122,14 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
         llm,
         profile,
         retrieval,
+        also_search,
     } = plan;
     trace::record_params(&span, &params);
     // a pool scaled to zero: wait (bounded) for a replica before anything
     // asks the model for its window or its tokens
     llm.ready().await?;
     let (mut cites, mut summary) = (None, None);
+    let (mut retrieved, mut used) = (Vec::new(), 0);
     let input = match (question, retrieval) {
         (Question::Text(_), Some(_)) => {
             return Err(bad_request(
@@ -128,19 +140,20 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
         (Question::Text(t), None) => Input::Prompt(t),
         (Question::Chat(messages), None) => Input::Chat(messages),
         (Question::Chat(messages), Some(spec)) => {
-            let (messages, c, s) = retrieve_into(
+            let r = retrieve_into(
                 st,
                 &tenant,
                 &llm,
                 profile.as_deref(),
-                &spec,
+                (&spec, &also_search),
                 messages,
                 &params,
             )
             .await?;
-            cites = Some(c);
-            summary = Some(s);
-            Input::Chat(messages)
+            cites = Some(citations(&r.chunks[..r.used]));
+            summary = Some(r.summary);
+            (retrieved, used) = (r.chunks, r.used);
+            Input::Chat(r.messages)
         }
     };
     if let Input::Chat(messages) = &input {
@@ -161,7 +174,17 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
         events,
         citations: cites,
         rag: summary,
+        retrieved,
+        used,
     })
+}
+
+/// What [`retrieve_into`] gives the generation.
+struct Fitted {
+    messages: Vec<(String, String)>,
+    chunks: Vec<ScoredChunk>,
+    used: usize,
+    summary: Value,
 }
 
 /// Retrieves with the last user turn and fits the chunks into the
@@ -171,10 +194,10 @@ async fn retrieve_into(
     tenant: &str,
     llm: &Llm,
     profile: Option<&Profile>,
-    spec: &RagSpec,
+    (spec, also): (&RagSpec, &[String]),
     messages: Vec<(String, String)>,
     params: &GenParams,
-) -> ApiResult<(Vec<(String, String)>, Value, Value)> {
+) -> ApiResult<Fitted> {
     let query = messages
         .iter()
         .rev()
@@ -187,7 +210,22 @@ async fn retrieve_into(
             "messages",
         ));
     }
-    let got = retrieve(st, tenant, spec, &query).await?;
+    let mut got = retrieve(st, tenant, spec, &query).await?;
+    for collection in also {
+        let spec = RagSpec {
+            collection: collection.clone(),
+            ..spec.clone()
+        };
+        let more = retrieve(st, tenant, &spec, &query).await?;
+        got.chunks.extend(more.chunks);
+        got.embed_ms += more.embed_ms;
+        got.search_ms += more.search_ms;
+    }
+    if !also.is_empty() {
+        got.chunks
+            .sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        got.chunks.truncate(spec.top_k);
+    }
     let window = llm.context_length();
     let reserve = match params.max_tokens {
         Some(m) => m.max(0) as usize,
@@ -225,7 +263,6 @@ async fn retrieve_into(
     if fitted.dropped > 0 {
         metrics::counter!(m::RAG_DROPPED).increment(fitted.dropped as u64);
     }
-    let cites = citations(&got.chunks[..fitted.used]);
     let summary = json!({
         "profile": profile.map(|p| p.name.clone()),
         "collection": spec.collection,
@@ -235,5 +272,10 @@ async fn retrieve_into(
         "prompt_tokens": fitted.prompt_tokens,
         "timings": {"embed_ms": got.embed_ms, "search_ms": got.search_ms, "prompt_ms": prompt_ms},
     });
-    Ok((fitted.messages, cites, summary))
+    Ok(Fitted {
+        messages: fitted.messages,
+        used: fitted.used,
+        chunks: got.chunks,
+        summary,
+    })
 }

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -217,28 +217,17 @@ impl Entry {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError {
-        status: StatusCode::UNAUTHORIZED,
+    ApiError::Unauthorized {
         message: message.into(),
-        kind: "invalid_request_error",
-        param: None,
-        code: Some("invalid_api_key"),
     }
 }
 
 fn too_many(message: String, retry_after: u64) -> Response {
-    let mut r = ApiError {
-        status: StatusCode::TOO_MANY_REQUESTS,
+    ApiError::RateLimited {
         message,
-        kind: "rate_limit_error",
-        param: None,
-        code: Some("rate_limit_exceeded"),
+        retry_after: std::time::Duration::from_secs(retry_after),
     }
-    .into_response();
-    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+    .into_response()
 }
 
 fn presented(req: &Request) -> Option<&str> {

@@ -26,7 +26,7 @@
 //! [`crate::auth`] instead.
 
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -35,22 +35,12 @@ use crate::json_scan;
 use crate::error::{ApiError, ApiResult};
 use crate::state::Inner;
 
-fn error(status: StatusCode, message: String, code: &'static str) -> ApiError {
-    ApiError {
-        status,
-        message,
-        kind: "invalid_request_error",
-        param: None,
-        code: Some(code),
-    }
-}
-
 fn too_large(limit: usize) -> ApiError {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body exceeds the limit of {limit} bytes"),
-        "request_too_large",
-    )
+    ApiError::TooLarge {
+        message: format!("request body exceeds the limit of {limit} bytes"),
+        param: None,
+        code: "request_too_large",
+    }
 }
 
 /// `application/json`, `application/<x>+json`, with any parameters.
@@ -71,14 +61,12 @@ pub fn check_headers(req: &Request, limit: usize) -> ApiResult<()> {
     if let Some(ct) = h.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         if !is_json(ct) {
-            return Err(error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
+            return Err(ApiError::UnsupportedMediaType {
+                message: format!(
                     "Content-Type '{}' is not JSON: send 'Content-Type: application/json'",
                     ct.chars().take(100).collect::<String>()
                 ),
-                "unsupported_media_type",
-            ));
+            });
         }
     }
     let declared = h
@@ -208,15 +196,14 @@ pub async fn read_bytes(
     let budget = match st.body_budget.clone().try_acquire_many_owned(need) {
         Ok(p) => p,
         Err(_) => {
-            // IntoResponse adds Retry-After to every 429
-            let mut e = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "the gateway is reading its maximum of request bodies at once; retry shortly"
-                    .into(),
-                "rate_limit_exceeded",
-            );
-            e.kind = "rate_limit_error";
-            return Err(e);
+            // the budget frees as bodies are parsed (milliseconds):
+            // HTTP's smallest Retry-After is the true one
+            return Err(ApiError::RateLimited {
+                message:
+                    "the gateway is reading its maximum of request bodies at once; retry shortly"
+                        .into(),
+                retry_after: std::time::Duration::from_secs(1),
+            });
         }
     };
     let read = tokio::time::timeout(
@@ -224,23 +211,21 @@ pub async fn read_bytes(
         axum::body::to_bytes(req.into_body(), limit),
     );
     let Ok(read) = read.await else {
-        return Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
+        return Err(ApiError::RequestTimeout {
+            message: format!(
                 "the request body did not arrive within {} s",
                 st.body_timeout.as_secs()
             ),
-            "request_timeout",
-        ));
+        });
     };
     match read {
         Ok(b) => Ok((b, budget)),
         Err(e) if hit_limit(&e) => Err(too_large(limit)),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("the request body could not be read: {e}"),
-            "invalid_body",
-        )),
+        Err(e) => Err(ApiError::Invalid {
+            message: format!("the request body could not be read: {e}"),
+            param: None,
+            code: Some("invalid_body"),
+        }),
     }
 }
 
@@ -249,7 +234,7 @@ pub async fn read_bytes(
 pub async fn read_json(st: &Inner, req: Request, large: &[&str]) -> ApiResult<JsonBody> {
     let limit = st.max_body_bytes;
     if let Err(refused) = check_headers(&req, limit) {
-        if refused.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if matches!(refused, ApiError::TooLarge { .. }) {
             // the client may still be sending: let it finish, so it reads
             // the 413 instead of a broken pipe
             ragmesh_telemetry::discard_body(req, st.body_timeout.min(DISCARD_WITHIN)).await;
@@ -273,7 +258,7 @@ pub async fn read_json(st: &Inner, req: Request, large: &[&str]) -> ApiResult<Js
 }
 
 fn invalid_json(message: String) -> ApiError {
-    ApiError::bad_request(format!("invalid JSON body: {message}"), None)
+    crate::error::invalid(format!("invalid JSON body: {message}"))
 }
 
 fn parse(
@@ -291,7 +276,7 @@ fn parse(
     }
     let members = json_scan::members(&bytes).map_err(|m| {
         if m.starts_with("request body must be") {
-            ApiError::bad_request(m, None)
+            crate::error::invalid(m)
         } else {
             invalid_json(m)
         }
@@ -324,8 +309,8 @@ mod tests {
     fn large_unread_members_stay_raw_and_pass_through() {
         let big = format!("[{}0]", "0,".repeat(PARSE_ANY_UP_TO));
         let text = format!(r#"{{"model":"m","junk":{big},"messages":{big}}}"#);
-        let b = parse(bytes::Bytes::from(text), &["messages"], None)
-            .unwrap_or_else(|e| panic!("{}", e.message));
+        let b =
+            parse(bytes::Bytes::from(text), &["messages"], None).unwrap_or_else(|e| panic!("{e}"));
         assert!(b.contains_key("messages") && !b.contains_key("junk"));
         let out = b.with_member("model", &Value::String("up".into()));
         let v: Value = serde_json::from_slice(&out).unwrap_or_default();

@@ -115,6 +115,11 @@ pub struct Args {
     /// and stores at once; the rest wait, `in_progress`.
     #[arg(long, env = "RAGMESH_ATTACH_CONCURRENCY", default_value_t = 2)]
     pub attach_concurrency: usize,
+    /// Days a stored response (`/v1/responses` with `store`) is kept;
+    /// past it, it reads as absent (OpenAI keeps them 30 days).
+    #[arg(long, env = "RAGMESH_RESPONSE_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub response_retention_days: u64,
     /// Request-body bytes being read or held at once, over all requests
     /// (beyond: 429 with Retry-After). Bounds the memory bodies take.
     #[arg(long, env = "RAGMESH_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]

@@ -110,6 +110,6 @@ pub async fn ingest(
     let n = docs.len();
     let out = crate::ingest::ingest(st, DEFAULT_TENANT, collection, docs, st.chunking)
         .await
-        .map_err(|e| anyhow::anyhow!("demo ingest: {}", e.message))?;
+        .map_err(|e| anyhow::anyhow!("demo ingest: {}", e.message()))?;
     Ok((n, out.chunks))
 }

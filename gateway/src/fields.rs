@@ -148,7 +148,7 @@ mod tests {
         let b = body(json!({"m": 18446744073709551615u64, "e": 1e300}));
         let e = opt_i64(&b, "m")
             .err()
-            .map(|e| e.message)
+            .map(crate::error::ApiError::into_message)
             .unwrap_or_default();
         assert!(e.contains("too large"), "{e}");
         assert!(opt_i64(&b, "e").is_err());

@@ -37,6 +37,7 @@ pub mod origin;
 mod props;
 pub mod rag;
 pub mod request_id;
+pub mod responses;
 pub mod routing;
 pub mod server;
 pub mod stages;

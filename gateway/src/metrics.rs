@@ -105,7 +105,7 @@ pub fn reply<T: axum::response::IntoResponse>(
             v.into_response()
         }
         Err(e) => {
-            request(route, e.status.as_u16());
+            request(route, e.status().as_u16());
             e.into_response()
         }
     }

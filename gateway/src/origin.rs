@@ -14,7 +14,7 @@
 //! cross-site without the page knowing it), and none of this applies.
 
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -47,12 +47,9 @@ fn loopback_host(host: &str) -> bool {
 }
 
 fn forbidden(message: String) -> ApiError {
-    ApiError {
-        status: StatusCode::FORBIDDEN,
+    ApiError::Forbidden {
         message,
-        kind: "invalid_request_error",
-        param: None,
-        code: Some("forbidden_origin"),
+        code: "forbidden_origin",
     }
 }
 

@@ -23,7 +23,7 @@ use crate::mesh::embedder::RemoteEmbedder;
 use crate::mesh::retriever::RemoteBackend;
 use crate::mesh::runner::RemoteRunner;
 use crate::openai::vector_stores as vs;
-use crate::openai::{chat, completions, files, models};
+use crate::openai::{chat, completions, files, models, responses};
 use crate::rag::chunk::ChunkSettings;
 use crate::rag::collections;
 use crate::rag::profile::Profile;
@@ -56,6 +56,15 @@ pub fn router(st: AppState) -> Router {
             delete(collections::delete_document),
         )
         .route("/v1/collections/{name}/search", post(collections::search))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(responses::input_items),
+        )
         .route("/v1/files", post(files::upload).get(files::list))
         .route("/v1/files/{id}", get(files::get).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))
@@ -118,14 +127,7 @@ async fn wrong_method(State(st): State<AppState>, req: Request) -> Response {
     if let Err(refused) = crate::auth::guard_unmatched(&st, &req) {
         return refused.into_response();
     }
-    ApiError {
-        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        message: "method not allowed on this route".into(),
-        kind: "invalid_request_error",
-        param: None,
-        code: Some("method_not_allowed"),
-    }
-    .into_response()
+    ApiError::MethodNotAllowed.into_response()
 }
 
 /// Loads each stage (in-process, or clients of its replicas), the
@@ -217,6 +219,7 @@ pub async fn build(
         attach_slots: Arc::new(tokio::sync::Semaphore::new(
             args.attach_concurrency.clamp(1, 64),
         )),
+        response_retention_s: args.response_retention_days.saturating_mul(86_400),
         profiles,
         builtin_template: builtin,
         chunking,

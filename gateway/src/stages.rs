@@ -13,7 +13,7 @@ use futures::stream::BoxStream;
 use ragmesh_embedder::{EmbedOptions, Embedder};
 use ragmesh_llm_runner::{Event, GenerateRequest, Generator, Input};
 
-use crate::error::{ApiError, ApiResult, from_gen};
+use crate::error::{ApiResult, from_gen};
 
 /// Sentence embeddings.
 #[async_trait]
@@ -73,7 +73,7 @@ impl EmbedStage for LocalEmbedder {
             .0
             .embed(texts, EmbedOptions::default())
             .await
-            .map_err(ApiError::from)?;
+            .map_err(crate::error::from_embed)?;
         Ok((out.vectors, out.prompt_tokens))
     }
 }

@@ -30,6 +30,8 @@ pub struct Inner {
     pub max_file_bytes: usize,
     /// `--attach-concurrency` (see `files::attach`).
     pub attach_slots: Arc<tokio::sync::Semaphore>,
+    /// `--response-retention-days`, in seconds.
+    pub response_retention_s: u64,
     pub profiles: HashMap<String, Arc<Profile>>,
     pub builtin_template: Arc<PromptTemplate>,
     pub chunking: ChunkSettings,

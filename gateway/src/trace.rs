@@ -133,6 +133,6 @@ pub fn provider(target: &crate::state::Target) -> &'static str {
 /// Marks `span` failed when the request failed (`error.type`: the status).
 pub fn on_error<T>(span: &Span, out: &crate::error::ApiResult<T>) {
     if let Err(e) = out {
-        genai::error(span, e.status.as_u16().to_string());
+        genai::error(span, e.status().as_u16().to_string());
     }
 }

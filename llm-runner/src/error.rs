@@ -5,9 +5,12 @@ pub enum GenError {
     /// The caller sent something invalid; the message says what and why.
     #[error("{0}")]
     InvalidArgument(String),
-    /// Queue full: retry later.
-    #[error("{0}")]
-    Overloaded(String),
+    /// Queue full: retry after the runner's estimate of when a slot frees.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// The model file is missing, damaged or unsupported (start-up only).
     #[error("{0}")]
     Model(String),
@@ -25,7 +28,7 @@ impl GenError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::InvalidArgument(_) => "invalid_argument",
-            Self::Overloaded(_) => "overloaded",
+            Self::Overloaded { .. } => "overloaded",
             Self::Model(_) => "model",
             Self::Internal(_) => "internal",
         }

@@ -269,17 +269,19 @@ impl Generator {
         let waiting = self.shared.waiting.fetch_add(1, Ordering::AcqRel);
         if waiting >= self.max_waiting {
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(GenError::Overloaded(format!(
-                "{waiting} requests are already waiting; retry later"
-            )));
+            return Err(GenError::Overloaded {
+                message: format!("{waiting} requests are already waiting; retry later"),
+                retry_after: self.shared.retry_after(),
+            });
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let job = Job::new(req, stops, prompt, max_tokens, tx);
         if self.jobs.try_send(job).is_err() {
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(GenError::Overloaded(
-                "the engine queue is full; retry later".into(),
-            ));
+            return Err(GenError::Overloaded {
+                message: "the engine queue is full; retry later".into(),
+                retry_after: self.shared.retry_after(),
+            });
         }
         crate::metrics::waiting(
             &self.shared.model_name,

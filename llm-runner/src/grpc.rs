@@ -43,12 +43,13 @@ impl From<GenError> for Status {
         let msg = e.to_string();
         match e {
             GenError::InvalidArgument(_) => Status::invalid_argument(msg),
-            GenError::Overloaded(_) => {
+            GenError::Overloaded { retry_after, .. } => {
                 let mut s = Status::resource_exhausted(msg);
-                s.metadata_mut().insert(
-                    "retry-after",
-                    tonic::metadata::MetadataValue::from_static("1"),
-                );
+                // whole seconds, rounded up, as HTTP's Retry-After
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(v) = secs.to_string().parse() {
+                    s.metadata_mut().insert("retry-after", v);
+                }
                 s
             }
             GenError::Model(_) => Status::failed_precondition(msg),

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use tokio::sync::mpsc::UnboundedSender;
@@ -34,6 +34,10 @@ pub struct Shared {
     steps: AtomicU64,
     shared_steps: AtomicU64,
     max_in_step: AtomicU64,
+    /// Mean time a sequence holds a slot, in µs (an exponentially
+    /// weighted mean of the last few dozen): what a refused request is
+    /// told to wait per request ahead of it.
+    mean_service_us: AtomicU64,
     /// The served model's id: the `model_name` label of the `vllm:` gauges.
     pub(crate) model_name: String,
 }
@@ -50,7 +54,36 @@ impl Shared {
             steps: AtomicU64::new(0),
             shared_steps: AtomicU64::new(0),
             max_in_step: AtomicU64::new(0),
+            mean_service_us: AtomicU64::new(0),
         }
+    }
+
+    /// Folds one finished sequence's time in a slot into the mean.
+    fn record_service(&self, held: Duration) {
+        let us = held.as_micros().min(u128::from(u64::MAX / 2)) as u64;
+        let old = self.mean_service_us.load(Ordering::Acquire);
+        // weight 1/16: a few dozen requests set the mean
+        let new = if old == 0 {
+            us
+        } else {
+            old - old / 16 + us / 16
+        };
+        self.mean_service_us.store(new, Ordering::Release);
+    }
+
+    /// How long a request refused now should wait before trying again:
+    /// the requests ahead of it, spread over the slots, each holding one
+    /// for the mean service time (1 s before any has finished; at most
+    /// 60 s).
+    pub fn retry_after(&self) -> Duration {
+        let mean = self.mean_service_us.load(Ordering::Acquire);
+        if mean == 0 {
+            return Duration::from_secs(1);
+        }
+        let ahead = self.waiting.load(Ordering::Acquire) as u64 + 1;
+        let slots = self.max_sequences.max(1) as u64;
+        let us = mean.saturating_mul(ahead.div_ceil(slots));
+        Duration::from_micros(us).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
     pub fn load(&self) -> Load {
@@ -117,6 +150,8 @@ struct Seq {
     stop: StopMatcher,
     last_token_at: Option<Instant>,
     first_token_at: Option<Instant>,
+    /// When the sequence took its slot.
+    admitted: Instant,
 }
 
 impl Seq {
@@ -189,6 +224,7 @@ impl Engine {
         }
         for (s, gone) in std::mem::take(&mut self.running).into_iter().zip(gone) {
             if gone {
+                self.shared.record_service(s.admitted.elapsed());
                 self.reserved -= s.reserved();
                 self.pool.put(s.cache);
             } else {
@@ -247,10 +283,13 @@ impl Engine {
             let waited = j.arrived.elapsed();
             if waited > deadline && !j.tx.is_closed() {
                 m::queue_timeout();
-                let _ = j.tx.send(Event::Error(GenError::Overloaded(format!(
-                    "waited {} s for a slot without getting one; retry later",
-                    waited.as_secs()
-                ))));
+                let _ = j.tx.send(Event::Error(GenError::Overloaded {
+                    message: format!(
+                        "waited {} s for a slot without getting one; retry later",
+                        waited.as_secs()
+                    ),
+                    retry_after: self.shared.retry_after(),
+                }));
                 return false;
             }
             true
@@ -308,6 +347,7 @@ impl Engine {
                 stop,
                 last_token_at: None,
                 first_token_at: None,
+                admitted: Instant::now(),
                 job,
             });
         }
@@ -523,4 +563,27 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
         return true;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_spreads_the_queue_over_the_slots() {
+        let s = Shared::new(4, 1024, "m".into());
+        // nothing finished yet: the floor
+        assert_eq!(s.retry_after(), Duration::from_secs(1));
+        s.record_service(Duration::from_secs(6));
+        // 1 ahead (the refused one) over 4 slots: one round of 6 s
+        assert_eq!(s.retry_after(), Duration::from_secs(6));
+        s.waiting.store(11, Ordering::Release);
+        // 12 over 4 slots: three rounds
+        assert_eq!(s.retry_after(), Duration::from_secs(18));
+        s.waiting.store(1000, Ordering::Release);
+        assert_eq!(s.retry_after(), Duration::from_secs(60));
+        // the mean moves by 1/16 of a new sample
+        s.record_service(Duration::from_secs(22));
+        assert_eq!(s.mean_service_us.load(Ordering::Acquire), 7_000_000);
+    }
 }

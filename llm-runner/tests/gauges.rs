@@ -45,8 +45,13 @@ async fn a_request_queued_past_the_deadline_is_refused_as_overloaded() {
         .generate(GenerateRequest::prompt("Hello", 4))
         .unwrap_or_else(|e| panic!("{e}"));
     match rx.recv().await {
-        Some(ragmesh_llm_runner::Event::Error(ragmesh_llm_runner::GenError::Overloaded(m))) => {
-            assert!(m.contains("waited"), "{m}")
+        Some(ragmesh_llm_runner::Event::Error(ragmesh_llm_runner::GenError::Overloaded {
+            message,
+            retry_after,
+        })) => {
+            assert!(message.contains("waited"), "{message}");
+            // nothing has finished yet: the estimate's floor
+            assert_eq!(retry_after, Duration::from_secs(1));
         }
         other => panic!("expected Overloaded after the deadline, got {other:?}"),
     }

@@ -629,6 +629,22 @@ async fn a_stream_refused_before_its_first_token_is_a_429() {
         json!({"model": model, "stream": true, "max_tokens": max_tokens, "ignore_eos": true,
                "messages": [{"role": "user", "content": "Count to a thousand."}]})
     };
+    // one request served first, so the runner knows how long a slot is
+    // held: a refusal's Retry-After is computed from it, not a constant
+    let t = Instant::now();
+    let (status, _, v) = request(
+        &g.http,
+        "POST",
+        &g.url("/v1/chat/completions"),
+        None,
+        Some(
+            json!({"model": model, "max_tokens": 100, "ignore_eos": true,
+                    "messages": [{"role": "user", "content": "Count to a thousand."}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let served = t.elapsed();
     // the one slot, busy for longer than the queue deadline
     let busy = g
         .http
@@ -648,7 +664,22 @@ async fn a_stream_refused_before_its_first_token_is_a_429() {
     )
     .await;
     assert_eq!(status, 429, "{v}");
-    assert!(headers.contains_key("retry-after"));
     assert_openai_error(&v, "queue deadline");
+    // the refused request and the one ahead of it, one slot, each holding
+    // it for about the first request's time
+    let retry: u64 = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {headers:?}"));
+    // the slot was held for the client's wall time less the HTTP and
+    // tokenizer overhead (well under 0.25 s)
+    let secs = served.as_secs_f64();
+    let least = (2.0 * (secs - 0.25)).ceil().max(1.0) as u64;
+    let most = (2.0 * secs).ceil() as u64 + 1;
+    assert!(
+        (least..=most).contains(&retry),
+        "Retry-After {retry} s after a {served:?} request (expected {least}..={most})"
+    );
     drop(busy);
 }

@@ -65,6 +65,12 @@ fn routes(model: &str) -> Vec<Route> {
             number_field: Some("max_tokens"),
         },
         Route {
+            path: "/v1/responses",
+            valid: json!({"model": model, "max_output_tokens": 1, "input": "hi"}),
+            text_field: "input",
+            number_field: Some("max_output_tokens"),
+        },
+        Route {
             path: "/v1/embeddings",
             valid: json!({"input": "hi"}),
             text_field: "input",
@@ -314,6 +320,10 @@ fn cases(model: &str) -> Vec<Case> {
         ("GET", "/v1/files?limit=0"),
         ("GET", "/v1/files?order=sideways"),
         ("GET", "/v1/vector_stores?limit=1000000"),
+        ("GET", "/v1/responses/..%2F..%2Fetc%2Fpasswd"),
+        ("GET", "/v1/responses/resp_nope/input_items?limit=0"),
+        ("DELETE", "/v1/responses/resp_nope"),
+        ("GET", "/v1/responses/%00"),
     ] {
         out.push(case(
             &format!("{method} {path}"),
@@ -377,6 +387,33 @@ fn cases(model: &str) -> Vec<Case> {
             "batch: no files",
             "/v1/vector_stores/vs_nope/file_batches",
             json!({"file_ids": []}),
+        ),
+        (
+            "response: previous id traversal",
+            "/v1/responses",
+            json!({"model": model, "input": "x", "previous_response_id": "../../etc/passwd"}),
+        ),
+        (
+            "response: 17 vector stores",
+            "/v1/responses",
+            json!({"model": model, "input": "x", "tools": [{"type": "file_search",
+                   "vector_store_ids": (0..17).map(|i| format!("vs_{i}")).collect::<Vec<_>>()}]}),
+        ),
+        (
+            "response: filter nested 10 deep",
+            "/v1/responses",
+            json!({"model": model, "input": "x", "tools": [{"type": "file_search",
+                   "vector_store_ids": ["vs_x"], "filters": deep_filter.clone()}]}),
+        ),
+        (
+            "response: 1,025 input items",
+            "/v1/responses",
+            json!({"model": model, "input": vec![json!({"role": "user", "content": "x"}); 1025]}),
+        ),
+        (
+            "response: unknown tool",
+            "/v1/responses",
+            json!({"model": model, "input": "x", "tools": [{"type": "computer_use_preview"}]}),
         ),
     ] {
         out.push(case(

@@ -21,7 +21,7 @@ use super::types::{
     ChunkingStrategy, FileBatch, FileStatus, LastError, StaticChunking, StaticTag, VectorStoreFile,
 };
 use super::{extract, uploads};
-use crate::error::{ApiResult, bad_request, from_retriever, internal};
+use crate::error::{ApiError, ApiResult, bad_request, from_retriever, internal};
 use crate::ingest::Document;
 use crate::rag::chunk::ChunkSettings;
 use crate::state::{AppState, Inner, unix_now};
@@ -190,7 +190,7 @@ pub fn spawn(st: &AppState, tenant: &str, vector_store_id: &str, file_id: &str) 
         if slot.is_ok()
             && let Err(e) = process(&st, &tenant, &vs, &file).await
         {
-            tracing::warn!(vector_store = %vs, file = %file, error = %e.message, "attaching a file failed");
+            tracing::warn!(vector_store = %vs, file = %file, error = %e.message(), "attaching a file failed");
         }
         queued.decrement(1.0);
     });
@@ -304,13 +304,13 @@ async fn read_and_ingest(st: &Inner, tenant: &str, a: &Attached) -> Result<u64, 
     let f = &a.file;
     let meta = match uploads::content(&st.objects, tenant, &f.id).await {
         Ok(x) => x,
-        Err(e) if e.status.as_u16() == 404 => {
+        Err(ApiError::NotFound { .. }) => {
             return Err(last_error(
                 "invalid_file",
                 "the file was deleted before it was processed",
             ));
         }
-        Err(e) => return Err(last_error("server_error", e.message)),
+        Err(e) => return Err(last_error("server_error", e.into_message())),
     };
     let (file, bytes) = meta;
     let name = file.filename.clone();
@@ -331,8 +331,8 @@ async fn read_and_ingest(st: &Inner, tenant: &str, a: &Attached) -> Result<u64, 
     match crate::ingest::ingest(st, tenant, &f.vector_store_id, vec![doc], settings).await {
         Ok(out) => Ok(out.bytes),
         // too many chunks and the like: the file's fault
-        Err(e) if e.status.is_client_error() => Err(last_error("invalid_file", e.message)),
-        Err(e) => Err(last_error("server_error", e.message)),
+        Err(e) if e.status().is_client_error() => Err(last_error("invalid_file", e.into_message())),
+        Err(e) => Err(last_error("server_error", e.into_message())),
     }
 }
 
@@ -381,7 +381,7 @@ async fn finish(
             }
             Ok(Finished::Recorded)
         }
-        Err(e) if e.status.as_u16() == 409 => {
+        Err(ApiError::Conflict { .. }) => {
             let now = store::get::<Attached>(&st.objects, tenant, STORE_FILE, k).await?;
             match now.map(|r| r.value.file.status) {
                 Some(FileStatus::InProgress) => Ok(Finished::Changed),
@@ -429,7 +429,7 @@ pub async fn cancel_batch(
                 }
                 return Ok(());
             }
-            Err(e) if e.status.as_u16() == 409 => continue,
+            Err(ApiError::Conflict { .. }) => continue,
             Err(e) => return Err(e),
         }
     }
@@ -459,7 +459,7 @@ async fn cancel_file(st: &Inner, tenant: &str, k: &str) -> ApiResult<()> {
         .await
         {
             Ok(_) => return Ok(()),
-            Err(e) if e.status.as_u16() == 409 => continue,
+            Err(ApiError::Conflict { .. }) => continue,
             Err(e) => return Err(e),
         }
     }
@@ -481,7 +481,7 @@ pub async fn resume(st: AppState) {
     {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e.message, "cannot list attached files to resume");
+            tracing::warn!(error = %e.message(), "cannot list attached files to resume");
             return;
         }
     };

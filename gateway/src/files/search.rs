@@ -266,7 +266,7 @@ mod tests {
         ] {
             let e = parse_filter(&bad)
                 .err()
-                .map(|e| e.message)
+                .map(ApiError::into_message)
                 .unwrap_or_default();
             assert!(e.contains(says), "{bad}: {e}");
         }

@@ -15,7 +15,7 @@ use super::types::{
 };
 use super::uploads::{Paging, page};
 use super::{ids, not_found_file, not_found_store, uploads};
-use crate::error::{ApiResult, bad_request, from_retriever, not_found};
+use crate::error::{ApiError, ApiResult, bad_request, from_retriever, not_found};
 use crate::state::{AppState, Inner, unix_now};
 
 /// What the store keeps of a vector store (the rest is computed).
@@ -240,7 +240,7 @@ pub async fn modify(st: &Inner, tenant: &str, id: &str, m: ModifyStore) -> ApiRe
         .await
         {
             Ok(_) => return get(st, tenant, id).await,
-            Err(e) if e.status.as_u16() == 409 => continue,
+            Err(ApiError::Conflict { .. }) => continue,
             Err(e) => return Err(e),
         }
     }

@@ -284,8 +284,8 @@ impl Pool {
 
     /// The error when no replica could take a call.
     pub fn exhausted(&self, tried: &[String], last: Option<Status>) -> Status {
-        match last {
-            Some(s) if s.code() == Code::ResourceExhausted => s,
+        let mut s = match last {
+            Some(s) if s.code() == Code::ResourceExhausted => return s,
             Some(s) => Status::unavailable(format!(
                 "no {} replica reachable (tried {}): {}",
                 self.service,
@@ -293,7 +293,24 @@ impl Pool {
                 s.message()
             )),
             None => Status::unavailable(format!("no {} replica is known", self.service)),
+        };
+        let secs = self.retry_after().as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = secs.to_string().parse() {
+            s.metadata_mut().insert("retry-after", v);
         }
+        s
+    }
+
+    /// Until the first replica's backoff ends (1 s when none is backing
+    /// off or none is known: discovery re-resolves within seconds).
+    pub fn retry_after(&self) -> Duration {
+        let now = self.now_ms();
+        self.replicas()
+            .iter()
+            .map(|r| r.down_until.load(Relaxed))
+            .filter(|&u| u > now)
+            .min()
+            .map_or(Duration::from_secs(1), |u| Duration::from_millis(u - now))
     }
 
     /// A unary call, retried on other replicas while it fails without

@@ -131,7 +131,10 @@ fn gen_error(s: Status) -> GenError {
     let msg = s.message().to_owned();
     match s.code() {
         Code::InvalidArgument | Code::OutOfRange => GenError::InvalidArgument(msg),
-        Code::ResourceExhausted => GenError::Overloaded(msg),
+        Code::ResourceExhausted => GenError::Overloaded {
+            retry_after: crate::error::status_retry_after(&s).unwrap_or(Duration::from_secs(1)),
+            message: msg,
+        },
         _ => GenError::Internal(format!("llm-runner: {msg}")),
     }
 }
@@ -255,11 +258,16 @@ impl RemoteRunner {
                     .store(info.context_length as usize, Relaxed);
                 Ok(())
             }
-            Err(e) => Err(crate::error::unavailable(format!(
-                "model {}: no replica came up within {} s (the pool may be scaled to zero): {e}",
-                self.model_id,
-                wait.as_secs()
-            ))),
+            // the pool was woken: a replica may come up within another
+            // wait (the operator sets it to the model's cold start)
+            Err(e) => Err(crate::error::unavailable(
+                format!(
+                    "model {}: no replica came up within {} s (the pool may be scaled to zero): {e}",
+                    self.model_id,
+                    wait.as_secs()
+                ),
+                wait.min(Duration::from_secs(60)),
+            )),
         }
     }
 
@@ -275,7 +283,7 @@ impl RemoteRunner {
             Err(s) if s.code() == Code::Unavailable && self.standby.is_some() => {
                 self.wait_for_replica()
                     .await
-                    .map_err(|e| Status::unavailable(e.message))?;
+                    .map_err(|e| Status::unavailable(e.into_message()))?;
                 f().await
             }
             other => other,

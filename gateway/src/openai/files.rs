@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Extension, Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::multipart::{self, FORM_OVERHEAD};
@@ -17,12 +17,10 @@ use crate::state::AppState;
 const ROUTE: &str = "files";
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
+    ApiError::TooLarge {
         message: format!("the file exceeds the limit of {limit} bytes (--max-file-bytes)"),
-        kind: "invalid_request_error",
         param: Some("file"),
-        code: Some("file_too_large"),
+        code: "file_too_large",
     }
 }
 
@@ -35,7 +33,7 @@ pub async fn upload(
         let boundary = multipart::boundary(&req)?;
         let limit = st.max_file_bytes;
         let (body, _budget) = match crate::body::read_bytes(&st, req, limit + FORM_OVERHEAD).await {
-            Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large(limit)),
+            Err(ApiError::TooLarge { .. }) => return Err(too_large(limit)),
             r => r?,
         };
         let mut file = None;

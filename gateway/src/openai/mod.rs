@@ -9,5 +9,7 @@ pub mod multipart;
 pub mod output;
 pub mod paging;
 pub mod params;
+pub mod request;
+pub mod responses;
 pub mod vector_stores;
 pub mod wire;

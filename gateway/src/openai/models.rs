@@ -88,7 +88,7 @@ pub async fn embeddings(State(st): State<AppState>, req: Request) -> Response {
 
 async fn inner(st: &AppState, req: Request) -> ApiResult<Value> {
     let body = crate::body::read_json(st, req, &["input"]).await?;
-    let parsed = parse_request(&body, st.embed.dims())?;
+    let parsed = parse_request(&body, st.embed.dims()).map_err(crate::error::from_embed_request)?;
     if !st.embed.accepts(&parsed.model) {
         if st.models.get(&parsed.model).is_some() || st.profiles.contains_key(&parsed.model) {
             return Err(bad_request(

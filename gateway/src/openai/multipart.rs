@@ -3,7 +3,7 @@
 //! ([`crate::body::read_bytes`]).
 
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 
 use crate::error::{ApiError, ApiResult, bad_request};
 
@@ -19,13 +19,7 @@ pub struct Part {
 pub const FORM_OVERHEAD: usize = 64 * 1024;
 
 fn unsupported(message: String) -> ApiError {
-    ApiError {
-        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        message,
-        kind: "invalid_request_error",
-        param: None,
-        code: Some("unsupported_media_type"),
-    }
+    ApiError::UnsupportedMediaType { message }
 }
 
 /// The boundary of a `multipart/form-data` request (else 415).

@@ -303,13 +303,8 @@ pub fn sse(
         .into_response()
 }
 
-fn error_event(
-    message: &str,
-    kind: &str,
-    param: Option<&str>,
-    code: Option<&str>,
-) -> Result<Sse, Infallible> {
-    data(&json!({"error": {"message": message, "type": kind, "param": param, "code": code}}))
+fn error_event(e: &crate::error::ApiError) -> Result<Sse, Infallible> {
+    data(&e.to_json())
 }
 
 fn sse_events(
@@ -344,12 +339,13 @@ fn sse_events(
                 () = &mut cut => None,
             };
             let Some(next) = next else {
-                yield error_event(
-                    "the server is shutting down and its grace period is over; retry the request",
-                    "server_error",
-                    None,
-                    Some("server_shutting_down"),
-                );
+                yield error_event(&crate::error::ApiError::Unavailable {
+                    message:
+                        "the server is shutting down and its grace period is over; retry the request"
+                            .into(),
+                    code: "server_shutting_down",
+                    retry_after: std::time::Duration::from_secs(1),
+                });
                 break;
             };
             let Some(ev) = next else { break };
@@ -424,7 +420,7 @@ fn sse_events(
                 }
                 Event::Error(e) => {
                     let err = from_gen(e);
-                    yield error_event(&err.message, err.kind, err.param, err.code);
+                    yield error_event(&err);
                     break;
                 }
             }

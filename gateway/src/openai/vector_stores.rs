@@ -80,7 +80,7 @@ fn chunking(b: &Body) -> ApiResult<Option<ChunkingRequest>> {
 
 fn expires_after(v: &Body) -> ApiResult<ExpiresAfter> {
     let anchor = fields::req_str(v, "anchor")
-        .map_err(|e| bad_request(format!("expires_after: {}", e.message), "expires_after"))?;
+        .map_err(|e| bad_request(format!("expires_after: {}", e.message()), "expires_after"))?;
     let days = fields::opt_i64(v, "days")?
         .and_then(|d| u64::try_from(d).ok())
         .ok_or_else(|| {
@@ -410,7 +410,7 @@ pub async fn create_batch(
                     ));
                 };
                 let f = fields::req_str(o, "file_id")
-                    .map_err(|e| bad_request(format!("files: {}", e.message), "files"))?;
+                    .map_err(|e| bad_request(format!("files: {}", e.message()), "files"))?;
                 files.push((f, attributes(o)?));
             }
         }

@@ -109,7 +109,7 @@ fn parse_document(v: &Value, i: usize) -> ApiResult<Document> {
         ));
     };
     let at = |e: crate::error::ApiError| {
-        bad_request(format!("documents[{i}]: {}", e.message), "documents")
+        bad_request(format!("documents[{i}]: {}", e.message()), "documents")
     };
     let id = fields::req_str(o, "id").map_err(at)?;
     if id.is_empty() || id.len() > 512 {

@@ -175,7 +175,7 @@ impl Profile {
             None => builtin.clone(),
         };
         let filter = filter::parse(c.filter.as_ref())
-            .map_err(|e| anyhow::anyhow!("profile {}: {}", c.name, e.message))?;
+            .map_err(|e| anyhow::anyhow!("profile {}: {}", c.name, e.message()))?;
         Ok(Self {
             name: c.name.clone(),
             model,

@@ -18,7 +18,7 @@ use minijinja::Environment;
 use ragmesh_retriever::ScoredChunk;
 use serde::Serialize;
 
-use crate::error::{ApiResult, internal};
+use crate::error::{ApiError, ApiResult, internal};
 
 const BUILTIN: &str = include_str!("../../templates/rag-default.j2");
 
@@ -64,7 +64,7 @@ impl PromptTemplate {
         };
         // a template that cannot render a trivial context is refused at
         // start-up, not on the first request
-        t.render(&[], "?").map_err(|e| e.message)?;
+        t.render(&[], "?").map_err(ApiError::into_message)?;
         Ok(t)
     }
 

@@ -52,6 +52,7 @@ fn copy_headers(from: &reqwest::header::HeaderMap, to: &mut axum::http::HeaderMa
 pub enum Endpoint {
     Chat,
     Completions,
+    Responses,
 }
 
 /// Proxies `body` to the endpoint of the upstream's targets.
@@ -134,7 +135,8 @@ pub async fn forward(
         Some(Failure::Transport {
             timed_out: true, ..
         }) => Err(timeout(summary)),
-        _ => Err(unavailable(summary)),
+        // every target now cools down for COOLDOWN
+        _ => Err(unavailable(summary, COOLDOWN)),
     }
 }
 
@@ -149,7 +151,7 @@ fn attempt_span(
     previous: Option<&String>,
 ) -> tracing::Span {
     let op = match path {
-        Endpoint::Chat => "chat",
+        Endpoint::Chat | Endpoint::Responses => "chat",
         Endpoint::Completions => "text_completion",
     };
     let span = tracing::info_span!(
@@ -193,6 +195,7 @@ async fn attempt_once(
         .post(match path {
             Endpoint::Chat => t.chat_url.clone(),
             Endpoint::Completions => t.completions_url.clone(),
+            Endpoint::Responses => t.responses_url.clone(),
         })
         .header(header::CONTENT_TYPE, "application/json")
         .header("x-request-id", request_id)
@@ -284,6 +287,7 @@ async fn attempt_direct(
     let uri = match path {
         Endpoint::Chat => &t.chat_path,
         Endpoint::Completions => &t.completions_path,
+        Endpoint::Responses => &t.responses_path,
     };
     let answer = match tokio::time::timeout(up.timeout, pool.post(uri, headers, payload)).await {
         Err(_) => {

@@ -51,16 +51,19 @@ pub struct TargetConfig {
 
 pub struct Target {
     pub base: String,
-    /// `<base>/chat/completions` and `<base>/completions`, parsed once.
+    /// `<base>/chat/completions`, `<base>/completions` and
+    /// `<base>/responses`, parsed once.
     pub chat_url: reqwest::Url,
     pub completions_url: reqwest::Url,
+    pub responses_url: reqwest::Url,
     pub model: String,
     pub api_key: Option<String>,
     /// `http://` targets: the in-task HTTP/1 client for whole answers.
     pub direct: Option<direct::DirectPool>,
-    /// Paths (with query) of the two endpoints, for `direct`.
+    /// Paths (with query) of the endpoints, for `direct`.
     pub chat_path: axum::http::Uri,
     pub completions_path: axum::http::Uri,
+    pub responses_path: axum::http::Uri,
     /// Milliseconds since the process epoch until which the target is
     /// tried last (0: not cooling down).
     pub cooling_until: AtomicU64,
@@ -131,6 +134,7 @@ impl Upstream {
                     .map_err(|e| anyhow::anyhow!("model {name}: upstream url '{}': {e}", t.url))
             };
             let (chat_url, completions_url) = (url("chat/completions")?, url("completions")?);
+            let responses_url = url("responses")?;
             let path = |u: &reqwest::Url| {
                 let pq = match u.query() {
                     Some(q) => format!("{}?{q}", u.path()),
@@ -143,8 +147,10 @@ impl Upstream {
                 direct: direct::DirectPool::for_url(&chat_url, connect_timeout),
                 chat_path: path(&chat_url)?,
                 completions_path: path(&completions_url)?,
+                responses_path: path(&responses_url)?,
                 chat_url,
                 completions_url,
+                responses_url,
                 base,
                 model: t.model.clone().unwrap_or_else(|| name.to_owned()),
                 api_key,
