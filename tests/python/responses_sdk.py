@@ -97,7 +97,12 @@ r2 = check("Response", a.responses.create(
     tools=[{"type": "file_search", "vector_store_ids": [vs.id], "max_num_results": 1}]))
 res = r2.output[0].results
 assert len(res) == 1 and res[0].file_id == ids["orchard.md"] and res[0].filename == "orchard.md", res
-assert "1874" in " ".join(res[0].text.split()) and 0 <= res[0].score <= 1, res[0]
+assert 0 <= res[0].score <= 1 and res[0].text, res[0]
+r3 = a.responses.create(model=chat_model, input=Q, temperature=0, max_output_tokens=4, tools=tools,
+                        include=["file_search_call.results"])
+res = r3.output[0].results
+assert res == sorted(res, key=lambda x: -x.score), res
+assert any("1874" in " ".join(x.text.split()) for x in res if x.file_id == ids["orchard.md"]), res
 
 # a filter no chunk passes: nothing found, nothing cited
 rf = check("Response", a.responses.create(
@@ -160,7 +165,8 @@ assert third.usage.input_tokens > follow.usage.input_tokens, (third.usage, follo
 # ---- instructions and max_output_tokens -------------------------------------
 # instructions are the conversation's system turn: the same prompt as a
 # developer message, and a different one from none
-rule = "You are a pirate. Always answer like a pirate, in one short sentence."
+rule = ("You are the pirate captain of the ship Salty Gull. Always answer like a pirate, "
+        "in one short sentence, and mention the sea.")
 instr = a.responses.create(model=chat_model, input="Say hello.", max_output_tokens=8, temperature=0,
                            instructions=rule)
 as_turn = a.responses.create(model=chat_model, max_output_tokens=8, temperature=0,
