@@ -9,8 +9,9 @@ OpenAI Python SDK (run by tests/tests/files_e2e.rs):
   ``completed`` (the restarted gateway resumed it) or ``failed`` with a
   reason, never vanishes, and each completed file's fact is searchable.
 - ``mesh BASE1 BASE2 FIXTURES``: a file uploaded through one gateway
-  replica is attached and searched through the other (the state is the
-  retriever's, not a gateway's).
+  replica is attached and searched through the other, and a response made
+  through one is read, continued and deleted through the other (the state
+  is the retriever's, not a gateway's).
 """
 import json
 import os
@@ -89,6 +90,22 @@ def mesh(base1, base2, fixtures):
         assert hit is not None and hit.file_id == fid and hit.filename == "reactor.docx", hit
         assert FACTS["reactor.docx"][1] in " ".join(p.text for p in hit.content), hit
     assert c1.vector_stores.retrieve(vs.id).file_counts.completed == 1
+    # a response made through one replica is read and continued through
+    # the other: stored responses are the retriever's too
+    model = next(m.id for m in c1.models.list().data
+                 if m.id != "all-MiniLM-L6-v2" and (m.model_extra or {}).get("type") != "rag")
+    r = c1.responses.create(model=model, input=FACTS["reactor.docx"][0], max_output_tokens=8,
+                            tools=[{"type": "file_search", "vector_store_ids": [vs.id]}])
+    assert r.output[1].content[0].annotations[0].file_id == fid, r.output
+    assert c2.responses.retrieve(r.id).output_text == r.output_text
+    follow = c2.responses.create(model=model, input="Thanks.", max_output_tokens=4, previous_response_id=r.id)
+    assert follow.usage.input_tokens > r.usage.output_tokens, (follow.usage, r.usage)
+    c2.responses.delete(r.id)
+    try:
+        c1.responses.retrieve(r.id)
+        raise AssertionError("response deleted through one replica, still there through the other")
+    except openai.NotFoundError:
+        pass
     c1.vector_stores.delete(vs.id)
     try:
         c2.vector_stores.retrieve(vs.id)

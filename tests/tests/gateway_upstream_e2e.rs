@@ -254,3 +254,50 @@ async fn a_restarted_upstream_is_reconnected_without_errors() {
     }
     assert!(stats(&http, &second).await["calls"].as_u64() >= Some(18));
 }
+
+/// `/v1/responses` to an upstream model is passed through as sent (tools
+/// the gateway itself would refuse included), JSON and SSE alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_pass_through_to_an_upstream() {
+    let good = stub(&["--name", "good", "--chunks", "3"]);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let config = format!(
+        "[[model]]\nname = \"ext\"\n[[model.upstream]]\nurl = \"{}/v1\"\nmodel = \"good-model\"\n",
+        good.http_url()
+    );
+    let gw = gateway(&dir, &config, &[], &[]);
+    let http = reqwest::Client::new();
+    let body = |stream: bool| {
+        json!({"model": "ext", "input": "hi", "stream": stream,
+               "tools": [{"type": "web_search_preview"}], "previous_response_id": "resp_elsewhere"})
+    };
+    let (status, _, r) = post(
+        &http,
+        format!("{}/v1/responses", gw.http_url()),
+        body(false),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["object"], "response");
+    assert_eq!(r["output"][0]["content"][0]["text"], "Hello from good.");
+    let seen = stats(&http, &good).await;
+    assert_eq!(seen["last_body"]["model"], "good-model");
+    assert_eq!(seen["last_body"]["tools"][0]["type"], "web_search_preview");
+    assert_eq!(seen["last_body"]["previous_response_id"], "resp_elsewhere");
+    let resp = http
+        .post(format!("{}/v1/responses", gw.http_url()))
+        .json(&body(true))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap_or_default();
+    let deltas: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["delta"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(deltas, "Hello from good.", "{text}");
+    assert!(text.contains("event: response.output_text.delta"), "{text}");
+}

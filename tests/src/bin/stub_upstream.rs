@@ -47,6 +47,7 @@ struct St {
     /// The fixed non-streaming answer, encoded once (zero work per call).
     chat_json: Bytes,
     completion_json: Bytes,
+    responses_json: Bytes,
 }
 
 fn parse() -> Result<(u16, Opts), String> {
@@ -92,7 +93,15 @@ async fn stats(State(st): State<Arc<St>>) -> Response {
     .into_response()
 }
 
-async fn answer(st: Arc<St>, headers: HeaderMap, body: Bytes, chat: bool) -> Response {
+/// Which OpenAI endpoint a call came to.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    Chat,
+    Completion,
+    Responses,
+}
+
+async fn answer(st: Arc<St>, headers: HeaderMap, body: Bytes, api: Api) -> Response {
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     {
         let mut s = st.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,10 +126,10 @@ async fn answer(st: Arc<St>, headers: HeaderMap, body: Bytes, chat: bool) -> Res
         return (status, [(header::RETRY_AFTER, "7")], axum::Json(e)).into_response();
     }
     if parsed.get("stream").and_then(Value::as_bool) != Some(true) {
-        let bytes = if chat {
-            st.chat_json.clone()
-        } else {
-            st.completion_json.clone()
+        let bytes = match api {
+            Api::Chat => st.chat_json.clone(),
+            Api::Completion => st.completion_json.clone(),
+            Api::Responses => st.responses_json.clone(),
         };
         return ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
     }
@@ -143,15 +152,18 @@ async fn answer(st: Arc<St>, headers: HeaderMap, body: Bytes, chat: bool) -> Res
                 yield Err(std::io::Error::other("stub dies mid-stream"));
                 return;
             }
-            let delta = if chat {
-                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]})
-            } else {
-                json!({"object": "text_completion", "choices": [{"index": 0, "text": p, "finish_reason": null}]})
+            let event = match api {
+                Api::Chat => format!("data: {}\n\n", json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]})),
+                Api::Completion => format!("data: {}\n\n", json!({"object": "text_completion", "choices": [{"index": 0, "text": p, "finish_reason": null}]})),
+                Api::Responses => format!("event: response.output_text.delta\ndata: {}\n\n", json!({"type": "response.output_text.delta", "sequence_number": i, "item_id": "msg_stub", "output_index": 0, "content_index": 0, "delta": p, "logprobs": []})),
             };
-            yield Ok::<_, std::io::Error>(Bytes::from(format!("data: {delta}\n\n")));
+            yield Ok::<_, std::io::Error>(Bytes::from(event));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+        // the Responses stream ends with its last event, the others with [DONE]
+        if api != Api::Responses {
+            yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
     };
     (
         [(header::CONTENT_TYPE, "text/event-stream")],
@@ -180,7 +192,14 @@ async fn main() {
         "choices": [{"index": 0, "text": t, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
     });
+    let responses_json = json!({
+        "id": "resp_stub", "object": "response", "created_at": 0, "status": "completed", "model": opts.name,
+        "output": [{"type": "message", "id": "msg_stub", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": t, "annotations": [], "logprobs": []}]}],
+        "usage": {"input_tokens": 5, "output_tokens": 4, "total_tokens": 9}
+    });
     let st = Arc::new(St {
+        responses_json: Bytes::from(responses_json.to_string()),
         opts,
         seen: Mutex::new(Seen::default()),
         chat_json: Bytes::from(chat_json.to_string()),
@@ -189,11 +208,19 @@ async fn main() {
     let app = Router::new()
         .route(
             "/v1/chat/completions",
-            post(|State(st): State<Arc<St>>, h: HeaderMap, b: Bytes| answer(st, h, b, true)),
+            post(|State(st): State<Arc<St>>, h: HeaderMap, b: Bytes| answer(st, h, b, Api::Chat)),
         )
         .route(
             "/v1/completions",
-            post(|State(st): State<Arc<St>>, h: HeaderMap, b: Bytes| answer(st, h, b, false)),
+            post(|State(st): State<Arc<St>>, h: HeaderMap, b: Bytes| {
+                answer(st, h, b, Api::Completion)
+            }),
+        )
+        .route(
+            "/v1/responses",
+            post(|State(st): State<Arc<St>>, h: HeaderMap, b: Bytes| {
+                answer(st, h, b, Api::Responses)
+            }),
         )
         .route("/stats", get(stats))
         .with_state(st);
