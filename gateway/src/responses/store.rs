@@ -122,3 +122,116 @@ pub fn role(r: &str) -> &str {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::responses::types::{InputPart, TextConfig, TextFormat};
+
+    fn stored(id: &str, previous: Option<&str>, expires_at: u64) -> StoredResponse {
+        let response = ResponseObject {
+            id: id.into(),
+            object: "response".into(),
+            created_at: 1,
+            status: "completed".into(),
+            completed_at: Some(1),
+            error: None,
+            incomplete_details: None,
+            instructions: None,
+            max_output_tokens: None,
+            model: "m".into(),
+            output: vec![OutputItem::Message(super::super::types::OutputMessage {
+                id: format!("msg_{id}"),
+                role: "assistant".into(),
+                status: "completed".into(),
+                content: vec![super::super::types::OutputText::new(
+                    format!("answer {id}"),
+                    Vec::new(),
+                )],
+            })],
+            parallel_tool_calls: true,
+            previous_response_id: previous.map(str::to_owned),
+            store: true,
+            temperature: None,
+            top_p: None,
+            text: TextConfig {
+                format: TextFormat {
+                    kind: "text".into(),
+                },
+            },
+            tool_choice: "auto".into(),
+            tools: Vec::new(),
+            truncation: "disabled".into(),
+            usage: None,
+            metadata: serde_json::Map::new(),
+            rag: None,
+        };
+        StoredResponse {
+            response,
+            input: vec![InputItem {
+                id: format!("in_{id}"),
+                kind: "message".into(),
+                role: "developer".into(),
+                status: "completed".into(),
+                content: vec![InputPart {
+                    kind: "input_text".into(),
+                    text: format!("question {id}"),
+                    annotations: None,
+                    logprobs: None,
+                }],
+            }],
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn chains_expiry_and_tenants() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let disk = ragmesh_retriever::objects::DiskObjects::open(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let o: Objects = Arc::new(disk);
+        let later = crate::state::unix_now() + 3600;
+        for r in [
+            stored("resp_a", None, later),
+            stored("resp_b", Some("resp_a"), later),
+            stored("resp_old", None, 5),
+        ] {
+            put(&o, "t1", &r).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        // oldest first, roles as the chat sees them
+        let turns = history(&o, "t1", "resp_b").await.unwrap_or_default();
+        let want: Vec<(String, String)> = [
+            ("system", "question resp_a"),
+            ("assistant", "answer resp_a"),
+            ("system", "question resp_b"),
+            ("assistant", "answer resp_b"),
+        ]
+        .iter()
+        .map(|(r, t)| ((*r).to_owned(), (*t).to_owned()))
+        .collect();
+        assert_eq!(turns, want);
+        // past its retention: absent, and gone from the store
+        assert!(matches!(
+            get(&o, "t1", "resp_old").await,
+            Err(ApiError::NotFound { .. })
+        ));
+        let raw = store::get::<StoredResponse>(&o, "t1", RESPONSE, "resp_old").await;
+        assert!(matches!(raw, Ok(None)));
+        // another tenant: a 404 naming previous_response_id
+        let e = history(&o, "t2", "resp_b").await.err();
+        assert_eq!(
+            e.as_ref().and_then(ApiError::param),
+            Some("previous_response_id")
+        );
+        // a deleted link breaks the chain with a 404
+        delete(&o, "t1", "resp_a")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            history(&o, "t1", "resp_b").await,
+            Err(ApiError::NotFound { .. })
+        ));
+    }
+}
