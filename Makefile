@@ -15,7 +15,7 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-gateway bench-rag-quality bench-ingest bench-overhead fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-prefix bench-gateway bench-rag-quality bench-ingest bench-overhead fmt
 
 # The quickstart profile builds in about half the time of release, with
 # Qdrant Edge unoptimised (Cargo.toml says what that costs).
@@ -56,6 +56,10 @@ bench-retriever:
 # builds llama.cpp (llama-cpp-python) into a venv on first use
 bench-runner: system-deps models
 	bench/llm_runner.sh
+
+# the runner's prefix cache off vs on (multi-turn chats)
+bench-prefix: system-deps models
+	bench/prefix_cache.sh
 
 # end-to-end RAG through the all-in-one gateway vs the plain model
 bench-gateway: system-deps models build

@@ -73,6 +73,7 @@ pub fn traced(
                 finish,
                 prompt_tokens,
                 completion_tokens,
+                ..
             } => {
                 if let Some(t) = text.take() {
                     let out = serde_json::json!([{"role": "assistant",

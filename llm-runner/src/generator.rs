@@ -32,6 +32,8 @@ pub struct GeneratorConfig {
     pub max_model_len: usize,
     /// Matmul kernel (see `linear.rs`).
     pub kernel: crate::linear::Kernel,
+    /// Reuse the cached prompt prefixes of finished sequences (`prefix.rs`).
+    pub prefix_cache: bool,
 }
 
 impl GeneratorConfig {
@@ -45,6 +47,7 @@ impl GeneratorConfig {
             kv_cache_tokens: 65_536,
             max_model_len: 0,
             kernel: crate::linear::Kernel::default(),
+            prefix_cache: true,
         }
     }
 }
@@ -85,6 +88,8 @@ pub enum Event {
     Done {
         finish: FinishReason,
         prompt_tokens: usize,
+        /// Of `prompt_tokens`, those served from the prefix cache.
+        cached_tokens: usize,
         completion_tokens: usize,
     },
     Error(GenError),
@@ -97,6 +102,8 @@ pub struct Load {
     pub max_sequences: usize,
     pub kv_tokens_used: usize,
     pub kv_tokens_capacity: usize,
+    /// Whole KV blocks kept for prefix reuse.
+    pub cached_blocks: usize,
 }
 
 /// Counters that prove batching happened (tests, `/metrics`).

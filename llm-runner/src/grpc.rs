@@ -124,6 +124,7 @@ fn delta_of(ev: Event) -> Result<pb::GenerateDelta, Status> {
             finish,
             prompt_tokens,
             completion_tokens,
+            cached_tokens,
         } => Ok(pb::GenerateDelta {
             finish_reason: match finish {
                 FinishReason::Stop => pb::FinishReason::Stop as i32,
@@ -132,6 +133,7 @@ fn delta_of(ev: Event) -> Result<pb::GenerateDelta, Status> {
             usage: Some(pb::GenerateUsage {
                 prompt_tokens: prompt_tokens as u32,
                 completion_tokens: completion_tokens as u32,
+                cached_tokens: cached_tokens as u32,
             }),
             ..Default::default()
         }),
@@ -257,6 +259,7 @@ impl LlmRunner for RunnerGrpc {
             max_sequences: l.max_sequences as u32,
             kv_tokens_used: l.kv_tokens_used as u64,
             kv_tokens_capacity: l.kv_tokens_capacity as u64,
+            cached_blocks: l.cached_blocks as u64,
         }))
     }
 }

@@ -81,6 +81,12 @@ impl KvCache {
         self.len += n;
     }
 
+    /// Keeps the first `len` positions (a reused prefix); later pushes
+    /// overwrite what was beyond, and attention never reads past `len`.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Layer `layer`'s keys and values, in the block layouts above.
     pub fn layer(&self, layer: usize) -> (&[f16], &[f16]) {
         (&self.k[layer], &self.v[layer])
@@ -115,51 +121,6 @@ impl KvCache {
     }
 }
 
-/// Emptied caches of finished sequences, for the next admissions: their
-/// memory (and resident pages) is reused instead of a fresh cache faulting
-/// in a 4 KB page every ~11 positions per layer and value kind.
-#[derive(Default)]
-pub struct CachePool {
-    /// Sorted by room, smallest first.
-    caches: Vec<KvCache>,
-}
-
-impl CachePool {
-    /// Positions the pooled caches have room for, together.
-    pub fn room(&self) -> usize {
-        self.caches.iter().map(KvCache::room).sum()
-    }
-
-    /// Keeps `cache`, emptied.
-    pub fn put(&mut self, mut cache: KvCache) {
-        cache.clear();
-        let at = self.caches.partition_point(|c| c.room() <= cache.room());
-        self.caches.insert(at, cache);
-    }
-
-    /// A cache of `n_layer` layers with room for `need` positions of
-    /// `kv_dim` values: the smallest pooled one that has it, else a new
-    /// one.
-    pub fn take(&mut self, n_layer: usize, kv_dim: usize, need: usize) -> KvCache {
-        let mut cache = match self.caches.iter().position(|c| c.room() >= need) {
-            Some(i) => self.caches.remove(i),
-            None => KvCache::new(n_layer),
-        };
-        cache.reserve(kv_dim, need);
-        cache
-    }
-
-    /// Drops pooled caches, largest first, while their room plus
-    /// `reserved` exceeds `budget` or more than `max` are kept.
-    pub fn trim(&mut self, reserved: usize, budget: usize, max: usize) {
-        while !self.caches.is_empty()
-            && (reserved + self.room() > budget || self.caches.len() > max)
-        {
-            self.caches.pop();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,32 +150,6 @@ mod tests {
         c.push(1, 0, 2, &[3.0; 4], &[3.0; 4]);
         assert_eq!(c.k[1].as_ptr(), at);
         assert_eq!(c.layer(1).0[0], f16::from_f32(3.0));
-    }
-
-    /// The pool hands out the smallest cache that fits, else a new one,
-    /// and trims the largest first to the budget.
-    #[test]
-    fn pool_fits_and_trims() {
-        let mut pool = CachePool::default();
-        for tokens in [128, 32, 64] {
-            let mut c = KvCache::new(1);
-            c.reserve(4, tokens);
-            c.push(0, 0, 2, &[1.0; 4], &[1.0; 4]);
-            c.advance(1);
-            pool.put(c);
-        }
-        assert_eq!(pool.room(), 224);
-        let c = pool.take(1, 4, 40);
-        assert_eq!((c.room(), c.len()), (64, 0), "smallest fit, emptied");
-        assert!(c.layer(0).0.is_empty());
-        let c = pool.take(1, 4, 200);
-        assert_eq!(c.room(), 208, "none fits: a new one");
-        assert_eq!(pool.room(), 160);
-        // 100 reserved by running sequences, budget 150: the 128 goes
-        pool.trim(100, 150, 8);
-        assert_eq!(pool.room(), 32);
-        pool.trim(0, 1000, 0);
-        assert_eq!(pool.room(), 0);
     }
 
     /// Keys land transposed within their block, values by head, across

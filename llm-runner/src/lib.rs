@@ -25,6 +25,7 @@ pub mod math;
 pub mod metrics;
 pub mod model;
 pub mod penalty;
+pub mod prefix;
 pub mod repeat;
 pub mod request;
 pub mod sampling;

@@ -56,6 +56,14 @@ pub fn describe() {
         "sequences in one batched forward"
     );
     describe_counter!("ragmesh_llm_prompt_tokens_total", "prompt tokens processed");
+    describe_counter!(
+        "ragmesh_llm_prefix_cache_queries_total",
+        "prompt tokens looked up in the prefix cache"
+    );
+    describe_counter!(
+        "ragmesh_llm_prefix_cache_hits_total",
+        "prompt tokens served from the prefix cache (not prefilled)"
+    );
     describe_counter!("ragmesh_llm_generation_tokens_total", "tokens generated");
     describe_counter!(
         "ragmesh_llm_queue_timeouts_total",
@@ -143,6 +151,17 @@ pub fn running(model: &str, n: usize) {
 pub fn waiting(model: &str, n: usize) {
     gauge!("ragmesh_llm_num_requests_waiting").set(n as f64);
     gauge!("vllm:num_requests_waiting", "model_name" => model.to_owned()).set(n as f64);
+}
+
+/// One admission's prefix-cache lookup, in tokens: the prompt's length
+/// (queried) and the positions reused (hit), as vLLM counts them.
+pub fn prefix_cache(model: &str, queried: usize, hit: usize) {
+    counter!("ragmesh_llm_prefix_cache_queries_total").increment(queried as u64);
+    counter!("ragmesh_llm_prefix_cache_hits_total").increment(hit as u64);
+    let m = model.to_owned();
+    counter!("vllm:prefix_cache_queries_total", "model_name" => m.clone())
+        .increment(queried as u64);
+    counter!("vllm:prefix_cache_hits_total", "model_name" => m).increment(hit as u64);
 }
 
 pub fn kv_usage(model: &str, used: usize, capacity: usize) {

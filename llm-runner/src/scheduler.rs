@@ -18,9 +18,10 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::GenError;
 use crate::generator::{Event, FinishReason, GeneratorConfig, Load, Stats, TokenLogprob};
-use crate::kv::{CachePool, KvCache};
+use crate::kv::KvCache;
 use crate::metrics as m;
 use crate::model::{Llama, SeqBatch};
+use crate::prefix::{CachePool, Taken};
 use crate::request::GenerateRequest;
 use crate::sampling::{Choice, Sampler, StopMatcher};
 use crate::tokenizer::{GgufTokenizer, StreamDecoder};
@@ -34,6 +35,8 @@ pub struct Shared {
     steps: AtomicU64,
     shared_steps: AtomicU64,
     max_in_step: AtomicU64,
+    /// Whole blocks kept for prefix reuse (the `Load` reply).
+    cached_blocks: AtomicUsize,
     /// Mean time a sequence holds a slot, in µs (an exponentially
     /// weighted mean of the last few dozen): what a refused request is
     /// told to wait per request ahead of it.
@@ -55,6 +58,7 @@ impl Shared {
             shared_steps: AtomicU64::new(0),
             max_in_step: AtomicU64::new(0),
             mean_service_us: AtomicU64::new(0),
+            cached_blocks: AtomicUsize::new(0),
         }
     }
 
@@ -93,6 +97,7 @@ impl Shared {
             max_sequences: self.max_sequences,
             kv_tokens_used: self.kv_used.load(Ordering::Acquire),
             kv_tokens_capacity: self.kv_capacity,
+            cached_blocks: self.cached_blocks.load(Ordering::Acquire),
         }
     }
 
@@ -152,6 +157,8 @@ struct Seq {
     first_token_at: Option<Instant>,
     /// When the sequence took its slot.
     admitted: Instant,
+    /// Prompt positions its cache held when admitted (a prefix-cache hit).
+    cached: usize,
 }
 
 impl Seq {
@@ -176,10 +183,13 @@ pub struct Engine {
     kv_capacity: usize,
     /// Past this wait a queued request is refused (`Overloaded`).
     max_queue_wait: std::time::Duration,
-    /// Caches of finished sequences, for the next admissions. Their room
-    /// counts against the KV budget together with the running
-    /// reservations; the largest go first when that is exceeded.
+    /// Caches of finished sequences, with their contents for prefix reuse
+    /// (`prefix.rs`). Their room counts against the KV budget together
+    /// with the running reservations; the least recently used go first
+    /// when that is exceeded.
     pool: CachePool,
+    /// Kept caches at most (more finished conversations when caching).
+    max_kept: usize,
 }
 
 impl Engine {
@@ -206,7 +216,12 @@ impl Engine {
             reserved: 0,
             kv_capacity: cfg.kv_cache_tokens,
             max_queue_wait: cfg.max_queue_wait,
-            pool: CachePool::default(),
+            pool: CachePool::new(cfg.prefix_cache),
+            max_kept: if cfg.prefix_cache {
+                4 * max_sequences
+            } else {
+                max_sequences
+            },
         }
     }
 
@@ -226,7 +241,9 @@ impl Engine {
             if gone {
                 self.shared.record_service(s.admitted.elapsed());
                 self.reserved -= s.reserved();
-                self.pool.put(s.cache);
+                let held = s.job.prompt.iter().chain(&s.generated).copied();
+                let tokens: Vec<u32> = held.take(s.cache.len()).collect();
+                self.pool.put(s.cache, &tokens);
             } else {
                 self.running.push(s);
             }
@@ -236,7 +253,10 @@ impl Engine {
 
     fn trim_pool(&mut self) {
         self.pool
-            .trim(self.reserved, self.kv_capacity, self.max_sequences);
+            .trim(self.reserved, self.kv_capacity, self.max_kept);
+        self.shared
+            .cached_blocks
+            .store(self.pool.cached_blocks(), Ordering::Release);
     }
 
     pub fn run(mut self) {
@@ -335,11 +355,18 @@ impl Engine {
             let sampler = Sampler::new(job.req.sampling.clone());
             let stop = StopMatcher::new(job.stops.clone(), job.req.stop_on_repeat);
             let c = &self.model.cfg;
-            let cache = self.pool.take(c.n_layer, c.n_kv_head * c.head_dim, need);
+            let Taken { cache, reused } =
+                self.pool
+                    .take(c.n_layer, c.n_kv_head * c.head_dim, need, &job.prompt);
+            m::prefix_cache(&self.shared.model_name, job.prompt.len(), reused);
+            if reused > 0 {
+                crate::trace::cached(&job.span, reused);
+            }
             self.trim_pool();
             self.running.push(Seq {
                 cache,
-                prefilled: 0,
+                prefilled: reused,
+                cached: reused,
                 generated: Vec::new(),
                 next: None,
                 sampler,
@@ -430,6 +457,10 @@ impl Engine {
                     ));
                 }
                 let doomed: Vec<usize> = plan.iter().map(|p| p.0).collect();
+                // what a failed forward left in their caches is not kept
+                for &i in &doomed {
+                    self.running[i].cache.clear();
+                }
                 self.remove(|i, _| doomed.contains(&i));
                 return;
             }
@@ -553,6 +584,7 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
         };
         let _ = s.job.tx.send(Event::Done {
             finish,
+            cached_tokens: s.cached,
             prompt_tokens: s.job.prompt.len(),
             completion_tokens: s.generated.len(),
         });

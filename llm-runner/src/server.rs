@@ -41,6 +41,11 @@ pub struct EngineArgs {
     /// slower). See linear.rs.
     #[arg(long, env = "RAGMESH_KERNEL", value_enum, default_value_t = Kernel::Quantized)]
     pub kernel: Kernel,
+    /// Automatic prefix caching: a new request reuses the cached KV of the
+    /// longest whole-block prompt prefix a finished request left
+    /// (`--prefix-cache false` to turn it off).
+    #[arg(long, env = "RAGMESH_PREFIX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefix_cache: bool,
 }
 
 impl EngineArgs {
@@ -54,6 +59,7 @@ impl EngineArgs {
             kv_cache_tokens: self.kv_cache_tokens,
             max_model_len: self.max_model_len,
             kernel: self.kernel,
+            prefix_cache: self.prefix_cache,
         }
     }
 }

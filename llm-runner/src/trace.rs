@@ -48,6 +48,7 @@ pub fn record_event(span: &Span, ev: &Event) {
             finish,
             prompt_tokens,
             completion_tokens,
+            ..
         } => {
             let f = match finish {
                 FinishReason::Stop => "stop",
@@ -60,6 +61,15 @@ pub fn record_event(span: &Span, ev: &Event) {
         Event::Error(e) => genai::error(span, e.kind()),
         Event::Delta { .. } => {}
     }
+}
+
+/// A prefix-cache hit at admission: the prompt positions reused.
+pub fn cached(span: &Span, tokens: usize) {
+    genai::event(
+        span,
+        "prefix_cache_hit",
+        vec![KeyValue::new("ragmesh.cached_tokens", tokens as i64)],
+    );
 }
 
 /// A span event from the engine thread, with one duration in seconds.

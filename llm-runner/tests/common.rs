@@ -39,6 +39,7 @@ pub struct Output {
     pub finish: FinishReason,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    pub cached_tokens: usize,
 }
 
 /// Runs a request to the end.
@@ -57,6 +58,7 @@ pub async fn run(g: &Generator, req: GenerateRequest) -> Output {
                 finish,
                 prompt_tokens,
                 completion_tokens,
+                cached_tokens,
             } => {
                 return Output {
                     text,
@@ -64,6 +66,7 @@ pub async fn run(g: &Generator, req: GenerateRequest) -> Output {
                     finish,
                     prompt_tokens,
                     completion_tokens,
+                    cached_tokens,
                 };
             }
             Event::Error(e) => panic!("generation failed: {e}"),

@@ -332,3 +332,42 @@ async fn demo_mode_answers_its_question_with_a_citation_and_logs_quietly() {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
 }
+
+/// The runner's prefix cache through the API: the same conversation sent
+/// again reuses its prompt's KV, says so in `usage`, and answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_conversation_is_served_from_the_prefix_cache() {
+    let gw = start(&[]);
+    let model = gw.chat_model().await;
+    let body = json!({"model": model, "max_tokens": 12, "temperature": 0,
+        "messages": [{"role": "system", "content": "You answer in one short sentence about harbours and ships, and you never invent numbers."},
+                     {"role": "user", "content": "What is a harbour for?"}]});
+    let first = gw
+        .ok("POST", "/v1/chat/completions", Some(body.clone()))
+        .await;
+    let second = gw.ok("POST", "/v1/chat/completions", Some(body)).await;
+    let cached = |r: &Value| r["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64();
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+    assert_eq!(cached(&first), Some(0), "{first}");
+    let hit = cached(&second).unwrap_or(0);
+    assert!(hit >= 16 && hit < prompt && hit % 16 == 0, "{second}");
+    assert_eq!(
+        first["choices"][0]["message"]["content"],
+        second["choices"][0]["message"]["content"]
+    );
+    let metrics = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vllm:prefix_cache_hits_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

@@ -174,6 +174,7 @@ fn events_of(d: pb::GenerateDelta) -> (Vec<Event>, bool) {
             finish,
             prompt_tokens: u.prompt_tokens as usize,
             completion_tokens: u.completion_tokens as usize,
+            cached_tokens: u.cached_tokens as usize,
         });
     }
     (out, done)
@@ -370,6 +371,7 @@ mod tests {
             usage: Some(pb::GenerateUsage {
                 prompt_tokens: 3,
                 completion_tokens: 1,
+                cached_tokens: 2,
             }),
             ..Default::default()
         });
@@ -380,7 +382,8 @@ mod tests {
             Event::Done {
                 finish: FinishReason::Length,
                 prompt_tokens: 3,
-                completion_tokens: 1
+                completion_tokens: 1,
+                cached_tokens: 2
             }
         ));
         let (ev, done) = events_of(pb::GenerateDelta::default());

@@ -169,6 +169,7 @@ pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiRe
                 finish,
                 prompt_tokens,
                 completion_tokens,
+                cached_tokens,
             } => {
                 m::finished(&meta, prompt_tokens, completion_tokens);
                 return Ok(full_body(
@@ -176,8 +177,7 @@ pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiRe
                     text,
                     &lps,
                     finish,
-                    prompt_tokens,
-                    completion_tokens,
+                    Usage::new(prompt_tokens, completion_tokens, cached_tokens),
                 ));
             }
             Event::Error(e) => return Err(from_gen(e)),
@@ -193,10 +193,9 @@ fn full_body(
     text: String,
     lps: &[TokenLogprob],
     finish: FinishReason,
-    prompt: usize,
-    completion: usize,
+    usage: Usage,
 ) -> Response {
-    let (usage, finish) = (Usage::new(prompt, completion), finish_name(finish));
+    let finish = finish_name(finish);
     match meta.kind {
         Kind::Chat => axum::Json(ChatCompletion {
             id: &meta.id,
@@ -379,10 +378,11 @@ fn sse_events(
                     finish,
                     prompt_tokens,
                     completion_tokens,
+                    cached_tokens,
                 } => {
                     m::finished(&meta, prompt_tokens, completion_tokens);
                     let finish = Some(finish_name(finish));
-                    let usage = Usage::new(prompt_tokens, completion_tokens);
+                    let usage = Usage::new(prompt_tokens, completion_tokens, cached_tokens);
                     match meta.kind {
                         Kind::Chat => {
                             let mut last = chat_chunk(&meta, vec![ChunkChoice {

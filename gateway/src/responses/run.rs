@@ -306,13 +306,7 @@ impl Pending {
     }
 
     /// The final response: the search, the message, usage and status.
-    fn finish(
-        &self,
-        text: String,
-        finish: FinishReason,
-        prompt: usize,
-        completion: usize,
-    ) -> ResponseObject {
+    fn finish(&self, text: String, finish: FinishReason, usage: Usage) -> ResponseObject {
         let annotations = annotate(&text, &self.sources);
         let incomplete = finish == FinishReason::Length;
         let mut r = self.response.clone();
@@ -341,7 +335,7 @@ impl Pending {
             text,
             annotations,
         ));
-        r.usage = Some(Usage::new(prompt, completion));
+        r.usage = Some(usage);
         r
     }
 
@@ -407,9 +401,11 @@ pub async fn collect(mut p: Pending) -> ApiResult<ResponseObject> {
                 finish,
                 prompt_tokens,
                 completion_tokens,
+                cached_tokens,
             } => {
                 m::finished(&p.meta, prompt_tokens, completion_tokens);
-                let r = p.finish(text, finish, prompt_tokens, completion_tokens);
+                let usage = Usage::new(prompt_tokens, completion_tokens, cached_tokens);
+                let r = p.finish(text, finish, usage);
                 keep(&p.st, &p.tenant, &p.input, &r).await?;
                 return Ok(r);
             }
@@ -491,9 +487,10 @@ pub fn events(
                         logprobs: Vec::new(),
                     };
                 }
-                Some(Event::Done { finish, prompt_tokens, completion_tokens }) => {
+                Some(Event::Done { finish, prompt_tokens, completion_tokens, cached_tokens }) => {
                     m::finished(&p.meta, prompt_tokens, completion_tokens);
-                    let r = p.finish(text.clone(), finish, prompt_tokens, completion_tokens);
+                    let usage = Usage::new(prompt_tokens, completion_tokens, cached_tokens);
+                    let r = p.finish(text.clone(), finish, usage);
                     let message = r.output.last().cloned();
                     let part = match &message {
                         Some(OutputItem::Message(m)) => m.content.first().cloned(),

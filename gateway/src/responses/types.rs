@@ -91,10 +91,14 @@ pub struct Usage {
 }
 
 impl Usage {
-    pub fn new(input: usize, output: usize) -> Self {
+    /// `cached`: of the input, the tokens the runner's prefix cache served.
+    pub fn new(input: usize, output: usize, cached: usize) -> Self {
         Self {
             input_tokens: input,
-            input_tokens_details: InputTokensDetails::default(),
+            input_tokens_details: InputTokensDetails {
+                cached_tokens: cached,
+                cache_write_tokens: 0,
+            },
             output_tokens: output,
             output_tokens_details: OutputTokensDetails::default(),
             total_tokens: input + output,

@@ -1,0 +1,273 @@
+//! Automatic prefix caching over the caches of finished sequences.
+//!
+//! A finished (or cancelled) sequence's cache is kept with the tokens it
+//! holds. Its whole [`KEY_BLOCK`]-position blocks are identified by a
+//! chained hash: block `i`'s hash covers its 16 tokens and block `i-1`'s
+//! hash, so equal hashes mean equal prefixes up to and including that
+//! block (the tokens are compared too, so a hash collision cannot serve a
+//! wrong prefix). A new sequence takes the kept cache sharing the longest
+//! run of whole blocks with its prompt, keeps those positions and
+//! prefills only the rest; at least the prompt's last token is always
+//! prefilled, since its logits choose the first output token.
+//!
+//! Reuse is bit-identical to a cold prefill: a position's keys and values
+//! depend only on the tokens up to it (the matmuls compute each row alone,
+//! attention reads the cache, RoPE is by absolute position), and the
+//! scheduler cuts the rest of the prompt at the same absolute chunk
+//! boundaries as before.
+//!
+//! Kept caches count against the KV budget beside the running
+//! reservations; past it the least recently used go first. A cache is
+//! owned by one sequence at a time: two concurrent sequences with the same
+//! prefix reuse it once (the first admitted), and the other prefills.
+//! Without caching (`--prefix-cache false`) kept caches are emptied, their
+//! memory still reused.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use crate::kv::{KEY_BLOCK, KvCache};
+
+struct Kept {
+    cache: KvCache,
+    /// The tokens of the cache's positions.
+    tokens: Vec<u32>,
+    /// Chained hashes of its whole blocks.
+    hashes: Vec<u64>,
+    /// When it was kept or last hit (the LRU clock).
+    used: u64,
+}
+
+/// Kept caches, for the next admissions.
+pub struct CachePool {
+    kept: Vec<Kept>,
+    clock: u64,
+    enabled: bool,
+}
+
+impl Default for CachePool {
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+/// What [`CachePool::take`] hands out: a cache, and how many of the
+/// prompt's positions it already holds.
+pub struct Taken {
+    pub cache: KvCache,
+    pub reused: usize,
+}
+
+/// Chained hashes of the whole blocks of `tokens`.
+pub fn block_hashes(tokens: &[u32]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(tokens.len() / KEY_BLOCK);
+    let mut parent = 0u64;
+    for block in tokens.chunks_exact(KEY_BLOCK) {
+        let mut h = DefaultHasher::new();
+        parent.hash(&mut h);
+        block.hash(&mut h);
+        parent = h.finish();
+        out.push(parent);
+    }
+    out
+}
+
+impl CachePool {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            kept: Vec::new(),
+            clock: 0,
+            enabled,
+        }
+    }
+
+    /// Positions the kept caches have room for, together.
+    pub fn room(&self) -> usize {
+        self.kept.iter().map(|k| k.cache.room()).sum()
+    }
+
+    /// Whole blocks held for reuse (the `Load` reply's `cached_blocks`).
+    pub fn cached_blocks(&self) -> usize {
+        self.kept.iter().map(|k| k.hashes.len()).sum()
+    }
+
+    /// Keeps `cache`, whose positions hold `tokens` (longer is cut to the
+    /// cache's length).
+    pub fn put(&mut self, mut cache: KvCache, tokens: &[u32]) {
+        self.clock += 1;
+        let tokens = if self.enabled {
+            tokens[..cache.len().min(tokens.len())].to_vec()
+        } else {
+            Vec::new()
+        };
+        cache.truncate(tokens.len());
+        if tokens.is_empty() {
+            cache.clear();
+        }
+        self.kept.push(Kept {
+            hashes: block_hashes(&tokens),
+            tokens,
+            cache,
+            used: self.clock,
+        });
+    }
+
+    /// A cache of `n_layer` layers with room for `need` positions of
+    /// `kv_dim` values for a sequence whose prompt is `prompt`: the kept
+    /// cache sharing the longest whole-block prefix with it (cut to that
+    /// prefix), else the least recently used kept cache with room
+    /// (emptied), else a new one.
+    pub fn take(&mut self, n_layer: usize, kv_dim: usize, need: usize, prompt: &[u32]) -> Taken {
+        self.clock += 1;
+        let mut best: Option<(usize, usize)> = None; // (blocks, index)
+        if self.enabled && prompt.len() > 1 {
+            // the last prompt token is always prefilled (its logits)
+            let want = block_hashes(&prompt[..prompt.len() - 1]);
+            for (i, k) in self.kept.iter().enumerate() {
+                let n = want
+                    .iter()
+                    .zip(&k.hashes)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                let n = if prompt[..n * KEY_BLOCK] == k.tokens[..n * KEY_BLOCK] {
+                    n
+                } else {
+                    0
+                };
+                let better = match best {
+                    None => n > 0,
+                    Some((b, j)) => n > b || (n == b && k.used > self.kept[j].used),
+                };
+                if better {
+                    best = Some((n, i));
+                }
+            }
+        }
+        if let Some((blocks, i)) = best {
+            let mut k = self.kept.swap_remove(i);
+            let reused = blocks * KEY_BLOCK;
+            k.cache.truncate(reused);
+            k.cache.reserve(kv_dim, need);
+            return Taken {
+                cache: k.cache,
+                reused,
+            };
+        }
+        let fit = self
+            .kept
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.cache.room() >= need)
+            .min_by_key(|(_, k)| k.used)
+            .map(|(i, _)| i);
+        let mut cache = match fit {
+            Some(i) => {
+                let mut c = self.kept.swap_remove(i).cache;
+                c.clear();
+                c
+            }
+            None => KvCache::new(n_layer),
+        };
+        cache.reserve(kv_dim, need);
+        Taken { cache, reused: 0 }
+    }
+
+    /// Drops kept caches, least recently used first, while their room
+    /// plus `reserved` exceeds `budget` or more than `max` are kept.
+    pub fn trim(&mut self, reserved: usize, budget: usize, max: usize) {
+        while !self.kept.is_empty() && (reserved + self.room() > budget || self.kept.len() > max) {
+            let oldest = self
+                .kept
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, k)| k.used)
+                .map_or(0, |(i, _)| i);
+            self.kept.swap_remove(oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache holding `tokens` (one layer of 2 heads × 2 dims), each
+    /// position's key its token.
+    fn filled(tokens: &[u32]) -> KvCache {
+        let mut c = KvCache::new(1);
+        c.reserve(4, tokens.len());
+        for (p, &t) in tokens.iter().enumerate() {
+            c.push(0, p, 2, &[t as f32; 4], &[t as f32; 4]);
+        }
+        c.advance(tokens.len());
+        c
+    }
+
+    fn seq(from: u32, n: usize) -> Vec<u32> {
+        (from..from + n as u32).collect()
+    }
+
+    #[test]
+    fn hashes_chain_over_whole_blocks() {
+        let a = block_hashes(&seq(0, 40));
+        assert_eq!(a.len(), 2, "40 tokens: two whole blocks");
+        let mut other = seq(0, 40);
+        other[3] = 999;
+        let b = block_hashes(&other);
+        // a change in block 0 changes every later block's hash too
+        assert!(a[0] != b[0] && a[1] != b[1]);
+        assert_eq!(block_hashes(&seq(0, 32)), a);
+    }
+
+    #[test]
+    fn the_longest_prefix_is_reused_and_the_last_token_prefilled() {
+        let mut pool = CachePool::new(true);
+        let base = seq(0, 70);
+        pool.put(filled(&base[..50]), &base[..50]);
+        pool.put(filled(&seq(500, 64)), &seq(500, 64));
+        // shares 3 whole blocks (48 positions) of the first
+        let t = pool.take(1, 4, 100, &base);
+        assert_eq!(t.reused, 48);
+        assert_eq!(t.cache.len(), 48);
+        // the reused positions are the ones written (key = token)
+        assert_eq!(
+            t.cache.layer(0).0[2 * 4 * KEY_BLOCK + 2],
+            half::f16::from_f32(34.0)
+        );
+        // a prompt that is exactly a kept cache's tokens still prefills
+        // its last token: 64 tokens share 3 whole blocks, not 4
+        let t = pool.take(1, 4, 100, &seq(500, 64));
+        assert_eq!(t.reused, 48);
+        // nothing kept shares a block: an empty cache
+        let t = pool.take(1, 4, 10, &seq(9000, 40));
+        assert_eq!((t.reused, t.cache.len()), (0, 0));
+    }
+
+    #[test]
+    fn off_keeps_memory_not_contents() {
+        let mut pool = CachePool::new(false);
+        pool.put(filled(&seq(0, 40)), &seq(0, 40));
+        assert_eq!(pool.cached_blocks(), 0);
+        let t = pool.take(1, 4, 40, &seq(0, 40));
+        assert_eq!((t.reused, t.cache.len(), t.cache.room()), (0, 0, 48));
+    }
+
+    #[test]
+    fn eviction_is_least_recently_used() {
+        let mut pool = CachePool::new(true);
+        for i in 0..3 {
+            let t = seq(1000 * i, 32);
+            pool.put(filled(&t), &t);
+        }
+        assert_eq!(pool.room(), 96);
+        // hit the oldest: it leaves the pool, and comes back newest
+        let t = pool.take(1, 4, 32, &seq(0, 40));
+        assert_eq!(t.reused, 32);
+        pool.put(t.cache, &seq(0, 40));
+        // budget for two: the least recently used (1000…) goes
+        pool.trim(0, 80, 8);
+        assert_eq!(pool.kept.len(), 2);
+        assert!(pool.kept.iter().all(|k| k.tokens[0] != 1000));
+        pool.trim(0, 1000, 0);
+        assert_eq!(pool.room(), 0);
+    }
+}

@@ -1,0 +1,129 @@
+//! Automatic prefix caching on the real model: a request sharing a long
+//! prefix with a finished one prefills only the rest, and every output is
+//! token for token what the same request gives with caching off, also
+//! when a small KV budget evicts cached prefixes while others run.
+
+mod common;
+
+use ragmesh_llm_runner::{GenerateRequest, Generator, GeneratorConfig};
+
+fn load(prefix_cache: bool, tweak: impl FnOnce(&mut GeneratorConfig)) -> &'static Generator {
+    let mut c = common::config();
+    c.prefix_cache = prefix_cache;
+    tweak(&mut c);
+    Box::leak(Box::new(
+        Generator::load(c).unwrap_or_else(|e| panic!("{e}")),
+    ))
+}
+
+/// About 300 tokens of invented harbour rules.
+fn preamble(topic: &str) -> String {
+    (1..=12)
+        .map(|i| {
+            format!(
+                "Rule {i} of the {topic} harbour: a ship arriving on day {i} pays {} silver marks and moors at pier {}.\n",
+                i * 3,
+                i % 5
+            )
+        })
+        .collect()
+}
+
+async fn wait_for(ok: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if ok() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    ok()
+}
+
+fn ask(preamble: &str, q: &str, n: i64) -> GenerateRequest {
+    GenerateRequest::prompt(&format!("{preamble}Question: {q}\nAnswer:"), n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_prefix_is_reused_and_outputs_are_unchanged() {
+    let on = load(true, |_| {});
+    let off = load(false, |_| {});
+    let p = preamble("Quellmouth");
+    let first = common::run(on, ask(&p, "What does a ship pay on day 4?", 24)).await;
+    assert_eq!(first.cached_tokens, 0, "nothing cached yet");
+    assert!(first.prompt_tokens >= 300, "{}", first.prompt_tokens);
+    // a different question after the same preamble: only the suffix is
+    // prefilled
+    let second = common::run(on, ask(&p, "Which pier is used on day 7?", 24)).await;
+    assert!(
+        second.cached_tokens >= 288 && second.cached_tokens % 16 == 0,
+        "{} of {} prompt tokens cached",
+        second.cached_tokens,
+        second.prompt_tokens
+    );
+    assert!(second.cached_tokens < second.prompt_tokens);
+    let cold = common::run(off, ask(&p, "Which pier is used on day 7?", 24)).await;
+    assert_eq!(cold.cached_tokens, 0);
+    assert_eq!(second.ids, cold.ids, "a cache hit changed the output");
+    // the very same prompt again: all of it but the partial last block
+    let repeat = common::run(on, ask(&p, "Which pier is used on day 7?", 24)).await;
+    assert!(
+        repeat.cached_tokens + 16 >= repeat.prompt_tokens,
+        "{} of {}",
+        repeat.cached_tokens,
+        repeat.prompt_tokens
+    );
+    assert_eq!(repeat.ids, second.ids);
+    // the first question again: its cache went to the second (a cache
+    // serves one sequence), so the shared preamble is what is reused
+    let again = common::run(on, ask(&p, "What does a ship pay on day 4?", 24)).await;
+    assert!(again.cached_tokens >= 288, "{}", again.cached_tokens);
+    assert_eq!(again.ids, first.ids);
+    // the finished sequences' caches are kept right after their last event
+    let kept = wait_for(|| on.load_figures().cached_blocks >= 18).await;
+    assert!(kept, "{:?}", on.load_figures());
+}
+
+/// Twelve requests over three shared preambles, six at a time, with a KV
+/// budget that holds only a few of them: cached prefixes are evicted
+/// while others run and are reused, and each output equals the same
+/// request run alone with caching off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_under_a_small_budget_never_corrupts_an_output() {
+    let on = load(true, |c| {
+        c.kv_cache_tokens = 2048;
+        c.max_sequences = 4;
+    });
+    let off = load(false, |_| {});
+    let preambles = ["Quellmouth", "Varn", "Dunmore"].map(preamble);
+    let questions = [
+        "What does a ship pay on day 2?",
+        "Which pier is used on day 9?",
+        "What does a ship pay on day 11?",
+        "Which pier is used on day 3?",
+    ];
+    let mut reqs = Vec::new();
+    for q in questions {
+        for p in &preambles {
+            reqs.push(ask(p, q, 16));
+        }
+    }
+    let mut cached = 0;
+    for wave in reqs.chunks(6) {
+        let runs: Vec<_> = wave
+            .iter()
+            .map(|r| tokio::spawn(common::run(on, r.clone())))
+            .collect();
+        for (r, h) in wave.iter().zip(runs) {
+            let got = h.await.unwrap_or_else(|e| panic!("{e}"));
+            let alone = common::run(off, r.clone()).await;
+            assert_eq!(got.ids, alone.ids, "output changed under eviction");
+            cached += got.cached_tokens;
+        }
+    }
+    assert!(cached >= 288, "the cache was never hit ({cached} tokens)");
+    let load = on.load_figures();
+    assert!(
+        load.cached_blocks * 16 <= 2048,
+        "kept more than the budget: {load:?}"
+    );
+}
