@@ -25,7 +25,7 @@ use crate::openai::params::{GenParams, SamplingDefaults};
 use crate::rag::profile::{Profile, RagSpec, override_spec};
 use crate::rag::prompt;
 use crate::rag::retrieve::{citations, retrieve};
-use crate::stages::Llm;
+use crate::stages::{Llm, Route};
 use crate::state::{Inner, Target};
 use crate::trace;
 
@@ -91,6 +91,9 @@ pub struct AnswerRequest {
     pub params: GenParams,
     /// Prefix of the answer's id (`chatcmpl`, `cmpl`, `resp`).
     pub id_prefix: &'static str,
+    /// The caller's session key (`x-session-id`, `safety_identifier` or
+    /// `user`), for a runner pool that routes by session.
+    pub session: Option<String>,
 }
 
 /// A generation under way.
@@ -117,6 +120,7 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
         question,
         params,
         id_prefix,
+        session,
     } = req;
     let Plan {
         llm,
@@ -128,6 +132,17 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
     // a pool scaled to zero: wait (bounded) for a replica before anything
     // asks the model for its window or its tokens
     llm.ready().await?;
+    // routing keys from the conversation as sent (before retrieval adds
+    // its context to the last turn)
+    let route = match &question {
+        Question::Chat(turns) => Route::of(
+            &model,
+            &tenant,
+            turns.iter().map(|(r, t)| (r.as_str(), t.as_str())),
+            session.as_deref(),
+        ),
+        Question::Text(t) => Route::of(&model, &tenant, [("", t.as_str())], session.as_deref()),
+    };
     let (mut cites, mut summary) = (None, None);
     let (mut retrieved, mut used) = (Vec::new(), 0);
     let input = match (question, retrieval) {
@@ -165,7 +180,7 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
         .map_or_else(SamplingDefaults::default, |p| p.sampling.clone());
     let in_flight = m::InFlight::new(&model);
     let events = llm
-        .generate(params.request(input, &defaults, &id))
+        .generate(params.request(input, &defaults, &id), &route)
         .instrument(trace::generate_span(llm.model_id()))
         .await?;
     let events = trace::traced(events, span, &id, llm.model_id(), in_flight);

@@ -35,7 +35,11 @@ impl LlmStage for Unconnected {
     async fn count_tokens(&self, _: &Input) -> ApiResult<usize> {
         Err(internal("not connected (--check-config)"))
     }
-    async fn generate(&self, _: GenerateRequest) -> ApiResult<BoxStream<'static, Event>> {
+    async fn generate(
+        &self,
+        _: GenerateRequest,
+        _: &crate::stages::Route,
+    ) -> ApiResult<BoxStream<'static, Event>> {
         Err(internal("not connected (--check-config)"))
     }
 }

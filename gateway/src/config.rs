@@ -151,6 +151,12 @@ pub struct Args {
     /// one: `http://host:port,...` or one `dns://host:port` (re-resolved).
     #[arg(long, env = "RAGMESH_RUNNER_ENDPOINTS", value_delimiter = ',')]
     pub runner_endpoints: Vec<String>,
+    /// How a generation picks its `--runner-endpoints` replica:
+    /// `least-outstanding`, `prefix` (requests sharing a conversation
+    /// prefix meet the replica caching it; bounded load) or `session`
+    /// (`x-session-id` / `safety_identifier` / `user` pins a replica).
+    #[arg(long, env = "RAGMESH_RUNNER_ROUTING", value_enum, default_value_t = crate::mesh::pool::Routing::LeastOutstanding)]
+    pub runner_routing: crate::mesh::pool::Routing,
     /// Embedder replicas instead of the in-process embedder (same form).
     #[arg(long, env = "RAGMESH_EMBEDDER_ENDPOINTS", value_delimiter = ',')]
     pub embedder_endpoints: Vec<String>,

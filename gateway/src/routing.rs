@@ -44,6 +44,9 @@ pub struct ModelConfig {
     /// (counted in `ragmesh_gateway_requests_waiting_for_replica`, the
     /// signal that wakes the pool). Needs `name`.
     pub scale_from_zero_wait_s: Option<u64>,
+    /// Runner pools: `least_outstanding` (default), `prefix` or `session`
+    /// (see `mesh::pool::Routing`).
+    pub routing: Option<crate::mesh::pool::Routing>,
 }
 
 #[derive(Clone)]
@@ -75,6 +78,7 @@ impl MeshSettings {
     pub fn pool(&self, service: &'static str, targets: &[String]) -> PoolConfig {
         PoolConfig {
             service,
+            routing: crate::mesh::pool::Routing::LeastOutstanding,
             targets: targets.to_vec(),
             connect_timeout: self.connect_timeout,
             resolve_every: self.resolve_every,
@@ -150,6 +154,11 @@ impl Models {
                     if let Some(ms) = c.connect_timeout_ms {
                         m.connect_timeout = Duration::from_millis(ms);
                     }
+                    let pool = |targets: &[String]| {
+                        let mut p = m.pool("llm-runner", targets);
+                        p.routing = c.routing.unwrap_or_default();
+                        p
+                    };
                     let r = match c.scale_from_zero_wait_s {
                         Some(s) => {
                             let name = c.name.clone().ok_or_else(|| {
@@ -158,12 +167,9 @@ impl Models {
                                 )
                             })?;
                             let wait = Duration::from_secs(s.max(1));
-                            RemoteRunner::standby(m.pool("llm-runner", &c.runners), name, wait)
-                                .await?
+                            RemoteRunner::standby(pool(&c.runners), name, wait).await?
                         }
-                        None => {
-                            RemoteRunner::connect(m.pool("llm-runner", &c.runners), m.wait).await?
-                        }
+                        None => RemoteRunner::connect(pool(&c.runners), m.wait).await?,
                     };
                     let name = c
                         .name
@@ -173,8 +179,8 @@ impl Models {
                 }
                 (true, false) => {
                     anyhow::ensure!(
-                        c.scale_from_zero_wait_s.is_none(),
-                        "model {what}: scale_from_zero_wait_s applies to runner pools"
+                        c.scale_from_zero_wait_s.is_none() && c.routing.is_none(),
+                        "model {what}: scale_from_zero_wait_s and routing apply to runner pools"
                     );
                     let name = c.name.clone().ok_or_else(|| {
                         anyhow::anyhow!("model {what}: an upstream model needs a name")

@@ -157,7 +157,8 @@ pub async fn build(
     };
     let mut models = Models::default();
     if !args.runner_endpoints.is_empty() {
-        let pool = mesh.pool("llm-runner", &args.runner_endpoints);
+        let mut pool = mesh.pool("llm-runner", &args.runner_endpoints);
+        pool.routing = args.runner_routing;
         let r = RemoteRunner::connect(pool, mesh.wait).await?;
         models.add(r.model_id().to_owned(), Backend::Runner(Arc::new(r)))?;
     } else if args.llm_model != "none" {

@@ -45,8 +45,71 @@ pub trait LlmStage: Send + Sync {
     async fn count_tokens(&self, input: &Input) -> ApiResult<usize>;
     /// Starts generation; errors before the first token (validation,
     /// overload) come back here so the HTTP status can still say them.
-    /// Dropping the stream cancels the request.
-    async fn generate(&self, req: GenerateRequest) -> ApiResult<BoxStream<'static, Event>>;
+    /// Dropping the stream cancels the request. `route` is what a pool
+    /// of replicas may route by (an in-process runner ignores it).
+    async fn generate(
+        &self,
+        req: GenerateRequest,
+        route: &Route,
+    ) -> ApiResult<BoxStream<'static, Event>>;
+}
+
+/// Routing keys of one generation, for a pool of runner replicas that
+/// routes by prefix or by session (`mesh::pool::Routing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Route {
+    /// A hash of the model name and the conversation's opening: its turns
+    /// up to and including the first user turn (at most
+    /// [`PREFIX_CHARS`] characters). Later turns append to the history, so
+    /// every turn of a conversation has the same key, and conversations
+    /// opening alike (one system prompt, one first question) share it.
+    pub prefix: Option<u64>,
+    /// A hash of the caller's session key (`x-session-id`,
+    /// `safety_identifier` or `user`), when it sent one.
+    pub session: Option<u64>,
+}
+
+/// Characters of the opening the prefix key covers at most: about the
+/// first few hundred tokens.
+pub const PREFIX_CHARS: usize = 1024;
+
+impl Route {
+    /// The keys of a conversation's `(role, text)` turns (a raw prompt is
+    /// one turn with an empty role).
+    pub fn of<'a>(
+        model: &str,
+        tenant: &str,
+        turns: impl IntoIterator<Item = (&'a str, &'a str)>,
+        session: Option<&str>,
+    ) -> Self {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        model.hash(&mut h);
+        let mut left = PREFIX_CHARS;
+        for (role, text) in turns {
+            if left == 0 {
+                break;
+            }
+            role.hash(&mut h);
+            let cut: String = text.chars().take(left).collect();
+            left -= cut.chars().count();
+            cut.hash(&mut h);
+            if role == "user" {
+                break;
+            }
+        }
+        let session = session.filter(|s| !s.is_empty()).map(|s| {
+            let mut h = DefaultHasher::new();
+            // a session id is the caller's: two tenants' equal ids differ
+            tenant.hash(&mut h);
+            s.hash(&mut h);
+            h.finish()
+        });
+        Self {
+            prefix: Some(h.finish()),
+            session,
+        }
+    }
 }
 
 pub struct LocalEmbedder(pub Embedder);
@@ -95,7 +158,11 @@ impl LlmStage for LocalRunner {
             .map(|t| t.len())
             .map_err(from_gen)
     }
-    async fn generate(&self, req: GenerateRequest) -> ApiResult<BoxStream<'static, Event>> {
+    async fn generate(
+        &self,
+        req: GenerateRequest,
+        _route: &Route,
+    ) -> ApiResult<BoxStream<'static, Event>> {
         // the runner's own span, as in its gRPC server (the engine adds
         // its timings to it), held by the stream
         use tracing::Instrument;
@@ -120,3 +187,41 @@ fn tokio_stream_from(
 
 pub type Embed = Arc<dyn EmbedStage>;
 pub type Llm = Arc<dyn LlmStage>;
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    fn t(v: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        v.to_vec()
+    }
+
+    #[test]
+    fn a_conversation_keeps_its_prefix_key() {
+        let opening = t(&[
+            ("system", "You are the harbour master."),
+            ("user", "Which pier?"),
+        ]);
+        let mut later = opening.clone();
+        later.extend(t(&[("assistant", "Pier 3."), ("user", "And tomorrow?")]));
+        let a = Route::of("m", "t1", opening.clone(), None);
+        assert_eq!(a.prefix, Route::of("m", "t1", later, None).prefix);
+        let other = t(&[
+            ("system", "You are the harbour master."),
+            ("user", "Which ship?"),
+        ]);
+        assert_ne!(a.prefix, Route::of("m", "t1", other, None).prefix);
+        assert_ne!(
+            a.prefix,
+            Route::of("m2", "t1", opening.clone(), None).prefix
+        );
+        // sessions: per tenant, none when empty
+        let s1 = Route::of("m", "t1", opening.clone(), Some("abc")).session;
+        assert!(s1.is_some());
+        assert_ne!(
+            s1,
+            Route::of("m", "t2", opening.clone(), Some("abc")).session
+        );
+        assert_eq!(Route::of("m", "t1", opening, Some("")).session, None);
+    }
+}

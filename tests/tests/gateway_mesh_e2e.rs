@@ -245,3 +245,102 @@ async fn a_pool_scaled_to_zero_waits_for_its_first_replica() {
         assert_eq!(waiting_for(&http, &gw, "standby").await, 0.0, "{round}");
     }
 }
+
+/// `--runner-routing prefix` over two runner replicas: every turn of a
+/// conversation reaches the replica that cached its earlier turns (each
+/// turn after the first is served mostly from the prefix cache), while
+/// different conversations spread over both; `session` pins by
+/// `x-session-id` alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_routing_keeps_a_conversation_on_its_cache() {
+    let (r1, r2) = (runner("0"), runner("0"));
+    let eps = format!("{},{}", r1.grpc_url(), r2.grpc_url());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let gw = gateway(
+        &dir,
+        "",
+        &["--runner-endpoints", &eps, "--runner-routing", "prefix"],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", gw.http_url());
+    let mut cached_after_first = Vec::new();
+    for c in 0..6 {
+        // a system prompt of its own per conversation: another replica
+        // could reuse at most the template's first block of it
+        let mut msgs = vec![json!({"role": "system", "content": format!(
+            "Conversation {c}: you are the harbour master of port number {c}. Answer in a few words and never invent fees.")})];
+        for t in 0..3 {
+            msgs.push(
+                json!({"role": "user", "content": format!("Question {t}: which pier is free?")}),
+            );
+            let body = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "temperature": 0, "max_tokens": 6,
+                              "messages": msgs});
+            let (status, _, r) = post(&http, url.clone(), body).await;
+            assert_eq!(status, 200, "{r}");
+            if t > 0 {
+                let cached = r["usage"]["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .unwrap_or(0);
+                cached_after_first.push(cached);
+            }
+            msgs.push(json!({"role": "assistant",
+                             "content": r["choices"][0]["message"]["content"].clone()}));
+        }
+    }
+    assert!(
+        cached_after_first.iter().all(|&c| c >= 32),
+        "a later turn missed its conversation's cache: {cached_after_first:?}"
+    );
+    // the six conversations did not all land on one replica
+    let (t1, t2) = (
+        generation_tokens(&http, &r1).await,
+        generation_tokens(&http, &r2).await,
+    );
+    assert!(
+        t1 > 0.0 && t2 > 0.0,
+        "one replica took every conversation: {t1} / {t2}"
+    );
+
+    // by session: unrelated requests of one session meet one replica
+    let dir2 = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let gw2 = gateway(
+        &dir2,
+        "",
+        &["--runner-endpoints", &eps, "--runner-routing", "session"],
+        &[],
+    );
+    for session in ["sess-7", "sess-8", "sess-9"] {
+        let before = (
+            generation_tokens(&http, &r1).await,
+            generation_tokens(&http, &r2).await,
+        );
+        for q in [
+            "Name a colour.",
+            "Name a fruit.",
+            "Name a river.",
+            "Name a bird.",
+        ] {
+            let r = http
+                .post(format!("{}/v1/chat/completions", gw2.http_url()))
+                .header("x-session-id", session)
+                .json(
+                    &json!({"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 4,
+                              "messages": [{"role": "user", "content": q}]}),
+                )
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.status(), 200);
+        }
+        let after = (
+            generation_tokens(&http, &r1).await,
+            generation_tokens(&http, &r2).await,
+        );
+        let moved = (after.0 > before.0, after.1 > before.1);
+        assert!(
+            moved == (true, false) || moved == (false, true),
+            "session {session} was served by both replicas: {before:?} -> {after:?}"
+        );
+    }
+}

@@ -41,6 +41,8 @@ pub type Probe =
 pub struct PoolConfig {
     /// Service name for logs and errors ("llm-runner").
     pub service: &'static str,
+    /// How a call that carries a routing key picks its replica.
+    pub routing: Routing,
     pub targets: Vec<String>,
     pub connect_timeout: Duration,
     pub resolve_every: Duration,
@@ -130,6 +132,7 @@ impl Drop for InFlight {
 
 pub struct Pool {
     pub service: &'static str,
+    pub routing: Routing,
     source: Source,
     connect_timeout: Duration,
     replicas: RwLock<Arc<Vec<Arc<Replica>>>>,
@@ -143,6 +146,7 @@ impl Pool {
     pub async fn start(cfg: PoolConfig, probe: Probe) -> anyhow::Result<Arc<Self>> {
         let pool = Arc::new(Self {
             service: cfg.service,
+            routing: cfg.routing,
             source: parse_targets(cfg.service, &cfg.targets)?,
             connect_timeout: cfg.connect_timeout,
             replicas: RwLock::new(Arc::new(Vec::new())),
@@ -232,14 +236,23 @@ impl Pool {
         }
     }
 
-    /// The least loaded replica not in `tried`, preferring those up.
-    pub fn pick(&self, tried: &[String]) -> Option<InFlight> {
+    /// The replica for a call: with a routing `key`, the first replica
+    /// of the key's rendezvous order whose load is within the bound (see
+    /// [`Routing`]); else, or when none is, the least loaded replica not
+    /// in `tried`, preferring those up.
+    pub fn pick(&self, tried: &[String], key: Option<u64>) -> Option<InFlight> {
         let reps = self.replicas();
         let n = reps.len();
         if n == 0 {
             return None;
         }
         let now = self.now_ms();
+        if let Some(key) = key
+            && let Some(r) = self.by_key(&reps, tried, key, now)
+        {
+            r.outstanding.fetch_add(1, Relaxed);
+            return Some(InFlight(r.clone()));
+        }
         let start = self.next.fetch_add(1, Relaxed);
         // (down, score or failure time, replica)
         let mut best: Option<((bool, u64), &Arc<Replica>)> = None;
@@ -262,6 +275,39 @@ impl Pool {
             r.outstanding.fetch_add(1, Relaxed);
             InFlight(r.clone())
         })
+    }
+
+    /// Consistent hashing with bounded loads: replicas ranked by
+    /// `hash(key, address)` (rendezvous hashing: a replica joining or
+    /// leaving moves only its own keys), the first whose load is at most
+    /// `⌈(total + 1) × 1.25 / replicas up⌉`, so one hot prefix spills to
+    /// the next replica of its order instead of queueing on one.
+    fn by_key<'a>(
+        &self,
+        reps: &'a [Arc<Replica>],
+        tried: &[String],
+        key: u64,
+        now: u64,
+    ) -> Option<&'a Arc<Replica>> {
+        let load = |r: &Replica| r.outstanding.load(Relaxed).max(r.reported.load(Relaxed));
+        let up: Vec<&Arc<Replica>> = reps
+            .iter()
+            .filter(|r| r.down_until.load(Relaxed) <= now && !tried.contains(&r.addr))
+            .collect();
+        if up.is_empty() {
+            return None;
+        }
+        let total: usize = up.iter().map(|r| load(r)).sum();
+        let bound = ((total + 1) as f64 * LOAD_FACTOR / up.len() as f64).ceil() as usize;
+        let mut ranked: Vec<(u64, &Arc<Replica>)> = up
+            .into_iter()
+            .map(|r| (rendezvous(key, &r.addr), r))
+            .collect();
+        ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
+        ranked
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| load(r) < bound.max(1))
     }
 
     pub fn mark_failed(&self, r: &Replica, why: &Status) {
@@ -327,15 +373,32 @@ impl Pool {
     /// for a call whose stream goes on after `f` returns (a generation:
     /// `f` waits for the first delta, and the slot counts until the stream
     /// ends).
-    pub async fn call_held<T, F, Fut>(&self, mut f: F) -> Result<(T, InFlight), Status>
+    pub async fn call_held<T, F, Fut>(&self, f: F) -> Result<(T, InFlight), Status>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        self.call_routed(None, f).await
+    }
+
+    /// As [`Pool::call_held`], routed by `key` when the pool routes by
+    /// keys (a retry moves on to the next replica of the key's order).
+    pub async fn call_routed<T, F, Fut>(
+        &self,
+        key: Option<u64>,
+        mut f: F,
+    ) -> Result<(T, InFlight), Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let key = key.filter(|_| self.routing != Routing::LeastOutstanding);
         let mut tried = Vec::new();
         let mut last = None;
         while tried.len() < MAX_ATTEMPTS {
-            let Some(slot) = self.pick(&tried) else { break };
+            let Some(slot) = self.pick(&tried, key) else {
+                break;
+            };
             let r = slot.replica().clone();
             // one client span per attempt: the replica's server span is
             // its child (the channel's interceptor sends `traceparent`)
@@ -373,6 +436,36 @@ impl Pool {
         }
         Err(self.exhausted(&tried, last))
     }
+}
+
+/// How a runner pool picks the replica of a generation (`routing` of a
+/// `[[model]]` table, `--runner-routing` for `--runner-endpoints`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// The replica with the fewest calls in flight (or reported running).
+    #[default]
+    LeastOutstanding,
+    /// By a hash of the conversation's first turns, so requests sharing a
+    /// prefix meet the replica whose prefix cache holds it (bounded load).
+    Prefix,
+    /// By the session key (`x-session-id`, else the body's
+    /// `safety_identifier` or `user`), so a conversation stays on one
+    /// replica; requests without one go by least outstanding.
+    Session,
+}
+
+/// A keyed replica may hold this much more than the mean load before its
+/// keys spill to the next replica of their order.
+const LOAD_FACTOR: f64 = 1.25;
+
+/// The rendezvous weight of `addr` for `key`.
+fn rendezvous(key: u64, addr: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    addr.hash(&mut h);
+    h.finish()
 }
 
 /// Failures that prove the call was not served, so another replica may
@@ -456,6 +549,7 @@ mod tests {
         let pool = Pool::start(
             PoolConfig {
                 service: "t",
+                routing: Routing::Prefix,
                 targets: s(&["127.0.0.1:1", "127.0.0.1:2"]),
                 connect_timeout: Duration::from_millis(100),
                 resolve_every: Duration::from_secs(60),
@@ -468,15 +562,15 @@ mod tests {
         let Ok(pool) = pool else {
             panic!("{pool:?}", pool = pool.err())
         };
-        let a = pool.pick(&[]).map(|g| g.replica().addr.clone());
-        let held = pool.pick(&[]);
+        let a = pool.pick(&[], None).map(|g| g.replica().addr.clone());
+        let held = pool.pick(&[], None);
         // with one call in flight on each, the next pick balances again
         let b = held.as_ref().map(|g| g.replica().addr.clone());
         assert_ne!(a, b, "second pick goes to the idle replica");
         let other = held.as_ref().map(|g| g.replica().clone());
         // the replica holding a call is not picked while the other is idle
         for _ in 0..4 {
-            let g = pool.pick(&[]);
+            let g = pool.pick(&[], None);
             assert_ne!(g.map(|g| g.replica().addr.clone()), b);
         }
         drop(held);
@@ -484,12 +578,59 @@ mod tests {
         if let Some(r) = other {
             pool.mark_failed(&r, &Status::unavailable("x"));
             for _ in 0..4 {
-                let g = pool.pick(&[]);
+                let g = pool.pick(&[], None);
                 assert_ne!(g.map(|g| g.replica().addr.clone()), Some(r.addr.clone()));
             }
             // ... but still tried when it is all that is left
-            let only = pool.pick(&[a.clone().unwrap_or_default()]);
+            let only = pool.pick(&[a.clone().unwrap_or_default()], None);
             assert_eq!(only.map(|g| g.replica().addr.clone()), Some(r.addr.clone()));
         }
+    }
+
+    #[tokio::test]
+    async fn keys_stick_to_a_replica_within_the_load_bound() {
+        let pool = Pool::start(
+            PoolConfig {
+                service: "t",
+                routing: Routing::Prefix,
+                targets: s(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]),
+                connect_timeout: Duration::from_millis(100),
+                resolve_every: Duration::from_secs(60),
+                probe_every: Duration::from_secs(60),
+            },
+            probe_none(),
+        )
+        .await
+        .map_err(|e| e.to_string());
+        let Ok(pool) = pool else {
+            panic!("{pool:?}", pool = pool.err())
+        };
+        let addr = |g: Option<InFlight>| g.map(|g| g.replica().addr.clone());
+        // idle: a key always meets the same replica
+        let home = addr(pool.pick(&[], Some(42)));
+        for _ in 0..5 {
+            assert_eq!(addr(pool.pick(&[], Some(42))), home);
+        }
+        // keys spread over the replicas
+        let homes: std::collections::HashSet<_> =
+            (0..64u64).map(|k| addr(pool.pick(&[], Some(k)))).collect();
+        assert_eq!(homes.len(), 3, "{homes:?}");
+        // a hot key: held calls spill past the bound instead of piling up
+        let held: Vec<InFlight> = (0..9).filter_map(|_| pool.pick(&[], Some(42))).collect();
+        let mut per: std::collections::HashMap<String, usize> = Default::default();
+        for g in &held {
+            *per.entry(g.replica().addr.clone()).or_default() += 1;
+        }
+        assert!(per.values().all(|&n| n <= 4), "{per:?}");
+        // the key's own replica still holds the most
+        assert_eq!(
+            per.get(home.as_deref().unwrap_or_default()).copied(),
+            per.values().max().copied()
+        );
+        drop(held);
+        // a replica already tried is skipped: the key's next replica
+        let tried = [home.clone().unwrap_or_default()];
+        let next = addr(pool.pick(&tried, Some(42)));
+        assert!(next.is_some() && next != home);
     }
 }

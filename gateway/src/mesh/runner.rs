@@ -19,7 +19,7 @@ use ragmesh_proto::v1 as pb;
 use ragmesh_proto::v1::llm_runner_client::LlmRunnerClient;
 use tonic::{Code, Status};
 
-use super::pool::{InFlight, Pool, PoolConfig, Probe};
+use super::pool::{InFlight, Pool, PoolConfig, Probe, Routing};
 use crate::error::{ApiResult, from_status};
 use crate::metrics::WAITING_FOR_REPLICA;
 use crate::stages::LlmStage;
@@ -333,13 +333,22 @@ impl LlmStage for RemoteRunner {
         Ok(r.into_inner().count as usize)
     }
 
-    async fn generate(&self, req: GenerateRequest) -> ApiResult<BoxStream<'static, Event>> {
+    async fn generate(
+        &self,
+        req: GenerateRequest,
+        route: &crate::stages::Route,
+    ) -> ApiResult<BoxStream<'static, Event>> {
+        let key = match self.pool.routing {
+            Routing::LeastOutstanding => None,
+            Routing::Prefix => route.prefix,
+            Routing::Session => route.session,
+        };
         let msg = request_pb(req);
         // bound to a replica once its first delta arrives; before that the
         // pool may move the call
         let ((stream, first), slot) = self
             .with_standby(|| {
-                self.pool.call_held(|ch| {
+                self.pool.call_routed(key, |ch| {
                     let msg = msg.clone();
                     async move {
                         let mut stream = LlmRunnerClient::new(ragmesh_telemetry::otel::traced(ch))

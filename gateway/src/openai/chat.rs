@@ -41,6 +41,7 @@ async fn answer(st: &AppState, i: Incoming) -> ApiResult<Response> {
     let Incoming {
         tenant,
         request_id,
+        session,
         started,
         body,
         model,
@@ -73,6 +74,7 @@ async fn answer(st: &AppState, i: Incoming) -> ApiResult<Response> {
         plan,
         question: Question::Chat(messages),
         params,
+        session,
         id_prefix: "chatcmpl",
     };
     let a = crate::answer::answer(st, req, span).await?;

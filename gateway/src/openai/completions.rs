@@ -27,6 +27,7 @@ async fn complete(st: &AppState, i: Incoming) -> ApiResult<Response> {
     let Incoming {
         tenant,
         request_id,
+        session,
         started,
         body,
         model,
@@ -55,6 +56,7 @@ async fn complete(st: &AppState, i: Incoming) -> ApiResult<Response> {
         plan,
         question: Question::Text(text),
         params,
+        session,
         id_prefix: "cmpl",
     };
     let a = crate::answer::answer(st, req, span).await?;

@@ -20,6 +20,9 @@ use crate::trace;
 pub struct Incoming {
     pub tenant: std::sync::Arc<str>,
     pub request_id: String,
+    /// The `x-session-id` header, else the body's `safety_identifier` or
+    /// `user` (a runner pool routing by session keeps it on one replica).
+    pub session: Option<String>,
     pub started: Instant,
     pub body: JsonBody,
     /// The model name as asked.
@@ -49,6 +52,11 @@ where
         .map(|c| c.tenant.clone())
         .unwrap_or_else(|| DEFAULT_TENANT.into());
     let request_id = crate::request_id::of(&req);
+    let header = req
+        .headers()
+        .get("x-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect::<String>());
     let body = crate::body::read_json(st, req, large).await?;
     let model = fields::req_str(&body, "model")?;
     let target = st.resolve(&model)?;
@@ -56,6 +64,14 @@ where
     let incoming = Incoming {
         tenant,
         request_id,
+        // read leniently: the fields' own checks are the endpoints' (an
+        // upstream model gets the body as sent)
+        session: header.or_else(|| {
+            ["safety_identifier", "user"]
+                .iter()
+                .find_map(|k| body.get(*k).and_then(|v| v.as_str()))
+                .map(|s| s.chars().take(256).collect())
+        }),
         started,
         body,
         model,

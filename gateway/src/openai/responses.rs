@@ -41,6 +41,7 @@ async fn create_inner(st: &AppState, i: Incoming) -> ApiResult<Response> {
     let Incoming {
         tenant,
         request_id,
+        session,
         started,
         body,
         model,
@@ -52,7 +53,8 @@ async fn create_inner(st: &AppState, i: Incoming) -> ApiResult<Response> {
         return forward(up, Endpoint::Responses, &body, stream, &request_id).await;
     }
     let (id, item_id) = run::new_ids();
-    let req = CreateResponse::parse(&body, item_id)?;
+    let mut req = CreateResponse::parse(&body, item_id)?;
+    req.session = session;
     drop(body);
     let stream = req.params.stream;
     let pending = run::start(st, tenant, model, target, id, req, started, span).await?;

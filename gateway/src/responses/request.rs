@@ -41,6 +41,9 @@ pub struct CreateResponse {
     pub file_search: Option<FileSearch>,
     /// `tool_choice: "none"`: the tool is listed but not used.
     pub search_disabled: bool,
+    /// The caller's session key (set by the HTTP layer from
+    /// `x-session-id`, `safety_identifier` or `user`).
+    pub session: Option<String>,
 }
 
 impl CreateResponse {
@@ -97,6 +100,7 @@ impl CreateResponse {
             include_results: include(b)?,
             file_search: tools(b)?,
             search_disabled: tool_choice(b)?,
+            session: None,
         })
     }
 }

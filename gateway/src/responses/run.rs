@@ -131,6 +131,7 @@ pub async fn start(
             question: Question::Chat(turns),
             params: req.params.clone(),
             id_prefix: "resp",
+            session: req.session.clone(),
         },
         span,
     )
