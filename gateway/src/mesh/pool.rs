@@ -32,10 +32,11 @@ use tracing::Instrument;
 /// Distinct replicas one call may try.
 const MAX_ATTEMPTS: usize = 3;
 
-/// Reports a replica's load (`Some(waiting + running)`) or just that it
-/// answers (`None`).
-pub type Probe =
-    Arc<dyn Fn(Channel) -> BoxFuture<'static, Result<Option<usize>, Status>> + Send + Sync>;
+/// Reports a replica's load (`Some((waiting + running, slots))`, slots 0
+/// when unknown) or just that it answers (`None`).
+pub type Probe = Arc<
+    dyn Fn(Channel) -> BoxFuture<'static, Result<Option<(usize, usize)>, Status>> + Send + Sync,
+>;
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -109,6 +110,8 @@ pub struct Replica {
     pub channel: Channel,
     outstanding: AtomicUsize,
     reported: AtomicUsize,
+    /// Sequences it runs at once (its `Load.max_sequences`; 0: unknown).
+    slots: AtomicUsize,
     failures: AtomicU32,
     /// Milliseconds since the pool's epoch; 0: up.
     down_until: AtomicU64,
@@ -220,6 +223,7 @@ impl Pool {
                 channel,
                 outstanding: AtomicUsize::new(0),
                 reported: AtomicUsize::new(0),
+                slots: AtomicUsize::new(0),
                 failures: AtomicU32::new(0),
                 down_until: AtomicU64::new(0),
                 failed_at: AtomicU64::new(0),
@@ -299,6 +303,13 @@ impl Pool {
         }
         let total: usize = up.iter().map(|r| load(r)).sum();
         let bound = ((total + 1) as f64 * LOAD_FACTOR / up.len() as f64).ceil() as usize;
+        // a replica whose batch is full would queue the call while another
+        // may still have a free slot: skip it unless all are full
+        let full = |r: &Replica| {
+            let s = r.slots.load(Relaxed);
+            s > 0 && load(r) >= s
+        };
+        let room = up.iter().any(|r| !full(r));
         let mut ranked: Vec<(u64, &Arc<Replica>)> = up
             .into_iter()
             .map(|r| (rendezvous(key, &r.addr), r))
@@ -307,7 +318,7 @@ impl Pool {
         ranked
             .into_iter()
             .map(|(_, r)| r)
-            .find(|r| load(r) < bound.max(1))
+            .find(|r| load(r) < bound.max(1) && !(room && full(r)))
     }
 
     pub fn mark_failed(&self, r: &Replica, why: &Status) {
@@ -497,7 +508,9 @@ async fn maintain(pool: Weak<Pool>, probe: Probe, resolve_every: Duration, probe
         for (r, res) in reps.iter().zip(results) {
             match res {
                 Ok(load) => {
-                    r.reported.store(load.unwrap_or(0), Relaxed);
+                    let (load, slots) = load.unwrap_or((0, 0));
+                    r.reported.store(load, Relaxed);
+                    r.slots.store(slots, Relaxed);
                     pool.mark_ok(r);
                 }
                 Err(s) => pool.mark_failed(r, &s),
@@ -627,6 +640,18 @@ mod tests {
             per.get(home.as_deref().unwrap_or_default()).copied(),
             per.values().max().copied()
         );
+        drop(held);
+        // replicas that run 2 sequences at once: a key's replica with a
+        // full batch is skipped while another has a free slot
+        for r in pool.replicas().iter() {
+            r.slots.store(2, Relaxed);
+        }
+        let held: Vec<InFlight> = (0..6).filter_map(|_| pool.pick(&[], Some(42))).collect();
+        let mut per: std::collections::HashMap<String, usize> = Default::default();
+        for g in &held {
+            *per.entry(g.replica().addr.clone()).or_default() += 1;
+        }
+        assert!(per.len() == 3 && per.values().all(|&n| n == 2), "{per:?}");
         drop(held);
         // a replica already tried is skipped: the key's next replica
         let tried = [home.clone().unwrap_or_default()];

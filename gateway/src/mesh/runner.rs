@@ -42,7 +42,10 @@ fn load_probe() -> Probe {
                 .load(pb::LoadRequest {})
                 .await?
                 .into_inner();
-            Ok(Some((l.waiting + l.running) as usize))
+            Ok(Some((
+                (l.waiting + l.running) as usize,
+                l.max_sequences as usize,
+            )))
         })
     })
 }
