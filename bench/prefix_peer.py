@@ -41,7 +41,7 @@ def shared(tag, i):
 def chat(addr, text):
     host, port = addr.rsplit(":", 1)
     c = http.client.HTTPConnection(host, int(port), timeout=600)
-    body = json.dumps({"model": "m", "stream": True, "max_tokens": TOKENS, "temperature": 0,
+    body = json.dumps({"model": "SmolLM2-135M-Instruct.Q4_1", "stream": True, "max_tokens": TOKENS, "temperature": 0,
                        "ignore_eos": True, "messages": [{"role": "user", "content": text}]})
     t0 = time.perf_counter()
     c.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
@@ -114,7 +114,7 @@ gw.wait()
 port = "18431"
 ls, addr = start([llama_bin, "-m", model, "-t", "2", "-tb", "2", "-np", str(N), "-c", str(N * 1024), "-cb",
                   "--host", "127.0.0.1", "--port", port],
-                 lambda l: f"127.0.0.1:{port}" if "server is listening" in l or "HTTP server listening" in l
+                 lambda l: f"127.0.0.1:{port}" if "listening on http" in l
                  else None)
 results["llama-server"] = workloads(addr, "l")
 ls.kill()

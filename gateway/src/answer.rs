@@ -179,8 +179,10 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
         .as_ref()
         .map_or_else(SamplingDefaults::default, |p| p.sampling.clone());
     let in_flight = m::InFlight::new(&model);
+    let mut gen_req = params.request(input, &defaults, &id);
+    gen_req.cache_salt = cache_salt(&tenant);
     let events = llm
-        .generate(params.request(input, &defaults, &id), &route)
+        .generate(gen_req, &route)
         .instrument(trace::generate_span(llm.model_id()))
         .await?;
     let events = trace::traced(events, span, &id, llm.model_id(), in_flight);
@@ -192,6 +194,17 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
         retrieved,
         used,
     })
+}
+
+/// The runner's prefix-cache salt for `tenant`: tenants never reuse each
+/// other's cached prompts (a hit is visible in `cached_tokens` and in the
+/// time to first token, so shared blocks would let one tenant test
+/// whether another sent a given prompt). Never 0, the unsalted cache.
+fn cache_salt(tenant: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    tenant.hash(&mut h);
+    h.finish().max(1)
 }
 
 /// What [`retrieve_into`] gives the generation.

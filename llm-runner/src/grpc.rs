@@ -170,6 +170,7 @@ impl LlmRunner for RunnerGrpc {
             request_id: r.request_id,
             ignore_eos: r.ignore_eos,
             stop_on_repeat: r.stop_on_repeat,
+            cache_salt: r.cache_salt,
         };
         let span = crate::trace::generate_span(&g, &self.core.info().model_id);
         let mut rx = self

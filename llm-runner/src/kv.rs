@@ -81,6 +81,38 @@ impl KvCache {
         self.len += n;
     }
 
+    /// Reserves room for `need` positions (as [`Self::reserve`]), and
+    /// first cuts a cache holding more than twice that down to it (its
+    /// cached positions copied into a right-sized buffer): a reused cache
+    /// then holds the memory its sequence is charged for, not what an
+    /// earlier, longer sequence needed.
+    pub fn fit(&mut self, kv_dim: usize, need: usize) {
+        let want = need.div_ceil(KEY_BLOCK).max(1) * KEY_BLOCK;
+        if self.room > 2 * want {
+            let keep = self.len.div_ceil(KEY_BLOCK) * KEY_BLOCK * kv_dim;
+            for b in self.k.iter_mut().chain(self.v.iter_mut()) {
+                b.truncate(keep);
+                b.shrink_to(want * kv_dim);
+            }
+            self.room = self.len.div_ceil(KEY_BLOCK) * KEY_BLOCK;
+        }
+        self.reserve(kv_dim, need);
+    }
+
+    /// A new cache holding a copy of `src`'s first `positions` positions
+    /// (whole blocks), with room for `need` (a prefix shared without
+    /// taking `src` from whoever may reuse the rest of it).
+    pub fn copy_prefix(src: &KvCache, kv_dim: usize, positions: usize, need: usize) -> KvCache {
+        let n = positions.div_ceil(KEY_BLOCK) * KEY_BLOCK * kv_dim;
+        let mut c = KvCache::new(src.k.len());
+        c.reserve(kv_dim, need.max(positions));
+        for (dst, from) in c.k.iter_mut().zip(&src.k).chain(c.v.iter_mut().zip(&src.v)) {
+            dst.extend_from_slice(&from[..n.min(from.len())]);
+        }
+        c.len = positions.min(src.len);
+        c
+    }
+
     /// Keeps the first `len` positions (a reused prefix); later pushes
     /// overwrite what was beyond, and attention never reads past `len`.
     pub fn truncate(&mut self, len: usize) {

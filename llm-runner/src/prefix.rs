@@ -16,10 +16,24 @@
 //! scheduler cuts the rest of the prompt at the same absolute chunk
 //! boundaries as before.
 //!
+//! The chain starts from the request's cache salt (the gateway's hash of
+//! the tenant), so requests of different salts never share a block: a hit
+//! shows in `cached_tokens` and in the time to first token, and shared
+//! blocks would let one tenant test whether another sent a given prompt.
+//!
 //! Kept caches count against the KV budget beside the running
-//! reservations; past it the least recently used go first. A cache is
-//! owned by one sequence at a time: two concurrent sequences with the same
-//! prefix reuse it once (the first admitted), and the other prefills.
+//! reservations; past it the least recently used go first. A miss takes a
+//! new cache while the budget has room for it (so kept prefixes are not
+//! thrown away early), else recycles the least recently used kept cache.
+//! A taken cache far larger than the sequence's reservation is cut down to
+//! it, so the memory a sequence holds is what it is charged. A cache is
+//! owned by one sequence at a time. A prompt that shares only the opening
+//! of a longer kept cache (another conversation with the same system
+//! prompt) copies the shared blocks into a cache of its own while the
+//! budget has room, leaving the kept one whole; without room it takes the
+//! kept cache and cuts it to the shared prefix. Two sequences running at
+//! once with the same new prefix each prefill it (the second is admitted
+//! before the first has finished and been kept).
 //! Without caching (`--prefix-cache false`) kept caches are emptied, their
 //! memory still reused.
 
@@ -29,6 +43,7 @@ use crate::kv::{KEY_BLOCK, KvCache};
 
 struct Kept {
     cache: KvCache,
+    salt: u64,
     /// The tokens of the cache's positions.
     tokens: Vec<u32>,
     /// Chained hashes of its whole blocks.
@@ -57,10 +72,11 @@ pub struct Taken {
     pub reused: usize,
 }
 
-/// Chained hashes of the whole blocks of `tokens`.
-pub fn block_hashes(tokens: &[u32]) -> Vec<u64> {
+/// Chained hashes of the whole blocks of `tokens`, the chain started
+/// from `salt`.
+pub fn block_hashes(salt: u64, tokens: &[u32]) -> Vec<u64> {
     let mut out = Vec::with_capacity(tokens.len() / KEY_BLOCK);
-    let mut parent = 0u64;
+    let mut parent = salt;
     for block in tokens.chunks_exact(KEY_BLOCK) {
         let mut h = DefaultHasher::new();
         parent.hash(&mut h);
@@ -80,6 +96,15 @@ impl CachePool {
         }
     }
 
+    /// Caches kept.
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
     /// Positions the kept caches have room for, together.
     pub fn room(&self) -> usize {
         self.kept.iter().map(|k| k.cache.room()).sum()
@@ -91,8 +116,8 @@ impl CachePool {
     }
 
     /// Keeps `cache`, whose positions hold `tokens` (longer is cut to the
-    /// cache's length).
-    pub fn put(&mut self, mut cache: KvCache, tokens: &[u32]) {
+    /// cache's length), for requests of `salt`.
+    pub fn put(&mut self, mut cache: KvCache, salt: u64, tokens: &[u32]) {
         self.clock += 1;
         let tokens = if self.enabled {
             tokens[..cache.len().min(tokens.len())].to_vec()
@@ -104,7 +129,8 @@ impl CachePool {
             cache.clear();
         }
         self.kept.push(Kept {
-            hashes: block_hashes(&tokens),
+            salt,
+            hashes: block_hashes(salt, &tokens),
             tokens,
             cache,
             used: self.clock,
@@ -112,17 +138,25 @@ impl CachePool {
     }
 
     /// A cache of `n_layer` layers with room for `need` positions of
-    /// `kv_dim` values for a sequence whose prompt is `prompt`: the kept
-    /// cache sharing the longest whole-block prefix with it (cut to that
-    /// prefix), else the least recently used kept cache with room
-    /// (emptied), else a new one.
-    pub fn take(&mut self, n_layer: usize, kv_dim: usize, need: usize, prompt: &[u32]) -> Taken {
+    /// `kv_dim` values for a sequence of `salt` whose prompt is `prompt`:
+    /// the kept cache sharing the longest whole-block prefix with it (cut
+    /// to that prefix); else a new one when `spare` (the budget has room
+    /// for it); else the least recently used kept cache with room
+    /// (emptied); else a new one.
+    pub fn take(
+        &mut self,
+        (n_layer, kv_dim): (usize, usize),
+        need: usize,
+        salt: u64,
+        prompt: &[u32],
+        spare: bool,
+    ) -> Taken {
         self.clock += 1;
         let mut best: Option<(usize, usize)> = None; // (blocks, index)
         if self.enabled && prompt.len() > 1 {
             // the last prompt token is always prefilled (its logits)
-            let want = block_hashes(&prompt[..prompt.len() - 1]);
-            for (i, k) in self.kept.iter().enumerate() {
+            let want = block_hashes(salt, &prompt[..prompt.len() - 1]);
+            for (i, k) in self.kept.iter().enumerate().filter(|(_, k)| k.salt == salt) {
                 let n = want
                     .iter()
                     .zip(&k.hashes)
@@ -143,10 +177,22 @@ impl CachePool {
             }
         }
         if let Some((blocks, i)) = best {
+            // the kept cache holds more than this prompt shares with it
+            // (another conversation behind a common opening): copy the
+            // shared blocks while the budget allows, so its rest stays
+            // reusable by whoever continues that conversation
+            if spare && self.kept[i].hashes.len() > blocks {
+                self.kept[i].used = self.clock;
+                let reused = blocks * KEY_BLOCK;
+                return Taken {
+                    cache: KvCache::copy_prefix(&self.kept[i].cache, kv_dim, reused, need),
+                    reused,
+                };
+            }
             let mut k = self.kept.swap_remove(i);
             let reused = blocks * KEY_BLOCK;
             k.cache.truncate(reused);
-            k.cache.reserve(kv_dim, need);
+            k.cache.fit(kv_dim, need);
             return Taken {
                 cache: k.cache,
                 reused,
@@ -156,7 +202,7 @@ impl CachePool {
             .kept
             .iter()
             .enumerate()
-            .filter(|(_, k)| k.cache.room() >= need)
+            .filter(|(_, k)| !spare && k.cache.room() >= need)
             .min_by_key(|(_, k)| k.used)
             .map(|(i, _)| i);
         let mut cache = match fit {
@@ -167,7 +213,7 @@ impl CachePool {
             }
             None => KvCache::new(n_layer),
         };
-        cache.reserve(kv_dim, need);
+        cache.fit(kv_dim, need);
         Taken { cache, reused: 0 }
     }
 
@@ -208,24 +254,24 @@ mod tests {
 
     #[test]
     fn hashes_chain_over_whole_blocks() {
-        let a = block_hashes(&seq(0, 40));
+        let a = block_hashes(0, &seq(0, 40));
         assert_eq!(a.len(), 2, "40 tokens: two whole blocks");
         let mut other = seq(0, 40);
         other[3] = 999;
-        let b = block_hashes(&other);
+        let b = block_hashes(0, &other);
         // a change in block 0 changes every later block's hash too
         assert!(a[0] != b[0] && a[1] != b[1]);
-        assert_eq!(block_hashes(&seq(0, 32)), a);
+        assert_eq!(block_hashes(0, &seq(0, 32)), a);
     }
 
     #[test]
     fn the_longest_prefix_is_reused_and_the_last_token_prefilled() {
         let mut pool = CachePool::new(true);
         let base = seq(0, 70);
-        pool.put(filled(&base[..50]), &base[..50]);
-        pool.put(filled(&seq(500, 64)), &seq(500, 64));
+        pool.put(filled(&base[..50]), 0, &base[..50]);
+        pool.put(filled(&seq(500, 64)), 0, &seq(500, 64));
         // shares 3 whole blocks (48 positions) of the first
-        let t = pool.take(1, 4, 100, &base);
+        let t = pool.take((1, 4), 100, 0, &base, false);
         assert_eq!(t.reused, 48);
         assert_eq!(t.cache.len(), 48);
         // the reused positions are the ones written (key = token)
@@ -235,19 +281,73 @@ mod tests {
         );
         // a prompt that is exactly a kept cache's tokens still prefills
         // its last token: 64 tokens share 3 whole blocks, not 4
-        let t = pool.take(1, 4, 100, &seq(500, 64));
+        let t = pool.take((1, 4), 100, 0, &seq(500, 64), false);
         assert_eq!(t.reused, 48);
         // nothing kept shares a block: an empty cache
-        let t = pool.take(1, 4, 10, &seq(9000, 40));
+        let t = pool.take((1, 4), 10, 0, &seq(9000, 40), false);
         assert_eq!((t.reused, t.cache.len()), (0, 0));
+    }
+
+    #[test]
+    fn salts_and_budget_decide_what_is_reused() {
+        let mut pool = CachePool::new(true);
+        let t = seq(0, 40);
+        pool.put(filled(&t), 7, &t);
+        // another salt (another tenant) never reuses it
+        let other = pool.take((1, 4), 40, 8, &t, true);
+        assert_eq!(other.reused, 0);
+        assert_eq!(pool.len(), 1, "a miss with room to spare takes a new cache");
+        // the same salt does
+        assert_eq!(pool.take((1, 4), 40, 7, &t, true).reused, 32);
+        // a kept cache far larger than the taker's need is cut down to it,
+        // its cached positions intact
+        let mut big = KvCache::new(1);
+        big.reserve(4, 1024);
+        for (p, &tok) in t.iter().enumerate() {
+            big.push(0, p, 2, &[tok as f32; 4], &[tok as f32; 4]);
+        }
+        big.advance(t.len());
+        pool.put(big, 7, &t);
+        let cut = pool.take((1, 4), 40, 7, &t, false);
+        assert_eq!((cut.reused, cut.cache.room()), (32, 48));
+        assert_eq!(
+            cut.cache.layer(0).0[4 * KEY_BLOCK + 1],
+            half::f16::from_f32(17.0)
+        );
+    }
+
+    #[test]
+    fn a_shared_opening_is_copied_not_taken() {
+        let mut pool = CachePool::new(true);
+        // a 64-token conversation kept; another shares its first 2 blocks
+        let kept = seq(0, 64);
+        pool.put(filled(&kept), 0, &kept);
+        let mut other = seq(0, 40);
+        other.extend(seq(900, 30));
+        let t = pool.take((1, 4), 80, 0, &other, true);
+        assert_eq!((t.reused, t.cache.len()), (32, 32));
+        assert_eq!(
+            t.cache.layer(0).0[4 * KEY_BLOCK + 3],
+            half::f16::from_f32(19.0)
+        );
+        // the kept conversation is still whole for its own next turn
+        assert_eq!(pool.len(), 1);
+        let mut next = kept.clone();
+        next.extend(seq(5000, 10));
+        assert_eq!(pool.take((1, 4), 90, 0, &next, true).reused, 64);
+        // without room to spare the shared opening is taken, cut down
+        pool.put(filled(&kept), 0, &kept);
+        let t = pool.take((1, 4), 80, 0, &other, false);
+        assert_eq!(t.reused, 32);
+        assert!(pool.is_empty());
     }
 
     #[test]
     fn off_keeps_memory_not_contents() {
         let mut pool = CachePool::new(false);
-        pool.put(filled(&seq(0, 40)), &seq(0, 40));
+        pool.put(filled(&seq(0, 40)), 0, &seq(0, 40));
         assert_eq!(pool.cached_blocks(), 0);
-        let t = pool.take(1, 4, 40, &seq(0, 40));
+        let t = pool.take((1, 4), 40, 0, &seq(0, 40), false);
         assert_eq!((t.reused, t.cache.len(), t.cache.room()), (0, 0, 48));
     }
 
@@ -256,13 +356,13 @@ mod tests {
         let mut pool = CachePool::new(true);
         for i in 0..3 {
             let t = seq(1000 * i, 32);
-            pool.put(filled(&t), &t);
+            pool.put(filled(&t), 0, &t);
         }
         assert_eq!(pool.room(), 96);
         // hit the oldest: it leaves the pool, and comes back newest
-        let t = pool.take(1, 4, 32, &seq(0, 40));
+        let t = pool.take((1, 4), 32, 0, &seq(0, 40), false);
         assert_eq!(t.reused, 32);
-        pool.put(t.cache, &seq(0, 40));
+        pool.put(t.cache, 0, &seq(0, 40));
         // budget for two: the least recently used (1000…) goes
         pool.trim(0, 80, 8);
         assert_eq!(pool.kept.len(), 2);

@@ -34,6 +34,9 @@ pub struct GenerateRequest {
     /// End the answer with `stop` when it starts to repeat a sentence or
     /// line it already wrote (see [`crate::repeat`]).
     pub stop_on_repeat: bool,
+    /// Prefix-cache isolation (vLLM's `cache_salt`): cached blocks are
+    /// reused only by requests with the same salt (0: the shared cache).
+    pub cache_salt: u64,
 }
 
 impl GenerateRequest {
@@ -51,6 +54,7 @@ impl GenerateRequest {
             request_id: String::new(),
             ignore_eos: false,
             stop_on_repeat: false,
+            cache_salt: 0,
         }
     }
 }

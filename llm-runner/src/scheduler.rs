@@ -239,11 +239,10 @@ impl Engine {
         }
         for (s, gone) in std::mem::take(&mut self.running).into_iter().zip(gone) {
             if gone {
-                self.shared.record_service(s.admitted.elapsed());
                 self.reserved -= s.reserved();
                 let held = s.job.prompt.iter().chain(&s.generated).copied();
                 let tokens: Vec<u32> = held.take(s.cache.len()).collect();
-                self.pool.put(s.cache, &tokens);
+                self.pool.put(s.cache, s.job.req.cache_salt, &tokens);
             } else {
                 self.running.push(s);
             }
@@ -355,9 +354,17 @@ impl Engine {
             let sampler = Sampler::new(job.req.sampling.clone());
             let stop = StopMatcher::new(job.stops.clone(), job.req.stop_on_repeat);
             let c = &self.model.cfg;
-            let Taken { cache, reused } =
-                self.pool
-                    .take(c.n_layer, c.n_kv_head * c.head_dim, need, &job.prompt);
+            // `need` is already in `reserved`: a new cache fits when the
+            // kept ones and the reservations leave room
+            let spare = self.reserved + self.pool.room() <= self.kv_capacity
+                && self.pool.len() < self.max_kept;
+            let Taken { cache, reused } = self.pool.take(
+                (c.n_layer, c.n_kv_head * c.head_dim),
+                need,
+                job.req.cache_salt,
+                &job.prompt,
+                spare,
+            );
             m::prefix_cache(&self.shared.model_name, job.prompt.len(), reused);
             if reused > 0 {
                 crate::trace::cached(&job.span, reused);
@@ -496,6 +503,11 @@ impl Engine {
             })
             .collect();
         if finished.contains(&true) {
+            // the service time of completed sequences only (a cancelled or
+            // failed one would pull the Retry-After estimate down)
+            for (s, _) in self.running.iter().zip(&finished).filter(|(_, f)| **f) {
+                self.shared.record_service(s.admitted.elapsed());
+            }
             self.remove(|i, _| finished[i]);
         }
     }

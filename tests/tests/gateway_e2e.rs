@@ -3,7 +3,7 @@
 //! ingest replace/delete, the context budget and demo mode. Bad input is
 //! in `gateway_errors_e2e.rs`.
 
-use ragmesh_tests::gateway::{PROFILE, start};
+use ragmesh_tests::gateway::{PROFILE, request, start};
 use ragmesh_tests::python_script;
 use serde_json::{Value, json};
 
@@ -334,27 +334,46 @@ async fn demo_mode_answers_its_question_with_a_citation_and_logs_quietly() {
 }
 
 /// The runner's prefix cache through the API: the same conversation sent
-/// again reuses its prompt's KV, says so in `usage`, and answers the same.
+/// again reuses its prompt's KV, says so in `usage`, and answers the same;
+/// another tenant sending it reuses nothing (the cache is salted per
+/// tenant, so a hit cannot tell one tenant what another asked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_conversation_is_served_from_the_prefix_cache() {
-    let gw = start(&[]);
-    let model = gw.chat_model().await;
+    const A: &str = "prefix-key-alpha-0001";
+    const B: &str = "prefix-key-bravo-0002";
+    let gw = start(&["--api-keys", &format!("ta={A},tb={B}")]);
+    let url = gw.url("/v1/chat/completions");
+    let models = request(&gw.http, "GET", &gw.url("/v1/models"), Some(A), None)
+        .await
+        .2;
+    let model = ragmesh_tests::gateway::chat_model_in(&models);
     let body = json!({"model": model, "max_tokens": 12, "temperature": 0,
         "messages": [{"role": "system", "content": "You answer in one short sentence about harbours and ships, and you never invent numbers."},
                      {"role": "user", "content": "What is a harbour for?"}]});
-    let first = gw
-        .ok("POST", "/v1/chat/completions", Some(body.clone()))
-        .await;
-    let second = gw.ok("POST", "/v1/chat/completions", Some(body)).await;
+    let ask = |key: &'static str| {
+        let (http, url, body) = (gw.http.clone(), url.clone(), body.clone());
+        async move {
+            let (status, _, v) = request(&http, "POST", &url, Some(key), Some(body)).await;
+            assert_eq!(status, 200, "{v}");
+            v
+        }
+    };
     let cached = |r: &Value| r["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64();
-    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+    let first = ask(A).await;
     assert_eq!(cached(&first), Some(0), "{first}");
+    // tenant B, the same conversation: nothing of A's is reused
+    let other = ask(B).await;
+    assert_eq!(cached(&other), Some(0), "{other}");
+    let second = ask(A).await;
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
     let hit = cached(&second).unwrap_or(0);
     assert!(hit >= 16 && hit < prompt && hit % 16 == 0, "{second}");
-    assert_eq!(
-        first["choices"][0]["message"]["content"],
-        second["choices"][0]["message"]["content"]
-    );
+    for r in [&other, &second] {
+        assert_eq!(
+            first["choices"][0]["message"]["content"],
+            r["choices"][0]["message"]["content"]
+        );
+    }
     let metrics = gw
         .http
         .get(gw.url("/metrics"))

@@ -127,6 +127,7 @@ fn request_pb(r: GenerateRequest) -> pb::GenerateRequest {
         request_id: r.request_id,
         ignore_eos: r.ignore_eos,
         stop_on_repeat: r.stop_on_repeat,
+        cache_salt: r.cache_salt,
     }
 }
 
@@ -285,9 +286,15 @@ impl RemoteRunner {
     {
         match f().await {
             Err(s) if s.code() == Code::Unavailable && self.standby.is_some() => {
-                self.wait_for_replica()
-                    .await
-                    .map_err(|e| Status::unavailable(e.into_message()))?;
+                self.wait_for_replica().await.map_err(|e| {
+                    // keep the wait as the Retry-After the caller sees
+                    let secs = e.retry_after().map_or(1, crate::error::retry_secs);
+                    let mut s = Status::unavailable(e.into_message());
+                    if let Ok(v) = secs.to_string().parse() {
+                        s.metadata_mut().insert("retry-after", v);
+                    }
+                    s
+                })?;
                 f().await
             }
             other => other,

@@ -56,6 +56,7 @@ where
         .headers()
         .get("x-session-id")
         .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.trim().is_empty())
         .map(|s| s.chars().take(256).collect::<String>());
     let body = crate::body::read_json(st, req, large).await?;
     let model = fields::req_str(&body, "model")?;
@@ -69,7 +70,11 @@ where
         session: header.or_else(|| {
             ["safety_identifier", "user"]
                 .iter()
-                .find_map(|k| body.get(*k).and_then(|v| v.as_str()))
+                .find_map(|k| {
+                    body.get(*k)
+                        .and_then(|v| v.as_str())
+                        .filter(|s| !s.is_empty())
+                })
                 .map(|s| s.chars().take(256).collect())
         }),
         started,

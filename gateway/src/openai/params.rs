@@ -161,6 +161,7 @@ impl GenParams {
             request_id: request_id.to_owned(),
             ignore_eos: self.ignore_eos,
             stop_on_repeat: self.stop_on_repeat.unwrap_or(d.stop_on_repeat),
+            cache_salt: 0,
         }
     }
 }

@@ -294,7 +294,7 @@ fn file_search(o: &Body, i: usize) -> ApiResult<FileSearch> {
             if !matches!(ranker.as_str(), "auto" | "default-2024-11-15" | "none") {
                 return Err(bad_request(
                     format!(
-                        "tools[{i}].ranking_options.ranker '{ranker}' is not one of auto, default-2024-11-15"
+                        "tools[{i}].ranking_options.ranker '{ranker}' is not one of auto, default-2024-11-15, none"
                     ),
                     "tools",
                 ));

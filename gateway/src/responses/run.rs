@@ -29,7 +29,7 @@ use super::types::{
     ResponseError, ResponseObject, SearchResult, StreamEvent, TextConfig, TextFormat, Usage,
 };
 use crate::answer::{AnswerRequest, Plan, Question};
-use crate::error::{ApiError, ApiResult, from_gen, not_found};
+use crate::error::{ApiError, ApiResult, bad_request, from_gen, not_found};
 use crate::files::{ids, stores, uploads};
 use crate::metrics as m;
 use crate::openai::output::{Kind, Meta};
@@ -82,6 +82,9 @@ pub async fn start(
                     Some("tools"),
                     "not_found",
                 ),
+                ApiError::Invalid { message, .. } => {
+                    bad_request(format!("tools: {message}"), "tools")
+                }
                 other => other,
             })?;
             stores::touch(st, &tenant, r).await;
@@ -135,14 +138,27 @@ pub async fn start(
         },
         span,
     )
-    .await?;
+    .await
+    // the chat core names the conversation `messages`; here it is `input`
+    .map_err(|e| match e {
+        ApiError::Invalid {
+            message,
+            param: Some("messages"),
+            code,
+        } => ApiError::Invalid {
+            message,
+            param: Some("input"),
+            code,
+        },
+        other => other,
+    })?;
     let used = &answered.retrieved[..answered.used];
     let mut names = Names::default();
     let mut sources = Vec::with_capacity(used.len());
     for c in used {
         sources.push((c.doc_id.clone(), names.of(st, &tenant, c).await));
     }
-    let search = if searching && tool.is_some() {
+    let search = if searching && tool.is_some() && !req.search_disabled {
         let mut results = None;
         if req.include_results {
             let mut out = Vec::with_capacity(answered.retrieved.len());
@@ -410,7 +426,12 @@ pub async fn collect(mut p: Pending) -> ApiResult<ResponseObject> {
                 keep(&p.st, &p.tenant, &p.input, &r).await?;
                 return Ok(r);
             }
-            Event::Error(e) => return Err(from_gen(e)),
+            Event::Error(e) => {
+                // stored as failed, as a stream that fails is
+                let e = from_gen(e);
+                let _ = keep(&p.st, &p.tenant, &p.input, &p.failed(&e, text)).await;
+                return Err(e);
+            }
         }
     }
     Err(crate::error::internal(
