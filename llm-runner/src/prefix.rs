@@ -30,10 +30,13 @@
 //! owned by one sequence at a time. A prompt that shares only the opening
 //! of a longer kept cache (another conversation with the same system
 //! prompt) copies the shared blocks into a cache of its own while the
-//! budget has room, leaving the kept one whole; without room it takes the
-//! kept cache and cuts it to the shared prefix. Two sequences running at
-//! once with the same new prefix each prefill it (the second is admitted
-//! before the first has finished and been kept).
+//! budget has room, leaving the kept one whole; so does a prompt whose
+//! kept prefix a queued prompt also wants (16 requests after one shared
+//! preamble: all but the last copy it, none prefills it). Copies go into
+//! fresh memory, whose page faults cost ~20 ms per 350 positions on this
+//! project's VMs, far less than prefilling them; otherwise the kept cache
+//! is taken and cut to the shared prefix. Two sequences admitted together
+//! with a new prefix that nothing kept holds each prefill it.
 //! Without caching (`--prefix-cache false`) kept caches are emptied, their
 //! memory still reused.
 
@@ -70,6 +73,18 @@ impl Default for CachePool {
 pub struct Taken {
     pub cache: KvCache,
     pub reused: usize,
+}
+
+/// Whole blocks `prompt` (but its last token, always prefilled) shares
+/// with the `held` tokens of another sequence's cache.
+pub fn shared_blocks(prompt: &[u32], held: &[u32]) -> usize {
+    let limit = prompt.len().saturating_sub(1).min(held.len()) / KEY_BLOCK;
+    (0..limit)
+        .take_while(|b| {
+            let r = b * KEY_BLOCK..(b + 1) * KEY_BLOCK;
+            prompt[r.clone()] == held[r]
+        })
+        .count()
 }
 
 /// Chained hashes of the whole blocks of `tokens`, the chain started
@@ -150,6 +165,8 @@ impl CachePool {
         salt: u64,
         prompt: &[u32],
         spare: bool,
+        queued: &[&[u32]],
+        running: Option<(&KvCache, usize)>,
     ) -> Taken {
         self.clock += 1;
         let mut best: Option<(usize, usize)> = None; // (blocks, index)
@@ -176,16 +193,43 @@ impl CachePool {
                 }
             }
         }
+        // a running sequence holding more of the prompt than anything
+        // kept: copy its blocks (requests sharing a preamble that arrive
+        // while the first of them runs)
+        if let Some((from, blocks)) = running
+            && spare
+            && blocks > best.map_or(0, |b| b.0)
+        {
+            let reused = blocks * KEY_BLOCK;
+            let mut into = KvCache::new(n_layer);
+            into.copy_prefix_from(from, kv_dim, reused, need);
+            into.fit(kv_dim, need);
+            return Taken {
+                cache: into,
+                reused,
+            };
+        }
         if let Some((blocks, i)) = best {
-            // the kept cache holds more than this prompt shares with it
-            // (another conversation behind a common opening): copy the
-            // shared blocks while the budget allows, so its rest stays
-            // reusable by whoever continues that conversation
-            if spare && self.kept[i].hashes.len() > blocks {
+            // less than half of the kept cache is shared: the opening of
+            // another conversation, whose rest is worth keeping; more than
+            // half: a continuation or a repeat of it, which takes it
+            // also when a queued prompt shares the same blocks: it gets
+            // the kept cache after this one's copy, instead of prefilling
+            let wanted = || {
+                let mine = &self.kept[i].hashes[..blocks];
+                queued.iter().any(|q| {
+                    q.len() > blocks * KEY_BLOCK
+                        && block_hashes(salt, &q[..blocks * KEY_BLOCK]) == mine
+                })
+            };
+            if spare && (blocks * 2 < self.kept[i].hashes.len() || wanted()) {
+                let mut into = KvCache::new(n_layer);
                 self.kept[i].used = self.clock;
                 let reused = blocks * KEY_BLOCK;
+                into.copy_prefix_from(&self.kept[i].cache, kv_dim, reused, need);
+                into.fit(kv_dim, need);
                 return Taken {
-                    cache: KvCache::copy_prefix(&self.kept[i].cache, kv_dim, reused, need),
+                    cache: into,
                     reused,
                 };
             }
@@ -253,6 +297,26 @@ mod tests {
     }
 
     #[test]
+    fn a_running_sequence_shares_its_blocks() {
+        let held = seq(0, 50);
+        let mut prompt = seq(0, 40);
+        prompt.push(7);
+        assert_eq!(shared_blocks(&prompt, &held), 2);
+        // the prompt's last token is never counted
+        assert_eq!(shared_blocks(&seq(0, 32), &held), 1);
+        assert_eq!(shared_blocks(&seq(1, 40), &held), 0);
+        // copied from it when nothing kept holds as much
+        let running = filled(&held);
+        let mut pool = CachePool::new(true);
+        let t = pool.take((1, 4), 60, 0, &prompt, true, &[], Some((&running, 2)));
+        assert_eq!((t.reused, t.cache.len()), (32, 32));
+        assert_eq!(t.cache.layer(0).0[4 * KEY_BLOCK + 5], half::f16::from_f32(21.0));
+        // not without room to spare
+        let t = pool.take((1, 4), 60, 0, &prompt, false, &[], Some((&running, 2)));
+        assert_eq!(t.reused, 0);
+    }
+
+    #[test]
     fn hashes_chain_over_whole_blocks() {
         let a = block_hashes(0, &seq(0, 40));
         assert_eq!(a.len(), 2, "40 tokens: two whole blocks");
@@ -271,7 +335,7 @@ mod tests {
         pool.put(filled(&base[..50]), 0, &base[..50]);
         pool.put(filled(&seq(500, 64)), 0, &seq(500, 64));
         // shares 3 whole blocks (48 positions) of the first
-        let t = pool.take((1, 4), 100, 0, &base, false);
+        let t = pool.take((1, 4), 100, 0, &base, false, &[], None);
         assert_eq!(t.reused, 48);
         assert_eq!(t.cache.len(), 48);
         // the reused positions are the ones written (key = token)
@@ -281,10 +345,10 @@ mod tests {
         );
         // a prompt that is exactly a kept cache's tokens still prefills
         // its last token: 64 tokens share 3 whole blocks, not 4
-        let t = pool.take((1, 4), 100, 0, &seq(500, 64), false);
+        let t = pool.take((1, 4), 100, 0, &seq(500, 64), false, &[], None);
         assert_eq!(t.reused, 48);
         // nothing kept shares a block: an empty cache
-        let t = pool.take((1, 4), 10, 0, &seq(9000, 40), false);
+        let t = pool.take((1, 4), 10, 0, &seq(9000, 40), false, &[], None);
         assert_eq!((t.reused, t.cache.len()), (0, 0));
     }
 
@@ -294,11 +358,11 @@ mod tests {
         let t = seq(0, 40);
         pool.put(filled(&t), 7, &t);
         // another salt (another tenant) never reuses it
-        let other = pool.take((1, 4), 40, 8, &t, true);
+        let other = pool.take((1, 4), 40, 8, &t, true, &[], None);
         assert_eq!(other.reused, 0);
         assert_eq!(pool.len(), 1, "a miss with room to spare takes a new cache");
         // the same salt does
-        assert_eq!(pool.take((1, 4), 40, 7, &t, true).reused, 32);
+        assert_eq!(pool.take((1, 4), 40, 7, &t, true, &[], None).reused, 32);
         // a kept cache far larger than the taker's need is cut down to it,
         // its cached positions intact
         let mut big = KvCache::new(1);
@@ -308,7 +372,7 @@ mod tests {
         }
         big.advance(t.len());
         pool.put(big, 7, &t);
-        let cut = pool.take((1, 4), 40, 7, &t, false);
+        let cut = pool.take((1, 4), 40, 7, &t, false, &[], None);
         assert_eq!((cut.reused, cut.cache.room()), (32, 48));
         assert_eq!(
             cut.cache.layer(0).0[4 * KEY_BLOCK + 1],
@@ -319,25 +383,38 @@ mod tests {
     #[test]
     fn a_shared_opening_is_copied_not_taken() {
         let mut pool = CachePool::new(true);
-        // a 64-token conversation kept; another shares its first 2 blocks
-        let kept = seq(0, 64);
+        // a 96-token conversation kept; another shares its first 2 blocks
+        let kept = seq(0, 96);
         pool.put(filled(&kept), 0, &kept);
         let mut other = seq(0, 40);
         other.extend(seq(900, 30));
-        let t = pool.take((1, 4), 80, 0, &other, true);
+        let t = pool.take((1, 4), 80, 0, &other, true, &[], None);
         assert_eq!((t.reused, t.cache.len()), (32, 32));
         assert_eq!(
             t.cache.layer(0).0[4 * KEY_BLOCK + 3],
             half::f16::from_f32(19.0)
         );
-        // the kept conversation is still whole for its own next turn
+        // the kept conversation is still whole for its own next turn,
+        // which takes it (more than half of it is shared)
         assert_eq!(pool.len(), 1);
         let mut next = kept.clone();
         next.extend(seq(5000, 10));
-        assert_eq!(pool.take((1, 4), 90, 0, &next, true).reused, 64);
+        assert_eq!(pool.take((1, 4), 110, 0, &next, true, &[], None).reused, 96);
+        assert!(pool.is_empty());
+        // a prompt sharing most of it takes it, unless a queued prompt
+        // wants the same blocks: then it copies and leaves it in place
+        pool.put(filled(&kept), 0, &kept);
+        let mut most = seq(0, 80);
+        most.extend(seq(700, 20));
+        let mut also = seq(0, 80);
+        also.extend(seq(800, 20));
+        let t = pool.take((1, 4), 120, 0, &most, true, &[also.as_slice()], None);
+        assert_eq!((t.reused, pool.len()), (80, 1));
+        let t = pool.take((1, 4), 120, 0, &also, true, &[], None);
+        assert_eq!((t.reused, pool.len()), (80, 0));
         // without room to spare the shared opening is taken, cut down
         pool.put(filled(&kept), 0, &kept);
-        let t = pool.take((1, 4), 80, 0, &other, false);
+        let t = pool.take((1, 4), 80, 0, &other, false, &[], None);
         assert_eq!(t.reused, 32);
         assert!(pool.is_empty());
     }
@@ -347,7 +424,7 @@ mod tests {
         let mut pool = CachePool::new(false);
         pool.put(filled(&seq(0, 40)), 0, &seq(0, 40));
         assert_eq!(pool.cached_blocks(), 0);
-        let t = pool.take((1, 4), 40, 0, &seq(0, 40), false);
+        let t = pool.take((1, 4), 40, 0, &seq(0, 40), false, &[], None);
         assert_eq!((t.reused, t.cache.len(), t.cache.room()), (0, 0, 48));
     }
 
@@ -360,7 +437,7 @@ mod tests {
         }
         assert_eq!(pool.room(), 96);
         // hit the oldest: it leaves the pool, and comes back newest
-        let t = pool.take((1, 4), 32, 0, &seq(0, 40), false);
+        let t = pool.take((1, 4), 32, 0, &seq(0, 40), false, &[], None);
         assert_eq!(t.reused, 32);
         pool.put(t.cache, 0, &seq(0, 40));
         // budget for two: the least recently used (1000…) goes

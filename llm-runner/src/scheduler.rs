@@ -358,12 +358,37 @@ impl Engine {
             // kept ones and the reservations leave room
             let spare = self.reserved + self.pool.room() <= self.kv_capacity
                 && self.pool.len() < self.max_kept;
+            // the prompts queued behind it (a few, for the prefix cache
+            // to leave a shared prefix in place for them)
+            let queued: Vec<&[u32]> = self
+                .waiting
+                .iter()
+                .take(self.max_sequences)
+                .filter(|j| j.req.cache_salt == job.req.cache_salt)
+                .map(|j| j.prompt.as_slice())
+                .collect();
+            // the running sequence holding most of this prompt, if any
+            let mut held = Vec::new();
+            let running = self
+                .running
+                .iter()
+                .filter(|s| s.job.req.cache_salt == job.req.cache_salt && !s.cache.is_empty())
+                .map(|s| {
+                    held.clear();
+                    let n = s.cache.len();
+                    held.extend(s.job.prompt.iter().chain(&s.generated).take(n));
+                    (&s.cache, crate::prefix::shared_blocks(&job.prompt, &held))
+                })
+                .max_by_key(|(_, b)| *b)
+                .filter(|(_, b)| *b > 0);
             let Taken { cache, reused } = self.pool.take(
                 (c.n_layer, c.n_kv_head * c.head_dim),
                 need,
                 job.req.cache_salt,
                 &job.prompt,
                 spare,
+                &queued,
+                running,
             );
             m::prefix_cache(&self.shared.model_name, job.prompt.len(), reused);
             if reused > 0 {
