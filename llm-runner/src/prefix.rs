@@ -68,6 +68,18 @@ impl Default for CachePool {
     }
 }
 
+/// What the scheduler knows at an admission besides the prompt.
+#[derive(Default)]
+pub struct Around<'a> {
+    /// The budget has room for a new cache.
+    pub spare: bool,
+    /// Prompts queued behind this one (same salt).
+    pub queued: &'a [&'a [u32]],
+    /// The running sequence sharing most whole blocks with the prompt,
+    /// and how many.
+    pub running: Option<(&'a KvCache, usize)>,
+}
+
 /// What [`CachePool::take`] hands out: a cache, and how many of the
 /// prompt's positions it already holds.
 pub struct Taken {
@@ -164,10 +176,13 @@ impl CachePool {
         need: usize,
         salt: u64,
         prompt: &[u32],
-        spare: bool,
-        queued: &[&[u32]],
-        running: Option<(&KvCache, usize)>,
+        around: Around<'_>,
     ) -> Taken {
+        let Around {
+            spare,
+            queued,
+            running,
+        } = around;
         self.clock += 1;
         let mut best: Option<(usize, usize)> = None; // (blocks, index)
         if self.enabled && prompt.len() > 1 {
@@ -308,11 +323,34 @@ mod tests {
         // copied from it when nothing kept holds as much
         let running = filled(&held);
         let mut pool = CachePool::new(true);
-        let t = pool.take((1, 4), 60, 0, &prompt, true, &[], Some((&running, 2)));
+        let t = pool.take(
+            (1, 4),
+            60,
+            0,
+            &prompt,
+            Around {
+                spare: true,
+                running: Some((&running, 2)),
+                ..Default::default()
+            },
+        );
         assert_eq!((t.reused, t.cache.len()), (32, 32));
-        assert_eq!(t.cache.layer(0).0[4 * KEY_BLOCK + 5], half::f16::from_f32(21.0));
+        assert_eq!(
+            t.cache.layer(0).0[4 * KEY_BLOCK + 5],
+            half::f16::from_f32(21.0)
+        );
         // not without room to spare
-        let t = pool.take((1, 4), 60, 0, &prompt, false, &[], Some((&running, 2)));
+        let t = pool.take(
+            (1, 4),
+            60,
+            0,
+            &prompt,
+            Around {
+                spare: false,
+                running: Some((&running, 2)),
+                ..Default::default()
+            },
+        );
         assert_eq!(t.reused, 0);
     }
 
@@ -335,7 +373,16 @@ mod tests {
         pool.put(filled(&base[..50]), 0, &base[..50]);
         pool.put(filled(&seq(500, 64)), 0, &seq(500, 64));
         // shares 3 whole blocks (48 positions) of the first
-        let t = pool.take((1, 4), 100, 0, &base, false, &[], None);
+        let t = pool.take(
+            (1, 4),
+            100,
+            0,
+            &base,
+            Around {
+                spare: false,
+                ..Default::default()
+            },
+        );
         assert_eq!(t.reused, 48);
         assert_eq!(t.cache.len(), 48);
         // the reused positions are the ones written (key = token)
@@ -345,10 +392,10 @@ mod tests {
         );
         // a prompt that is exactly a kept cache's tokens still prefills
         // its last token: 64 tokens share 3 whole blocks, not 4
-        let t = pool.take((1, 4), 100, 0, &seq(500, 64), false, &[], None);
+        let t = pool.take((1, 4), 100, 0, &seq(500, 64), Around::default());
         assert_eq!(t.reused, 48);
         // nothing kept shares a block: an empty cache
-        let t = pool.take((1, 4), 10, 0, &seq(9000, 40), false, &[], None);
+        let t = pool.take((1, 4), 10, 0, &seq(9000, 40), Around::default());
         assert_eq!((t.reused, t.cache.len()), (0, 0));
     }
 
@@ -358,11 +405,33 @@ mod tests {
         let t = seq(0, 40);
         pool.put(filled(&t), 7, &t);
         // another salt (another tenant) never reuses it
-        let other = pool.take((1, 4), 40, 8, &t, true, &[], None);
+        let other = pool.take(
+            (1, 4),
+            40,
+            8,
+            &t,
+            Around {
+                spare: true,
+                ..Default::default()
+            },
+        );
         assert_eq!(other.reused, 0);
         assert_eq!(pool.len(), 1, "a miss with room to spare takes a new cache");
         // the same salt does
-        assert_eq!(pool.take((1, 4), 40, 7, &t, true, &[], None).reused, 32);
+        assert_eq!(
+            pool.take(
+                (1, 4),
+                40,
+                7,
+                &t,
+                Around {
+                    spare: true,
+                    ..Default::default()
+                }
+            )
+            .reused,
+            32
+        );
         // a kept cache far larger than the taker's need is cut down to it,
         // its cached positions intact
         let mut big = KvCache::new(1);
@@ -372,7 +441,16 @@ mod tests {
         }
         big.advance(t.len());
         pool.put(big, 7, &t);
-        let cut = pool.take((1, 4), 40, 7, &t, false, &[], None);
+        let cut = pool.take(
+            (1, 4),
+            40,
+            7,
+            &t,
+            Around {
+                spare: false,
+                ..Default::default()
+            },
+        );
         assert_eq!((cut.reused, cut.cache.room()), (32, 48));
         assert_eq!(
             cut.cache.layer(0).0[4 * KEY_BLOCK + 1],
@@ -388,7 +466,16 @@ mod tests {
         pool.put(filled(&kept), 0, &kept);
         let mut other = seq(0, 40);
         other.extend(seq(900, 30));
-        let t = pool.take((1, 4), 80, 0, &other, true, &[], None);
+        let t = pool.take(
+            (1, 4),
+            80,
+            0,
+            &other,
+            Around {
+                spare: true,
+                ..Default::default()
+            },
+        );
         assert_eq!((t.reused, t.cache.len()), (32, 32));
         assert_eq!(
             t.cache.layer(0).0[4 * KEY_BLOCK + 3],
@@ -399,7 +486,20 @@ mod tests {
         assert_eq!(pool.len(), 1);
         let mut next = kept.clone();
         next.extend(seq(5000, 10));
-        assert_eq!(pool.take((1, 4), 110, 0, &next, true, &[], None).reused, 96);
+        assert_eq!(
+            pool.take(
+                (1, 4),
+                110,
+                0,
+                &next,
+                Around {
+                    spare: true,
+                    ..Default::default()
+                }
+            )
+            .reused,
+            96
+        );
         assert!(pool.is_empty());
         // a prompt sharing most of it takes it, unless a queued prompt
         // wants the same blocks: then it copies and leaves it in place
@@ -408,13 +508,41 @@ mod tests {
         most.extend(seq(700, 20));
         let mut also = seq(0, 80);
         also.extend(seq(800, 20));
-        let t = pool.take((1, 4), 120, 0, &most, true, &[also.as_slice()], None);
+        let t = pool.take(
+            (1, 4),
+            120,
+            0,
+            &most,
+            Around {
+                spare: true,
+                queued: &[also.as_slice()],
+                ..Default::default()
+            },
+        );
         assert_eq!((t.reused, pool.len()), (80, 1));
-        let t = pool.take((1, 4), 120, 0, &also, true, &[], None);
+        let t = pool.take(
+            (1, 4),
+            120,
+            0,
+            &also,
+            Around {
+                spare: true,
+                ..Default::default()
+            },
+        );
         assert_eq!((t.reused, pool.len()), (80, 0));
         // without room to spare the shared opening is taken, cut down
         pool.put(filled(&kept), 0, &kept);
-        let t = pool.take((1, 4), 80, 0, &other, false, &[], None);
+        let t = pool.take(
+            (1, 4),
+            80,
+            0,
+            &other,
+            Around {
+                spare: false,
+                ..Default::default()
+            },
+        );
         assert_eq!(t.reused, 32);
         assert!(pool.is_empty());
     }
@@ -424,7 +552,7 @@ mod tests {
         let mut pool = CachePool::new(false);
         pool.put(filled(&seq(0, 40)), 0, &seq(0, 40));
         assert_eq!(pool.cached_blocks(), 0);
-        let t = pool.take((1, 4), 40, 0, &seq(0, 40), false, &[], None);
+        let t = pool.take((1, 4), 40, 0, &seq(0, 40), Around::default());
         assert_eq!((t.reused, t.cache.len(), t.cache.room()), (0, 0, 48));
     }
 
@@ -437,7 +565,7 @@ mod tests {
         }
         assert_eq!(pool.room(), 96);
         // hit the oldest: it leaves the pool, and comes back newest
-        let t = pool.take((1, 4), 32, 0, &seq(0, 40), false, &[], None);
+        let t = pool.take((1, 4), 32, 0, &seq(0, 40), Around::default());
         assert_eq!(t.reused, 32);
         pool.put(t.cache, 0, &seq(0, 40));
         // budget for two: the least recently used (1000…) goes

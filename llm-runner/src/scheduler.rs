@@ -21,7 +21,7 @@ use crate::generator::{Event, FinishReason, GeneratorConfig, Load, Stats, TokenL
 use crate::kv::KvCache;
 use crate::metrics as m;
 use crate::model::{Llama, SeqBatch};
-use crate::prefix::{CachePool, Taken};
+use crate::prefix::{Around, CachePool, Taken};
 use crate::request::GenerateRequest;
 use crate::sampling::{Choice, Sampler, StopMatcher};
 use crate::tokenizer::{GgufTokenizer, StreamDecoder};
@@ -386,9 +386,11 @@ impl Engine {
                 need,
                 job.req.cache_salt,
                 &job.prompt,
-                spare,
-                &queued,
-                running,
+                Around {
+                    spare,
+                    queued: &queued,
+                    running,
+                },
             );
             m::prefix_cache(&self.shared.model_name, job.prompt.len(), reused);
             if reused > 0 {

@@ -73,15 +73,11 @@ async fn a_shared_prefix_is_reused_and_outputs_are_unchanged() {
         repeat.prompt_tokens
     );
     assert_eq!(repeat.ids, second.ids);
-    // the first question again: the second copied the shared preamble and
-    // left the first's cache whole, so all of it is reused
+    // the first question again: the second shared most of the first's
+    // cache and took it (a continuation, not another conversation), so
+    // the preamble is what is reused
     let again = common::run(on, ask(&p, "What does a ship pay on day 4?", 24)).await;
-    assert!(
-        again.cached_tokens + 16 >= again.prompt_tokens,
-        "{} of {}",
-        again.cached_tokens,
-        again.prompt_tokens
-    );
+    assert!(again.cached_tokens >= 288, "{}", again.cached_tokens);
     assert_eq!(again.ids, first.ids);
     // the finished sequences' caches are kept right after their last event
     let kept = wait_for(|| on.load_figures().cached_blocks >= 18).await;
