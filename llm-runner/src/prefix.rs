@@ -212,6 +212,7 @@ impl CachePool {
         // kept: copy its blocks (requests sharing a preamble that arrive
         // while the first of them runs)
         if let Some((from, blocks)) = running
+            && self.enabled
             && spare
             && blocks > best.map_or(0, |b| b.0)
         {
@@ -339,6 +340,14 @@ mod tests {
             t.cache.layer(0).0[4 * KEY_BLOCK + 5],
             half::f16::from_f32(21.0)
         );
+        // not with caching off
+        let mut off = CachePool::new(false);
+        let around = Around {
+            spare: true,
+            running: Some((&running, 2)),
+            ..Default::default()
+        };
+        assert_eq!(off.take((1, 4), 60, 0, &prompt, around).reused, 0);
         // not without room to spare
         let t = pool.take(
             (1, 4),
