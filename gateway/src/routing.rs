@@ -179,8 +179,12 @@ impl Models {
                 }
                 (true, false) => {
                     anyhow::ensure!(
-                        c.scale_from_zero_wait_s.is_none() && c.routing.is_none(),
-                        "model {what}: scale_from_zero_wait_s and routing apply to runner pools"
+                        c.scale_from_zero_wait_s.is_none(),
+                        "model {what}: scale_from_zero_wait_s applies to runner pools"
+                    );
+                    anyhow::ensure!(
+                        c.routing.is_none(),
+                        "model {what}: routing applies to runner pools"
                     );
                     let name = c.name.clone().ok_or_else(|| {
                         anyhow::anyhow!("model {what}: an upstream model needs a name")

@@ -101,6 +101,14 @@ pub fn describe() {
         "vllm:kv_cache_usage_perc",
         "KV-cache tokens held / capacity, 0-1 (vLLM's name, for endpoint pickers)"
     );
+    describe_counter!(
+        "vllm:prefix_cache_queries_total",
+        "prompt tokens looked up in the prefix cache (vLLM's name)"
+    );
+    describe_counter!(
+        "vllm:prefix_cache_hits_total",
+        "prompt tokens served from the prefix cache (vLLM's name)"
+    );
 }
 
 pub fn ttft(d: Duration) {
