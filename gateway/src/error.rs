@@ -156,22 +156,9 @@ impl ApiError {
         }
     }
 
+    /// The message, owned (a refusal passed on as another's text).
     pub fn into_message(self) -> String {
-        match self {
-            Self::Invalid { message, .. }
-            | Self::Unauthorized { message }
-            | Self::Forbidden { message, .. }
-            | Self::NotFound { message, .. }
-            | Self::RequestTimeout { message }
-            | Self::Conflict { message, .. }
-            | Self::TooLarge { message, .. }
-            | Self::UnsupportedMediaType { message }
-            | Self::RateLimited { message, .. }
-            | Self::Internal { message }
-            | Self::Unavailable { message, .. }
-            | Self::Timeout { message } => message,
-            Self::MethodNotAllowed => "method not allowed on this route".into(),
-        }
+        self.message().to_owned()
     }
 
     /// When the refusing stage says to try again (429 and 503 only).
@@ -182,28 +169,6 @@ impl ApiError {
             }
             _ => None,
         }
-    }
-
-    /// The same refusal with its message prefixed (`documents[3]: …`).
-    pub fn context(self, prefix: &str) -> Self {
-        let mut e = self;
-        let m = match &mut e {
-            Self::Invalid { message, .. }
-            | Self::Unauthorized { message }
-            | Self::Forbidden { message, .. }
-            | Self::NotFound { message, .. }
-            | Self::RequestTimeout { message }
-            | Self::Conflict { message, .. }
-            | Self::TooLarge { message, .. }
-            | Self::UnsupportedMediaType { message }
-            | Self::RateLimited { message, .. }
-            | Self::Internal { message }
-            | Self::Unavailable { message, .. }
-            | Self::Timeout { message } => message,
-            Self::MethodNotAllowed => return e,
-        };
-        *m = format!("{prefix}: {m}");
-        e
     }
 }
 
@@ -478,10 +443,8 @@ mod tests {
         assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
         assert_eq!(retry_secs(Duration::from_millis(10)), 1);
         assert_eq!(
-            from_status(tonic::Status::invalid_argument("bad"))
-                .context("documents[3]")
-                .message(),
-            "documents[3]: bad"
+            from_status(tonic::Status::invalid_argument("bad")).status(),
+            StatusCode::BAD_REQUEST
         );
     }
 }

@@ -18,29 +18,11 @@ import httpx
 import openai
 
 from openai_schemas import validate
+from sdk_checks import check, raises
 
 base, key_a, key_b, fixtures, profile = sys.argv[1:6]
 a = openai.OpenAI(base_url=base + "/v1", api_key=key_a, max_retries=0)
 b = openai.OpenAI(base_url=base + "/v1", api_key=key_b, max_retries=0)
-
-
-def dump(obj):
-    return obj.model_dump(mode="json", exclude_unset=True)
-
-
-def check(schema, obj):
-    validate(schema, dump(obj))
-    return obj
-
-
-def raises(exc, fn, *args, says=None, **kw):
-    try:
-        fn(*args, **kw)
-    except exc as e:
-        if says is not None:
-            assert says in str(e), (says, str(e))
-        return e
-    raise AssertionError(f"{fn} did not raise {exc.__name__}")
 
 
 def raw_stream(key, body):
