@@ -38,26 +38,18 @@ pub async fn create(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn create_inner(st: &AppState, i: Incoming) -> ApiResult<Response> {
-    let Incoming {
-        tenant,
-        request_id,
-        session,
-        started,
-        body,
-        model,
-        target,
-        span,
-    } = i;
-    if let Target::Upstream(up) = &target {
-        let stream = crate::fields::opt_bool(&body, "stream")?.unwrap_or(false);
-        return forward(up, Endpoint::Responses, &body, stream, &request_id).await;
+    if let Target::Upstream(up) = &i.target {
+        let stream = crate::fields::opt_bool(&i.body, "stream")?.unwrap_or(false);
+        return forward(up, Endpoint::Responses, &i.body, stream, &i.request_id).await;
     }
     let (id, item_id) = run::new_ids();
-    let mut req = CreateResponse::parse(&body, item_id)?;
-    req.session = session;
-    drop(body);
+    let mut req = CreateResponse::parse(&i.body, item_id)?;
+    req.session = i.session;
+    // the parsed request is all that is needed from here: the body's
+    // budget is released
+    drop(i.body);
     let stream = req.params.stream;
-    let pending = run::start(st, tenant, model, target, id, req, started, span).await?;
+    let pending = run::start(st, i.tenant, i.model, i.target, id, req, i.started, i.span).await?;
     if !stream {
         return Ok(Json(run::collect(pending).await?).into_response());
     }

@@ -240,13 +240,8 @@ pub struct InputItemList {
     pub has_more: bool,
 }
 
-/// What `DELETE /v1/responses/{id}` returns.
-#[derive(Debug, Clone, Serialize)]
-pub struct Deleted {
-    pub id: String,
-    pub object: &'static str,
-    pub deleted: bool,
-}
+/// What `DELETE /v1/responses/{id}` returns (`object: "response"`).
+pub use crate::files::types::Deleted;
 
 /// One server-sent event of a streamed response, in the order
 /// [`super::run`] emits them; [`Sequenced`] adds `sequence_number`.
