@@ -457,6 +457,8 @@ def check_gateway_config(report, s, values, config, objects, namespace):
         report.check((wait == values["runner"]["scaleFromZeroWaitSeconds"]) if to_zero else wait is None,
                      "pools that scale to zero are standby models of the gateway (only they)",
                      f"{s}: pool {p['name']}: to_zero={to_zero} scale_from_zero_wait_s={wait}")
+        report.check((m or {}).get("routing") == p.get("routing"), "a pool's routing mode reaches its [[model]]",
+                     f"{s}: pool {p['name']}: {(m or {}).get('routing')} for {p.get('routing')}")
         if to_zero:
             so = next((o for _, o in objects if o["kind"] == "ScaledObject" and labels(o).get(POOL) == p["name"]), None)
             wake = [t for t in (so or {}).get("spec", {}).get("triggers", [])

@@ -382,6 +382,9 @@ pool at its headless Service, then upstream models, profiles, keys, aliases.
 [[model]]
 name = {{ toJson $p.servedModelName }}
 runners = [{{ printf "dns://%s:%d" (include "ragmesh.svcHost" (dict "root" $ "svc" (include "ragmesh.poolName" (dict "root" $ "pool" $p)))) (int $.Values.runner.grpcPort) | toJson }}]
+{{- with $p.routing }}
+routing = {{ toJson . }}
+{{- end }}
 {{- $as := $p.autoscaling | default dict }}
 {{- if and $as.enabled (eq ($as.mode | default "") "keda") (lt (int $as.minReplicas) 1) }}
 scale_from_zero_wait_s = {{ int $.Values.runner.scaleFromZeroWaitSeconds }}
