@@ -283,6 +283,14 @@ mod tests {
                 "applies to runner pools",
             ),
             (
+                format!("name = \"a\"\nrouting = \"prefix\"\n{up}"),
+                "routing applies to runner pools",
+            ),
+            (
+                "name = \"a\"\nrouting = \"random\"\nrunners = [\"h:1\"]\n".to_owned(),
+                "unknown variant",
+            ),
+            (
                 "name = \"a\"\n[[upstream]]\nurl = \"ftp://h/v1\"\n".to_owned(),
                 "http:// or https://",
             ),

@@ -89,14 +89,14 @@ pub struct Taken {
 
 /// Whole blocks `prompt` (but its last token, always prefilled) shares
 /// with the `held` tokens of another sequence's cache.
-pub fn shared_blocks(prompt: &[u32], held: &[u32]) -> usize {
-    let limit = prompt.len().saturating_sub(1).min(held.len()) / KEY_BLOCK;
-    (0..limit)
-        .take_while(|b| {
-            let r = b * KEY_BLOCK..(b + 1) * KEY_BLOCK;
-            prompt[r.clone()] == held[r]
-        })
+pub fn shared_blocks(prompt: &[u32], held: impl IntoIterator<Item = u32>) -> usize {
+    let last = prompt.len().saturating_sub(1);
+    prompt[..last]
+        .iter()
+        .zip(held)
+        .take_while(|(a, b)| **a == *b)
         .count()
+        / KEY_BLOCK
 }
 
 /// Chained hashes of the whole blocks of `tokens`, the chain started
@@ -317,10 +317,10 @@ mod tests {
         let held = seq(0, 50);
         let mut prompt = seq(0, 40);
         prompt.push(7);
-        assert_eq!(shared_blocks(&prompt, &held), 2);
+        assert_eq!(shared_blocks(&prompt, held.iter().copied()), 2);
         // the prompt's last token is never counted
-        assert_eq!(shared_blocks(&seq(0, 32), &held), 1);
-        assert_eq!(shared_blocks(&seq(1, 40), &held), 0);
+        assert_eq!(shared_blocks(&seq(0, 32), held.iter().copied()), 1);
+        assert_eq!(shared_blocks(&seq(1, 40), held.iter().copied()), 0);
         // copied from it when nothing kept holds as much
         let running = filled(&held);
         let mut pool = CachePool::new(true);

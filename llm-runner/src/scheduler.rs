@@ -368,16 +368,16 @@ impl Engine {
                 .map(|j| j.prompt.as_slice())
                 .collect();
             // the running sequence holding most of this prompt, if any
-            let mut held = Vec::new();
             let running = self
                 .running
                 .iter()
                 .filter(|s| s.job.req.cache_salt == job.req.cache_salt && !s.cache.is_empty())
                 .map(|s| {
-                    held.clear();
-                    let n = s.cache.len();
-                    held.extend(s.job.prompt.iter().chain(&s.generated).take(n));
-                    (&s.cache, crate::prefix::shared_blocks(&job.prompt, &held))
+                    let held = s.job.prompt.iter().chain(&s.generated).take(s.cache.len());
+                    (
+                        &s.cache,
+                        crate::prefix::shared_blocks(&job.prompt, held.copied()),
+                    )
                 })
                 .max_by_key(|(_, b)| *b)
                 .filter(|(_, b)| *b > 0);

@@ -56,8 +56,7 @@ where
         .headers()
         .get("x-session-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.chars().take(256).collect::<String>());
+        .map(str::to_owned);
     let body = crate::body::read_json(st, req, large).await?;
     let model = fields::req_str(&body, "model")?;
     let target = st.resolve(&model)?;
@@ -65,18 +64,7 @@ where
     let incoming = Incoming {
         tenant,
         request_id,
-        // read leniently: the fields' own checks are the endpoints' (an
-        // upstream model gets the body as sent)
-        session: header.or_else(|| {
-            ["safety_identifier", "user"]
-                .iter()
-                .find_map(|k| {
-                    body.get(*k)
-                        .and_then(|v| v.as_str())
-                        .filter(|s| !s.is_empty())
-                })
-                .map(|s| s.chars().take(256).collect())
-        }),
+        session: session_key(header, &body),
         started,
         body,
         model,
@@ -86,4 +74,52 @@ where
     let out = then(incoming).instrument(span.clone()).await;
     trace::on_error(&span, &out);
     out
+}
+
+/// The session key a runner pool routing by session goes by: the
+/// `x-session-id` header, else the body's `safety_identifier` or `user`;
+/// empty values are none, and at most 256 characters count. Read
+/// leniently (a non-string field is no key): the fields' own checks are
+/// the endpoints', and an upstream model gets the body as sent.
+fn session_key(header: Option<String>, body: &fields::Body) -> Option<String> {
+    let from_body = || {
+        ["safety_identifier", "user"]
+            .iter()
+            .find_map(|k| {
+                body.get(*k)
+                    .and_then(|v| v.as_str())
+                    .filter(|s| !s.trim().is_empty())
+            })
+            .map(str::to_owned)
+    };
+    header
+        .filter(|s| !s.trim().is_empty())
+        .or_else(from_body)
+        .map(|s| s.chars().take(256).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_key;
+    use crate::fields::body;
+    use serde_json::json;
+
+    #[test]
+    fn session_keys_come_from_the_header_then_the_body() {
+        let b = body(json!({"user": "u-1", "safety_identifier": "s-1"}));
+        assert_eq!(session_key(Some("h-1".into()), &b).as_deref(), Some("h-1"));
+        assert_eq!(session_key(None, &b).as_deref(), Some("s-1"));
+        // an empty header falls back to the body
+        assert_eq!(session_key(Some(" ".into()), &b).as_deref(), Some("s-1"));
+        let b = body(json!({"user": "u-1", "safety_identifier": 5}));
+        assert_eq!(session_key(None, &b).as_deref(), Some("u-1"));
+        assert_eq!(session_key(None, &body(json!({"user": ""}))), None);
+        let b = body(json!({"safety_identifier": "", "user": "u-2"}));
+        assert_eq!(session_key(None, &b).as_deref(), Some("u-2"));
+        let long = "x".repeat(1000);
+        assert_eq!(
+            session_key(Some(long), &body(json!({}))).map(|s| s.len()),
+            Some(256)
+        );
+    }
 }
