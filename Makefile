@@ -15,7 +15,7 @@ TEST_VENV ?= /var/tmp/ragmesh-test-venv
 export RAGMESH_TEST_PYTHON := $(TEST_VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-prefix bench-routing bench-gateway bench-rag-quality bench-ingest bench-overhead fmt
+.PHONY: run test models system-deps test-deps build lint bench-embedder bench-retriever bench-runner bench-prefix bench-structured bench-routing bench-gateway bench-rag-quality bench-ingest bench-overhead fmt
 
 # The quickstart profile builds in about half the time of release, with
 # Qdrant Edge unoptimised (Cargo.toml says what that costs).
@@ -60,6 +60,10 @@ bench-runner: system-deps models
 # the runner's prefix cache off vs on (multi-turn chats)
 bench-prefix: system-deps models
 	bench/prefix_cache.sh
+
+# JSON-Schema-constrained decoding vs free decoding (1 and 16 streams)
+bench-structured: system-deps models
+	bench/structured.sh
 
 # two runner replicas: least-outstanding vs prefix routing
 bench-routing: system-deps models

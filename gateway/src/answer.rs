@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::error::{ApiResult, bad_request};
 use crate::metrics as m;
 use crate::openai::params::{GenParams, SamplingDefaults};
+use crate::openai::request::Shape;
 use crate::rag::profile::{Profile, RagSpec, override_spec};
 use crate::rag::prompt;
 use crate::rag::retrieve::{citations, retrieve};
@@ -89,6 +90,8 @@ pub struct AnswerRequest {
     pub plan: Plan,
     pub question: Question,
     pub params: GenParams,
+    /// Response format, tools, and the tool parts of the turns.
+    pub shape: Shape,
     /// Prefix of the answer's id (`chatcmpl`, `cmpl`, `resp`).
     pub id_prefix: &'static str,
     /// The caller's session key (`x-session-id`, `safety_identifier` or
@@ -119,6 +122,7 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
         plan,
         question,
         params,
+        shape,
         id_prefix,
         session,
     } = req;
@@ -181,6 +185,9 @@ pub async fn answer(st: &Inner, req: AnswerRequest, span: tracing::Span) -> ApiR
     let in_flight = m::InFlight::new(&model);
     let mut gen_req = params.request(input, &defaults, &id);
     gen_req.cache_salt = cache_salt(&tenant);
+    gen_req.format = shape.format;
+    gen_req.tools = shape.tools;
+    gen_req.history = shape.history;
     let events = llm
         .generate(gen_req, &route)
         .instrument(trace::generate_span(llm.model_id()))

@@ -9,7 +9,7 @@
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use ragmesh_llm_runner::{Event, FinishReason};
+use ragmesh_llm_runner::Event;
 use ragmesh_telemetry::otel::genai;
 use tracing::Span;
 
@@ -43,13 +43,6 @@ pub fn record_params(span: &Span, p: &GenParams) {
     }
 }
 
-fn finish_name(f: FinishReason) -> &'static str {
-    match f {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-    }
-}
-
 /// Passes `events` through, recording on `span` the response's id and
 /// model, and at the end its finish reason and usage (the same numbers
 /// the response's `usage` reports) or its error. The span lives as long
@@ -78,10 +71,10 @@ pub fn traced(
                 if let Some(t) = text.take() {
                     let out = serde_json::json!([{"role": "assistant",
                         "parts": [{"type": "text", "content": t}],
-                        "finish_reason": finish_name(*finish)}]);
+                        "finish_reason": finish.as_str()}]);
                     genai::set(&span, genai::OUTPUT_MESSAGES, out.to_string());
                 }
-                genai::finish_reasons(&span, &[finish_name(*finish)]);
+                genai::finish_reasons(&span, &[finish.as_str()]);
                 genai::set(&span, genai::INPUT_TOKENS, *prompt_tokens as i64);
                 genai::set(&span, genai::OUTPUT_TOKENS, *completion_tokens as i64);
             }

@@ -9,11 +9,13 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 use crate::error::{GenError, Result};
+use crate::grammar::Grammars;
 use crate::model::Llama;
 use crate::request::{self, GenerateRequest, Input};
 use crate::scheduler::{Engine, Job, Shared};
 use crate::template::ChatTemplate;
 use crate::tokenizer::GgufTokenizer;
+use crate::tools::{CallDelta, CallStream, ToolChoice, ToolHistory, Tools};
 
 #[derive(Debug, Clone)]
 pub struct GeneratorConfig {
@@ -59,6 +61,8 @@ pub struct ModelInfo {
     pub context_length: usize,
     pub vocab_size: usize,
     pub has_chat_template: bool,
+    /// The chat template renders `tools` itself.
+    pub template_has_tools: bool,
     pub max_sequences: usize,
     pub max_batched_tokens: usize,
 }
@@ -67,6 +71,19 @@ pub struct ModelInfo {
 pub enum FinishReason {
     Stop,
     Length,
+    /// The answer is function calls.
+    ToolCalls,
+}
+
+impl FinishReason {
+    /// OpenAI's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +101,8 @@ pub enum Event {
         text: String,
         token_ids: Vec<u32>,
         logprobs: Vec<TokenLogprob>,
+        /// Function calls as they stream (see [`crate::tools`]).
+        tool_calls: Vec<CallDelta>,
     },
     Done {
         finish: FinishReason,
@@ -121,6 +140,9 @@ pub struct Generator {
     shared: Arc<Shared>,
     tokenizer: Arc<GgufTokenizer>,
     template: Arc<ChatTemplate>,
+    /// Response formats and tool calls as grammars (`None`: the model's
+    /// vocabulary could not be prepared; constrained requests are refused).
+    grammars: Option<Arc<Grammars>>,
     info: Arc<ModelInfo>,
     window: usize,
     /// The most text bytes one token stands for (the longest vocabulary
@@ -161,6 +183,7 @@ impl Generator {
             context_length: window,
             vocab_size: model.cfg.vocab_size,
             has_chat_template: template.from_model,
+            template_has_tools: template.native_tools,
             max_sequences: cfg.max_sequences,
             max_batched_tokens: cfg.max_batched_tokens,
         };
@@ -172,6 +195,13 @@ impl Generator {
             .unwrap_or(1)
             .max(1);
         let tokenizer = Arc::new(tokenizer);
+        let grammars = match Grammars::new(tokenizer.clone(), model.cfg.vocab_size) {
+            Ok(g) => Some(Arc::new(g)),
+            Err(e) => {
+                tracing::warn!(error = %e, "constrained output unavailable");
+                None
+            }
+        };
         let shared = Arc::new(Shared::new(
             cfg.max_sequences,
             cfg.kv_cache_tokens,
@@ -190,6 +220,7 @@ impl Generator {
             shared,
             tokenizer,
             template: Arc::new(template),
+            grammars,
             info: Arc::new(info),
             window,
             max_token_bytes,
@@ -202,14 +233,30 @@ impl Generator {
         &self.info
     }
 
+    /// The grammar engine (`None`: constrained output is unavailable).
+    pub fn grammars(&self) -> Option<&Grammars> {
+        self.grammars.as_deref()
+    }
+
     pub fn tokenizer(&self) -> &GgufTokenizer {
         &self.tokenizer
     }
 
     /// The prompt text a request's input becomes.
     pub fn render(&self, input: &Input) -> Result<String> {
+        self.render_tools(input, None, &ToolHistory::default())
+    }
+
+    /// [`Self::render`] with the tools offered and the tool parts of the
+    /// turns ([`ChatTemplate::render_tools`]).
+    pub fn render_tools(
+        &self,
+        input: &Input,
+        tools: Option<&Tools>,
+        history: &ToolHistory,
+    ) -> Result<String> {
         match input {
-            Input::Chat(m) => self.template.render(m),
+            Input::Chat(m) => self.template.render_tools(m, tools, history),
             Input::Prompt(p) => Ok(p.clone()),
         }
     }
@@ -217,7 +264,10 @@ impl Generator {
     /// Tokenizes a request's input. CPU-bound (about a second per MB of
     /// text): async callers use [`Self::tokenize_blocking`].
     pub fn tokenize(&self, input: &Input, add_special: bool) -> Result<Vec<u32>> {
-        let text = self.render(input)?;
+        self.tokenize_text(input, self.render(input)?, add_special)
+    }
+
+    fn tokenize_text(&self, input: &Input, text: String, add_special: bool) -> Result<Vec<u32>> {
         let bound = self.window.saturating_mul(self.max_token_bytes);
         if text.len() > bound {
             return Err(GenError::invalid(format!(
@@ -259,7 +309,9 @@ impl Generator {
     /// next engine step).
     pub fn generate(&self, req: GenerateRequest) -> Result<mpsc::UnboundedReceiver<Event>> {
         let stops = request::validate(&req)?;
-        let prompt = self.tokenize(&req.input, true)?;
+        let (constraint, calls) = self.constrain(&req)?;
+        let text = self.render_tools(&req.input, req.tools.as_ref(), &req.history)?;
+        let prompt = self.tokenize_text(&req.input, text, true)?;
         if prompt.is_empty() {
             return Err(GenError::invalid("the prompt is empty"));
         }
@@ -282,7 +334,12 @@ impl Generator {
             });
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let job = Job::new(req, stops, prompt, max_tokens, tx);
+        let mut req = req;
+        if constraint.is_some() {
+            // a guard that cuts the answer short would cut the JSON
+            req.stop_on_repeat = false;
+        }
+        let job = Job::new(req, stops, prompt, max_tokens, tx).constrained(constraint, calls);
         if self.jobs.try_send(job).is_err() {
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(GenError::Overloaded {
@@ -295,6 +352,36 @@ impl Generator {
             self.shared.waiting.load(Ordering::Acquire),
         );
         Ok(rx)
+    }
+
+    /// The grammar a request's output is held to, and the reader of its
+    /// calls when it offers tools.
+    fn constrain(
+        &self,
+        req: &GenerateRequest,
+    ) -> Result<(Option<crate::grammar::Constraint>, Option<CallStream>)> {
+        let tools = req.tools.as_ref().filter(|t| t.active());
+        if req.format == request::OutputFormat::Text && tools.is_none() {
+            return Ok((None, None));
+        }
+        if matches!(req.input, Input::Prompt(_)) && tools.is_some() {
+            return Err(GenError::invalid(
+                "tools need a chat (messages), not a prompt",
+            ));
+        }
+        if req.ignore_eos {
+            return Err(GenError::invalid(
+                "ignore_eos cannot be combined with response_format or tools: the grammar decides where the answer ends",
+            ));
+        }
+        let Some(g) = &self.grammars else {
+            return Err(GenError::invalid(
+                "this model's vocabulary does not support constrained output",
+            ));
+        };
+        let constraint = g.compile(&req.format, tools)?;
+        let calls = tools.map(|t| CallStream::new(t.choice != ToolChoice::Auto));
+        Ok((constraint, calls))
     }
 
     pub fn load_figures(&self) -> Load {

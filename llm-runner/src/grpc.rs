@@ -59,12 +59,7 @@ impl From<GenError> for Status {
 }
 
 fn chat_input(c: pb::ChatMessages) -> Input {
-    Input::Chat(
-        c.messages
-            .into_iter()
-            .map(|m| (m.role, m.content))
-            .collect(),
-    )
+    Input::Chat(crate::contract::chat_from_pb(c).0)
 }
 
 fn input_of(chat: Option<pb::ChatMessages>, text: Option<String>) -> Result<Input, Status> {
@@ -97,7 +92,16 @@ fn delta_of(ev: Event) -> Result<pb::GenerateDelta, Status> {
             text,
             token_ids,
             logprobs,
+            tool_calls,
         } => Ok(pb::GenerateDelta {
+            tool_calls: tool_calls
+                .into_iter()
+                .map(|c| pb::ToolCallDelta {
+                    index: c.index,
+                    name: c.name,
+                    arguments: c.arguments,
+                })
+                .collect(),
             text,
             token_ids,
             logprobs: logprobs
@@ -129,6 +133,7 @@ fn delta_of(ev: Event) -> Result<pb::GenerateDelta, Status> {
             finish_reason: match finish {
                 FinishReason::Stop => pb::FinishReason::Stop as i32,
                 FinishReason::Length => pb::FinishReason::Length as i32,
+                FinishReason::ToolCalls => pb::FinishReason::ToolCalls as i32,
             },
             usage: Some(pb::GenerateUsage {
                 prompt_tokens: prompt_tokens as u32,
@@ -151,8 +156,14 @@ impl LlmRunner for RunnerGrpc {
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let r = req.into_inner();
         self.check_model(&r.model)?;
+        let (format, tools) = crate::contract::constraints_from_pb(&r)?;
+        let mut history = crate::tools::ToolHistory::default();
         let input = match r.input {
-            Some(pb::generate_request::Input::Chat(c)) => chat_input(c),
+            Some(pb::generate_request::Input::Chat(c)) => {
+                let (turns, h) = crate::contract::chat_from_pb(c);
+                history = h;
+                Input::Chat(turns)
+            }
             Some(pb::generate_request::Input::Prompt(p)) => Input::Prompt(p),
             None => {
                 return Err(Status::invalid_argument(
@@ -171,6 +182,9 @@ impl LlmRunner for RunnerGrpc {
             ignore_eos: r.ignore_eos,
             stop_on_repeat: r.stop_on_repeat,
             cache_salt: r.cache_salt,
+            format,
+            tools,
+            history,
         };
         let span = crate::trace::generate_span(&g, &self.core.info().model_id);
         let mut rx = self
@@ -246,6 +260,8 @@ impl LlmRunner for RunnerGrpc {
             max_sequences: i.max_sequences as u32,
             max_batched_tokens: i.max_batched_tokens as u32,
             has_chat_template: i.has_chat_template,
+            contract_version: crate::contract::CONTRACT_VERSION,
+            template_has_tools: i.template_has_tools,
         }))
     }
 

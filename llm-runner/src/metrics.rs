@@ -135,11 +135,8 @@ pub fn generation_tokens(n: u64) {
 
 pub fn finished(e2e: Duration, _prompt: usize, finish: FinishReason) {
     histogram!("ragmesh_llm_e2e_request_latency_seconds").record(e2e.as_secs_f64());
-    let reason = match finish {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-    };
-    counter!("ragmesh_llm_request_success_total", "finished_reason" => reason).increment(1);
+    counter!("ragmesh_llm_request_success_total", "finished_reason" => finish.as_str())
+        .increment(1);
 }
 
 /// A queued request refused for waiting longer than the queue deadline.

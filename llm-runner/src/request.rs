@@ -3,6 +3,7 @@
 
 use crate::error::{GenError, Result};
 use crate::sampling::SamplingParams;
+use crate::tools::{ToolHistory, Tools};
 
 pub const MAX_STOP_SEQUENCES: usize = 16;
 pub const MAX_STOP_BYTES: usize = 256;
@@ -14,6 +15,27 @@ pub enum Input {
     Chat(Vec<(String, String)>),
     /// Used as is (no template, no BOS unless the model asks for one).
     Prompt(String),
+}
+
+/// The shape the output must have (OpenAI's `response_format`, plus
+/// vLLM's regex and grammar options), enforced token by token
+/// ([`crate::grammar`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against `schema` (`strict`: unsupported keywords are
+    /// refused, never ignored).
+    JsonSchema {
+        name: String,
+        schema: serde_json::Value,
+    },
+    /// Text the whole of which matches this regular expression.
+    Regex(String),
+    /// A Lark grammar in llguidance's dialect.
+    Lark(String),
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +59,11 @@ pub struct GenerateRequest {
     /// Prefix-cache isolation (vLLM's `cache_salt`): cached blocks are
     /// reused only by requests with the same salt (0: the shared cache).
     pub cache_salt: u64,
+    pub format: OutputFormat,
+    /// Functions the model may call (`None`: no tools).
+    pub tools: Option<Tools>,
+    /// The tool calls and results of the conversation's turns.
+    pub history: ToolHistory,
 }
 
 impl GenerateRequest {
@@ -55,6 +82,9 @@ impl GenerateRequest {
             ignore_eos: false,
             stop_on_repeat: false,
             cache_salt: 0,
+            format: OutputFormat::Text,
+            tools: None,
+            history: ToolHistory::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::GenError;
 use crate::generator::{Event, FinishReason, GeneratorConfig, Load, Stats, TokenLogprob};
+use crate::grammar::Constraint;
 use crate::kv::KvCache;
 use crate::metrics as m;
 use crate::model::{Llama, SeqBatch};
@@ -25,6 +26,7 @@ use crate::prefix::{Around, CachePool, Taken};
 use crate::request::GenerateRequest;
 use crate::sampling::{Choice, Sampler, StopMatcher};
 use crate::tokenizer::{GgufTokenizer, StreamDecoder};
+use crate::tools::CallStream;
 
 pub struct Shared {
     pub(crate) waiting: AtomicUsize,
@@ -120,6 +122,10 @@ pub struct Job {
     /// The request's span (the caller's, current at `generate`): the
     /// engine adds its timings to it as span events.
     span: tracing::Span,
+    /// The output's grammar, if constrained.
+    grammar: Option<Constraint>,
+    /// The reader of function calls, if tools are offered.
+    calls: Option<CallStream>,
 }
 
 impl Job {
@@ -138,7 +144,15 @@ impl Job {
             tx,
             arrived: Instant::now(),
             span: tracing::Span::current(),
+            grammar: None,
+            calls: None,
         }
+    }
+
+    pub fn constrained(mut self, grammar: Option<Constraint>, calls: Option<CallStream>) -> Self {
+        self.grammar = grammar;
+        self.calls = calls;
+        self
     }
 }
 
@@ -159,6 +173,8 @@ struct Seq {
     admitted: Instant,
     /// Prompt positions its cache held when admitted (a prefix-cache hit).
     cached: usize,
+    grammar: Option<Constraint>,
+    calls: Option<CallStream>,
 }
 
 impl Seq {
@@ -343,7 +359,7 @@ impl Engine {
             if self.reserved + need > self.kv_capacity {
                 break; // FIFO: wait for memory rather than starve big requests
             }
-            let Some(job) = self.waiting.pop_front() else {
+            let Some(mut job) = self.waiting.pop_front() else {
                 break;
             };
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -398,6 +414,8 @@ impl Engine {
             }
             self.trim_pool();
             self.running.push(Seq {
+                grammar: job.grammar.take(),
+                calls: job.calls.take(),
                 cache,
                 prefilled: reused,
                 cached: reused,
@@ -444,6 +462,9 @@ impl Engine {
         let t0 = Instant::now();
         let result = {
             let mut batch: Vec<SeqBatch<'_>> = Vec::with_capacity(plan.len());
+            // the grammars of sequences that sample this step: their masks
+            // are computed while the forward runs
+            let mut masks: Vec<&mut Constraint> = Vec::new();
             let mut p = plan.iter().peekable();
             for (i, s) in self.running.iter_mut().enumerate() {
                 let Some(&&(_, from, to)) = p.peek().filter(|x| x.0 == i) else {
@@ -451,8 +472,18 @@ impl Engine {
                 };
                 p.next();
                 let Seq {
-                    job, cache, next, ..
+                    job,
+                    cache,
+                    next,
+                    grammar,
+                    ..
                 } = s;
+                if let Some(g) = grammar
+                    .as_mut()
+                    .filter(|_| from == to || to == job.prompt.len())
+                {
+                    masks.push(g);
+                }
                 if from == to {
                     if let Some(t) = next.as_ref() {
                         batch.push(SeqBatch {
@@ -469,7 +500,12 @@ impl Engine {
                     });
                 }
             }
-            self.model.forward(&mut batch)
+            let model = &mut self.model;
+            let (result, ()) = rayon::join(
+                || model.forward(&mut batch),
+                || masks.par_iter_mut().for_each(|g| g.prepare()),
+            );
+            result
         };
         let elapsed = t0.elapsed();
         self.shared.steps.fetch_add(1, Ordering::AcqRel);
@@ -520,13 +556,30 @@ impl Engine {
                     .req
                     .logprobs
                     .then_some(s.job.req.top_logprobs as usize);
-                match logits.as_mut() {
-                    Some(l) => {
-                        let choice = s.sampler.sample(l, report);
-                        emit(tok, s, choice)
-                    }
-                    None => false,
+                let Some(l) = logits.as_mut() else {
+                    return false;
+                };
+                if let Some(g) = s.grammar.as_mut()
+                    && let Err(e) = g.apply(l)
+                {
+                    let _ = s.job.tx.send(Event::Error(e));
+                    return true;
                 }
+                let choice = s.sampler.sample(l, report);
+                // an end token is not fed: it ends the sequence either way
+                let complete = match s.grammar.as_mut() {
+                    Some(g) if !tok.stop_ids.contains(&choice.token) => {
+                        match g.accept(choice.token) {
+                            Ok(done) => done,
+                            Err(e) => {
+                                let _ = s.job.tx.send(Event::Error(e));
+                                return true;
+                            }
+                        }
+                    }
+                    _ => false,
+                };
+                emit(tok, s, choice, complete)
             })
             .collect();
         if finished.contains(&true) {
@@ -540,10 +593,11 @@ impl Engine {
     }
 }
 
-/// Streams sequence `s`'s sampled token; true when the sequence finished.
-/// Sequences emit in parallel (each has its own decoder, stop matcher and
-/// channel), in the pass that samples them.
-fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
+/// Streams sequence `s`'s sampled token; true when the sequence finished
+/// (`complete`: its grammar allows nothing more). Sequences emit in
+/// parallel (each has its own decoder, stop matcher and channel), in the
+/// pass that samples them.
+fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice, complete: bool) -> bool {
     let want_lp = s.job.req.logprobs;
     let now = Instant::now();
     match s.last_token_at {
@@ -577,10 +631,10 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
         let piece = s.decoder.push(bytes);
         let (out, hit) = s.stop.push(&piece);
         text = out;
-        stopped = hit;
+        stopped = hit || complete;
     }
     let length = !stopped && s.generated.len() >= s.job.max_tokens;
-    if length || is_eos {
+    if length || is_eos || complete {
         // the end: what the decoder and the stop matcher still hold is
         // text of the answer (a partial stop sequence that never
         // completed, the last sentence the repeat guard was watching)
@@ -604,7 +658,18 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
     } else {
         Vec::new()
     };
+    let mut tool_calls = Vec::new();
+    if let Some(c) = s.calls.as_mut() {
+        let mut parsed = c.push(&text);
+        if stopped || length {
+            let rest = c.finish();
+            parsed.text.push_str(&rest.text);
+        }
+        text = parsed.text;
+        tool_calls = parsed.calls;
+    }
     let delta = Event::Delta {
+        tool_calls,
         text,
         token_ids: if is_eos {
             Vec::new()
@@ -618,6 +683,8 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice) -> bool {
     if stopped || length {
         let finish = if length {
             FinishReason::Length
+        } else if s.calls.as_ref().is_some_and(|c| c.calls() > 0) {
+            FinishReason::ToolCalls
         } else {
             FinishReason::Stop
         };

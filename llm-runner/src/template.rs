@@ -11,15 +11,19 @@
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value, context};
 
 use crate::error::{GenError, Result};
+use crate::tools::{self, ToolHistory, Tools};
 
 const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 /// Roles accepted in `messages`.
-pub const ROLES: &[&str] = &["system", "user", "assistant"];
+pub const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
 
 pub struct ChatTemplate {
     env: Environment<'static>,
     pub from_model: bool,
+    /// The template renders `tools` itself (it names the variable); else
+    /// the generic tool prompt ([`tools::generic_prompt`]) is used.
+    pub native_tools: bool,
     bos: String,
     eos: String,
 }
@@ -78,11 +82,13 @@ impl ChatTemplate {
         env.set_fuel(Some(5_000_000));
         let from_model = source.is_some();
         let src = source.unwrap_or_else(|| CHATML.to_owned());
+        let native_tools = src.contains("tools");
         env.add_template_owned("chat", src)
             .map_err(|e| GenError::Model(format!("chat template does not parse: {e}")))?;
         Ok(Self {
             env,
             from_model,
+            native_tools,
             bos,
             eos,
         })
@@ -90,6 +96,22 @@ impl ChatTemplate {
 
     /// Renders `(role, content)` messages with the generation prompt.
     pub fn render(&self, messages: &[(String, String)]) -> Result<String> {
+        self.render_tools(messages, None, &ToolHistory::default())
+    }
+
+    /// [`Self::render`] with the tools offered (when `tools` is active) and
+    /// the calls and results of earlier turns: through the template's own
+    /// `tools` variable and message fields when it has them (the
+    /// Hugging Face convention: `tool_calls[].function.arguments` an
+    /// object, `tool_call_id` on tool turns), else as plain text (the
+    /// generic tool prompt at the top of the system turn, calls in the
+    /// assistant's text, results as `<tool_response>` user turns).
+    pub fn render_tools(
+        &self,
+        messages: &[(String, String)],
+        offered: Option<&Tools>,
+        history: &ToolHistory,
+    ) -> Result<String> {
         if messages.is_empty() {
             return Err(GenError::invalid("messages must not be empty"));
         }
@@ -101,10 +123,66 @@ impl ChatTemplate {
                 )));
             }
         }
-        let msgs: Vec<Value> = messages
-            .iter()
-            .map(|(r, c)| context! { role => r, content => c })
-            .collect();
+        let offered = offered.filter(|t| t.active());
+        let mut msgs: Vec<Value> = Vec::with_capacity(messages.len() + 1);
+        let mut system_prefix = match offered {
+            Some(t) if !self.native_tools => Some(tools::generic_prompt(t)),
+            _ => None,
+        };
+        if let Some(p) = system_prefix.take_if(|_| messages[0].0 != "system") {
+            msgs.push(context! { role => "system", content => p });
+        }
+        for (i, (r, c)) in messages.iter().enumerate() {
+            let calls = history.calls_of(i);
+            if self.native_tools {
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .map(|k| {
+                        let args: serde_json::Value =
+                            serde_json::from_str(&k.arguments).unwrap_or_default();
+                        Value::from(minijinja::value::Serde(serde_json::json!({
+                            "id": k.id,
+                            "type": "function",
+                            "function": {"name": k.name, "arguments": args},
+                        })))
+                    })
+                    .collect();
+                let id = history.result_of(i);
+                msgs.push(if calls.is_empty() {
+                    context! { role => r, content => c, tool_call_id => id }
+                } else {
+                    context! { role => r, content => c, tool_calls => calls }
+                });
+                continue;
+            }
+            let mut content = match system_prefix.take_if(|_| i == 0) {
+                Some(p) if !c.is_empty() => format!("{p}\n\n{c}"),
+                Some(p) => p,
+                None => c.clone(),
+            };
+            let role = if r == "tool" {
+                content = tools::generic_result(&content);
+                "user"
+            } else {
+                r.as_str()
+            };
+            for k in calls {
+                if !content.is_empty() {
+                    content.push('\n');
+                }
+                content.push_str(&tools::call_text(&k.name, &k.arguments));
+            }
+            msgs.push(context! { role => role, content => content });
+        }
+        let tools_value = match offered {
+            Some(t) if self.native_tools => Value::from(minijinja::value::Serde(
+                t.functions
+                    .iter()
+                    .map(tools::function_json)
+                    .collect::<Vec<_>>(),
+            )),
+            _ => Value::from(()),
+        };
         let tmpl = self
             .env
             .get_template("chat")
@@ -114,7 +192,7 @@ impl ChatTemplate {
             add_generation_prompt => true,
             bos_token => self.bos.clone(),
             eos_token => self.eos.clone(),
-            tools => Value::from(()),
+            tools => tools_value,
         })
         .map_err(|e| match e.kind() {
             // raise_exception: the template rejects this conversation
@@ -145,6 +223,68 @@ mod tests {
             t.render(&[m("robot", "x")]),
             Err(GenError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn tools_render_natively_or_as_the_generic_prompt() {
+        use crate::tools::{FunctionTool, ToolCall, ToolChoice};
+        let tools = Tools {
+            functions: vec![FunctionTool {
+                name: "get_weather".into(),
+                description: "Weather in a city".into(),
+                parameters: None,
+            }],
+            choice: ToolChoice::Auto,
+            parallel: true,
+        };
+        let history = ToolHistory {
+            calls: vec![(
+                1,
+                vec![ToolCall {
+                    id: "call_1".into(),
+                    name: "get_weather".into(),
+                    arguments: "{\"city\": \"Paris\"}".into(),
+                }],
+            )],
+            results: vec![(2, "call_1".into())],
+        };
+        let turns = [
+            m("user", "weather?"),
+            m("assistant", ""),
+            m("tool", "sunny"),
+        ];
+        let generic =
+            ChatTemplate::new(None, String::new(), String::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!generic.native_tools);
+        let s = generic
+            .render_tools(&turns, Some(&tools), &history)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.starts_with("<|im_start|>system\n# Tools"), "{s}");
+        assert!(s.contains("<|im_start|>assistant\n<tool_call>\n{\"arguments\":{\"city\":\"Paris\"},\"name\":\"get_weather\"}\n</tool_call><|im_end|>"), "{s}");
+        assert!(
+            s.contains("<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>"),
+            "{s}"
+        );
+        let src = "{% for t in tools or [] %}T:{{ t.function.name }};{% endfor %}{% for m in messages %}{{ m.role }}:{{ m.content }}{% for c in m.tool_calls or [] %}[{{ c.function.name }}({{ c.function.arguments.city }})]{% endfor %}{% if m.tool_call_id %}<{{ m.tool_call_id }}>{% endif %};{% endfor %}";
+        let native = ChatTemplate::new(Some(src.into()), String::new(), String::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(native.native_tools);
+        let s = native
+            .render_tools(&turns, Some(&tools), &history)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s,
+            "T:get_weather;user:weather?;assistant:[get_weather(Paris)];tool:sunny<call_1>;"
+        );
+        // tool_choice none: the tools are not offered
+        let none = Tools {
+            choice: ToolChoice::None,
+            ..tools
+        };
+        let s = native
+            .render_tools(&turns[..1], Some(&none), &ToolHistory::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s, "user:weather?;");
     }
 
     #[test]

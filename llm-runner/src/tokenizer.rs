@@ -31,6 +31,8 @@ pub struct GgufTokenizer {
     /// Bytes each token stands for when decoded (control tokens: none).
     bytes: Vec<Vec<u8>>,
     pub tokens: Vec<String>,
+    /// GGUF token types (1 normal, 3 control, 4 user-defined...).
+    types: Vec<u32>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     /// Token ids that end generation (eos, `<|im_end|>`, `<|eot_id|>`...).
@@ -166,6 +168,7 @@ impl GgufTokenizer {
             inner,
             bytes,
             tokens,
+            types,
             bos: id("tokenizer.ggml.bos_token_id"),
             eos,
             stop_ids,
@@ -189,6 +192,18 @@ impl GgufTokenizer {
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
+    }
+
+    /// The text of a special token (control, or user-defined in angle
+    /// brackets like `<tool_call>`): a grammar names it as one token,
+    /// never as text.
+    pub fn special_text(&self, id: u32) -> Option<&str> {
+        let t = self.tokens.get(id as usize)?;
+        match self.types.get(id as usize).copied() {
+            Some(TYPE_CONTROL) => Some(t),
+            Some(TYPE_USER_DEFINED) if t.starts_with('<') && t.ends_with('>') => Some(t),
+            _ => None,
+        }
     }
 
     pub fn token_bytes(&self, id: u32) -> &[u8] {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ragmesh_telemetry::otel::{KeyValue, genai};
 use tracing::Span;
 
-use crate::generator::{Event, FinishReason};
+use crate::generator::Event;
 use crate::request::{GenerateRequest, Input};
 
 pub fn generate_span(req: &GenerateRequest, model: &str) -> Span {
@@ -50,11 +50,7 @@ pub fn record_event(span: &Span, ev: &Event) {
             completion_tokens,
             ..
         } => {
-            let f = match finish {
-                FinishReason::Stop => "stop",
-                FinishReason::Length => "length",
-            };
-            genai::finish_reasons(span, &[f]);
+            genai::finish_reasons(span, &[finish.as_str()]);
             genai::set(span, genai::INPUT_TOKENS, *prompt_tokens as i64);
             genai::set(span, genai::OUTPUT_TOKENS, *completion_tokens as i64);
         }

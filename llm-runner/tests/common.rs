@@ -40,19 +40,31 @@ pub struct Output {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub cached_tokens: usize,
+    /// Function calls reassembled: `(name, arguments)` by index.
+    pub calls: Vec<(String, String)>,
 }
 
 /// Runs a request to the end.
 pub async fn run(g: &Generator, req: GenerateRequest) -> Output {
     let mut rx = g.generate(req).unwrap_or_else(|e| panic!("generate: {e}"));
     let (mut text, mut ids) = (String::new(), Vec::new());
+    let mut calls: Vec<(String, String)> = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Delta {
-                text: t, token_ids, ..
+                text: t,
+                token_ids,
+                tool_calls,
+                ..
             } => {
                 text.push_str(&t);
                 ids.extend(token_ids);
+                for c in tool_calls {
+                    match calls.get_mut(c.index as usize) {
+                        Some(call) => call.1.push_str(&c.arguments),
+                        None => calls.push((c.name, c.arguments)),
+                    }
+                }
             }
             Event::Done {
                 finish,
@@ -67,6 +79,7 @@ pub async fn run(g: &Generator, req: GenerateRequest) -> Output {
                     prompt_tokens,
                     completion_tokens,
                     cached_tokens,
+                    calls,
                 };
             }
             Event::Error(e) => panic!("generation failed: {e}"),

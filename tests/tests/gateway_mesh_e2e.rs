@@ -13,7 +13,7 @@ use ragmesh_tests::routing::{
     gateway, gateway_over_runners, metric, metrics_of, post, runner, sse_content,
 };
 use ragmesh_tests::services;
-use serde_json::json;
+use serde_json::{Value, json};
 
 async fn generation_tokens(http: &reqwest::Client, runner: &Service) -> f64 {
     metric(http, runner, "ragmesh_llm_generation_tokens_total")
@@ -165,6 +165,47 @@ async fn mesh_gateway_runs_rag_over_remote_stages() {
         .as_str()
         .unwrap_or_default();
     assert!(text.contains("742"), "{text}");
+    // a schema and a tool call travel in the gRPC contract: the remote
+    // runner enforces them (after retrieval, on the RAG profile)
+    let ask =
+        json!([{"role": "user", "content": "At what temperature does the Zorblax reactor run?"}]);
+    let (status, _, shaped) = post(
+        &http,
+        url("/v1/chat/completions"),
+        json!({"model": "facts", "max_tokens": 120, "messages": ask,
+               "response_format": {"type": "json_schema", "json_schema": {"name": "fact", "strict": true,
+                   "schema": {"type": "object", "properties": {"kelvin": {"type": "integer"}, "place": {"type": "string"}},
+                              "required": ["kelvin", "place"]}}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{shaped}");
+    let text = shaped["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(
+        v["kelvin"].is_i64() && v["place"].is_string() && v.as_object().map_or(0, |o| o.len()) == 2,
+        "{text}"
+    );
+    let (status, _, called) = post(
+        &http,
+        url("/v1/chat/completions"),
+        json!({"model": "facts", "max_tokens": 120, "messages": ask, "tool_choice": "required",
+               "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {
+                   "type": "object", "properties": {"reactor": {"type": "string"}}, "required": ["reactor"]}}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{called}");
+    assert_eq!(
+        called["choices"][0]["finish_reason"], "tool_calls",
+        "{called}"
+    );
+    let call = &called["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "lookup", "{called}");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}: {called}"));
+    assert!(args["reactor"].is_string(), "{called}");
     // the retriever process holds the data
     let count = metrics_of(&http, &retriever).await;
     assert!(

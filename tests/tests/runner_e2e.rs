@@ -34,6 +34,7 @@ fn chat(content: &str, max_tokens: Option<u32>) -> pb::GenerateRequest {
             messages: vec![pb::ChatMessage {
                 role: "user".into(),
                 content: content.into(),
+                ..Default::default()
             }],
         })),
         sampling: Some(pb::SamplingParams {
@@ -174,6 +175,7 @@ async fn bad_input_gets_invalid_argument_and_serving_continues() {
     let msg = |role: &str, content: &str| pb::ChatMessage {
         role: role.into(),
         content: content.into(),
+        ..Default::default()
     };
     let with = |f: &dyn Fn(&mut pb::GenerateRequest)| {
         let mut r = chat("hi", Some(8));
@@ -207,6 +209,50 @@ async fn bad_input_gets_invalid_argument_and_serving_continues() {
             }),
             Code::InvalidArgument,
             "role",
+        ),
+        (
+            "schema that is not JSON",
+            with(&|r| {
+                r.response_format = Some(pb::ResponseFormat {
+                    format: Some(pb::response_format::Format::JsonSchema(
+                        pb::response_format::JsonSchema {
+                            name: "x".into(),
+                            schema: "{not json".into(),
+                        },
+                    )),
+                })
+            }),
+            Code::InvalidArgument,
+            "response_format.json_schema.schema is not valid JSON",
+        ),
+        (
+            "unsupported schema keyword",
+            with(&|r| {
+                r.response_format = Some(pb::ResponseFormat {
+                    format: Some(pb::response_format::Format::JsonSchema(
+                        pb::response_format::JsonSchema {
+                            name: "x".into(),
+                            schema: r#"{"type": "array", "uniqueItems": true}"#.into(),
+                        },
+                    )),
+                })
+            }),
+            Code::InvalidArgument,
+            "\"uniqueItems\"",
+        ),
+        (
+            "tool_choice names an unknown function",
+            with(&|r| {
+                r.tools = vec![pb::FunctionTool {
+                    name: "f".into(),
+                    ..Default::default()
+                }];
+                r.tool_choice = Some(pb::ToolChoice {
+                    choice: Some(pb::tool_choice::Choice::Function("g".into())),
+                });
+            }),
+            Code::InvalidArgument,
+            "'g'",
         ),
         (
             "zero max_tokens",

@@ -7,14 +7,16 @@
 //! and a silent restart elsewhere would repeat them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use ragmesh_llm_runner::generator::TokenLogprob;
-use ragmesh_llm_runner::{Event, FinishReason, GenError, GenerateRequest, Input};
+use ragmesh_llm_runner::{
+    CallDelta, Event, FinishReason, GenError, GenerateRequest, Input, contract,
+};
 use ragmesh_proto::v1 as pb;
 use ragmesh_proto::v1::llm_runner_client::LlmRunnerClient;
 use tonic::{Code, Status};
@@ -29,6 +31,9 @@ pub struct RemoteRunner {
     model_id: String,
     /// 0 until a replica has described the model (a standby pool).
     context_length: AtomicUsize,
+    /// The replicas' contract version (`u32::MAX` until one has said):
+    /// response formats and tools go only to runners that read them.
+    contract: AtomicU32,
     /// A pool that may be scaled to zero: how long a request waits for a
     /// replica to come up (`None`: replicas were there at start-up).
     standby: Option<Duration>,
@@ -67,6 +72,7 @@ impl RemoteRunner {
             pool,
             model_id: info.model_id,
             context_length: AtomicUsize::new(info.context_length as usize),
+            contract: AtomicU32::new(info.contract_version),
             standby: None,
         })
     }
@@ -82,29 +88,24 @@ impl RemoteRunner {
             pool,
             model_id: name,
             context_length: AtomicUsize::new(0),
+            contract: AtomicU32::new(u32::MAX),
             standby: Some(wait),
         })
     }
 }
 
 fn chat_pb(msgs: &[(String, String)]) -> pb::ChatMessages {
-    pb::ChatMessages {
-        messages: msgs
-            .iter()
-            .map(|(role, content)| pb::ChatMessage {
-                role: role.clone(),
-                content: content.clone(),
-            })
-            .collect(),
-    }
+    contract::chat_pb(msgs, &Default::default())
 }
 
 fn request_pb(r: GenerateRequest) -> pb::GenerateRequest {
+    let mut out = pb::GenerateRequest::default();
+    contract::constraints_pb(&r, &mut out);
     let s = r.sampling;
     pb::GenerateRequest {
         model: String::new(),
         input: Some(match r.input {
-            Input::Chat(m) => pb::generate_request::Input::Chat(chat_pb(&m)),
+            Input::Chat(m) => pb::generate_request::Input::Chat(contract::chat_pb(&m, &r.history)),
             Input::Prompt(p) => pb::generate_request::Input::Prompt(p),
         }),
         sampling: Some(pb::SamplingParams {
@@ -128,6 +129,7 @@ fn request_pb(r: GenerateRequest) -> pb::GenerateRequest {
         ignore_eos: r.ignore_eos,
         stop_on_repeat: r.stop_on_repeat,
         cache_salt: r.cache_salt,
+        ..out
     }
 }
 
@@ -146,8 +148,17 @@ fn gen_error(s: Status) -> GenError {
 /// The events one delta carries.
 fn events_of(d: pb::GenerateDelta) -> (Vec<Event>, bool) {
     let mut out = Vec::with_capacity(2);
-    if !d.text.is_empty() || !d.token_ids.is_empty() {
+    if !d.text.is_empty() || !d.token_ids.is_empty() || !d.tool_calls.is_empty() {
         out.push(Event::Delta {
+            tool_calls: d
+                .tool_calls
+                .into_iter()
+                .map(|c| CallDelta {
+                    index: c.index,
+                    name: c.name,
+                    arguments: c.arguments,
+                })
+                .collect(),
             text: d.text,
             token_ids: d.token_ids,
             logprobs: d
@@ -169,6 +180,7 @@ fn events_of(d: pb::GenerateDelta) -> (Vec<Event>, bool) {
     let finish = match pb::FinishReason::try_from(d.finish_reason) {
         Ok(pb::FinishReason::Stop) => Some(FinishReason::Stop),
         Ok(pb::FinishReason::Length) => Some(FinishReason::Length),
+        Ok(pb::FinishReason::ToolCalls) => Some(FinishReason::ToolCalls),
         _ => None,
     };
     let done = finish.is_some();
@@ -261,6 +273,7 @@ impl RemoteRunner {
             Ok(info) => {
                 self.context_length
                     .store(info.context_length as usize, Relaxed);
+                self.contract.store(info.contract_version, Relaxed);
                 Ok(())
             }
             // the pool was woken: a replica may come up within another
@@ -353,6 +366,17 @@ impl LlmStage for RemoteRunner {
             Routing::Prefix => route.prefix,
             Routing::Session => route.session,
         };
+        let version = self.contract.load(Relaxed);
+        if version < contract::CONTRACT_VERSION && contract::needs_v2(&req) {
+            return Err(crate::error::bad_request(
+                format!(
+                    "model {}: its llm-runner replicas speak contract version {version}, which predates response_format and tools (version {}): upgrade them",
+                    self.model_id,
+                    contract::CONTRACT_VERSION
+                ),
+                "tools",
+            ));
+        }
         let msg = request_pb(req);
         // bound to a replica once its first delta arrives; before that the
         // pool may move the call

@@ -65,6 +65,7 @@ async fn answer(st: &AppState, i: Incoming) -> ApiResult<Response> {
         messages,
         params,
         rag,
+        shape,
     } = ChatRequest::parse(&body)?;
     let plan = Plan::new(st, target, rag.as_ref())?;
     let format = output::Format::of(&params);
@@ -74,6 +75,7 @@ async fn answer(st: &AppState, i: Incoming) -> ApiResult<Response> {
         plan,
         question: Question::Chat(messages),
         params,
+        shape,
         session,
         id_prefix: "chatcmpl",
     };

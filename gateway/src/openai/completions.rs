@@ -19,7 +19,7 @@ pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
-    const LARGE: [&str; 4] = ["prompt", "rag", "stop", "logit_bias"];
+    const LARGE: [&str; 5] = ["prompt", "rag", "stop", "logit_bias", "response_format"];
     front::handle(st, req, "text_completion", &LARGE, |i| complete(st, i)).await
 }
 
@@ -56,6 +56,11 @@ async fn complete(st: &AppState, i: Incoming) -> ApiResult<Response> {
         plan,
         question: Question::Text(text),
         params,
+        // vLLM's: a text completion may be held to a format too
+        shape: super::request::Shape {
+            format: super::tools::response_format(&body)?,
+            ..Default::default()
+        },
         session,
         id_prefix: "cmpl",
     };

@@ -11,5 +11,6 @@ pub mod paging;
 pub mod params;
 pub mod request;
 pub mod responses;
+pub mod tools;
 pub mod vector_stores;
 pub mod wire;

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use super::wire::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatLogprobs, ChunkChoice, Completion,
-    CompletionChoice, CompletionLogprobs, Delta, TokenLp, Usage,
+    CompletionChoice, CompletionLogprobs, Delta, FunctionCall, FunctionChunk, TokenLp,
+    ToolCallChunk, ToolCallOut, Usage,
 };
 use crate::error::{ApiResult, from_gen};
 use crate::metrics as m;
@@ -90,11 +91,10 @@ pub async fn respond(
     }
 }
 
-fn finish_name(f: FinishReason) -> &'static str {
-    match f {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-    }
+/// A tool call's id, as OpenAI writes them (`call_` and 24 characters).
+fn call_id() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    format!("call_{}", &u[..24])
 }
 
 fn chat_logprobs(lps: &[TokenLogprob]) -> ChatLogprobs<'_> {
@@ -152,11 +152,15 @@ fn completion_logprobs(lps: &[TokenLogprob], mut offset: usize) -> CompletionLog
 pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiResult<Response> {
     let mut text = String::new();
     let mut lps = Vec::new();
+    let mut calls: Vec<ToolCallOut> = Vec::new();
     let mut first = true;
     while let Some(ev) = events.next().await {
         match ev {
             Event::Delta {
-                text: t, logprobs, ..
+                text: t,
+                logprobs,
+                tool_calls,
+                ..
             } => {
                 if first {
                     first = false;
@@ -164,6 +168,19 @@ pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiRe
                 }
                 text.push_str(&t);
                 lps.extend(logprobs);
+                for d in tool_calls {
+                    match calls.get_mut(d.index as usize) {
+                        Some(c) => c.function.arguments.push_str(&d.arguments),
+                        None => calls.push(ToolCallOut {
+                            id: call_id(),
+                            kind: "function",
+                            function: FunctionCall {
+                                name: d.name,
+                                arguments: d.arguments,
+                            },
+                        }),
+                    }
+                }
             }
             Event::Done {
                 finish,
@@ -174,7 +191,7 @@ pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiRe
                 m::finished(&meta, prompt_tokens, completion_tokens);
                 return Ok(full_body(
                     &meta,
-                    text,
+                    (text, calls),
                     &lps,
                     finish,
                     Usage::new(prompt_tokens, completion_tokens, cached_tokens),
@@ -190,12 +207,12 @@ pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiRe
 
 fn full_body(
     meta: &Meta,
-    text: String,
+    (text, tool_calls): (String, Vec<ToolCallOut>),
     lps: &[TokenLogprob],
     finish: FinishReason,
     usage: Usage,
 ) -> Response {
-    let finish = finish_name(finish);
+    let finish = finish.as_str();
     match meta.kind {
         Kind::Chat => axum::Json(ChatCompletion {
             id: &meta.id,
@@ -207,7 +224,8 @@ fn full_body(
                 index: 0,
                 message: AssistantMessage {
                     role: "assistant",
-                    content: text,
+                    content: (tool_calls.is_empty() || !text.is_empty()).then_some(text),
+                    tool_calls,
                     refusal: None,
                     citations: meta.citations.as_ref(),
                 },
@@ -318,7 +336,7 @@ fn sse_events(
         if meta.kind == Kind::Chat {
             let mut role = chat_chunk(&meta, vec![ChunkChoice {
                 index: 0,
-                delta: Delta { role: Some("assistant"), content: Some("") },
+                delta: Delta { role: Some("assistant"), content: Some(""), tool_calls: Vec::new() },
                 logprobs: None,
                 finish_reason: None,
             }]);
@@ -330,6 +348,8 @@ fn sse_events(
         }
         let mut first = true;
         let mut offset = 0usize;
+        // the ids of the calls begun, by index
+        let mut call_ids: Vec<String> = Vec::new();
         let cut = lifecycle.deadline();
         tokio::pin!(cut);
         loop {
@@ -349,20 +369,45 @@ fn sse_events(
             };
             let Some(ev) = next else { break };
             match ev {
-                Event::Delta { text, logprobs, .. } => {
+                Event::Delta { text, logprobs, tool_calls, .. } => {
                     if first {
                         first = false;
                         m::first_token(&meta);
                     }
-                    if text.is_empty() && logprobs.is_empty() {
+                    if text.is_empty() && logprobs.is_empty() && tool_calls.is_empty() {
                         continue;
                     }
+                    let opened = call_ids.len();
+                    for d in &tool_calls {
+                        if d.index as usize >= call_ids.len() {
+                            call_ids.push(call_id());
+                        }
+                    }
+                    let calls: Vec<ToolCallChunk<'_>> = tool_calls
+                        .iter()
+                        .map(|d| {
+                            let new = d.index as usize >= opened;
+                            ToolCallChunk {
+                                index: d.index,
+                                id: call_ids.get(d.index as usize).filter(|_| new).map(String::as_str),
+                                kind: new.then_some("function"),
+                                function: FunctionChunk {
+                                    name: new.then_some(d.name.as_str()),
+                                    arguments: &d.arguments,
+                                },
+                            }
+                        })
+                        .collect();
                     let start = offset;
                     offset += text.len();
                     yield match meta.kind {
                         Kind::Chat => data(&chat_chunk(&meta, vec![ChunkChoice {
                             index: 0,
-                            delta: Delta { role: None, content: Some(&text) },
+                            delta: Delta {
+                                role: None,
+                                content: (!text.is_empty() || calls.is_empty()).then_some(text.as_str()),
+                                tool_calls: calls,
+                            },
                             logprobs: meta.logprobs.then(|| chat_logprobs(&logprobs)),
                             finish_reason: None,
                         }])),
@@ -381,7 +426,7 @@ fn sse_events(
                     cached_tokens,
                 } => {
                     m::finished(&meta, prompt_tokens, completion_tokens);
-                    let finish = Some(finish_name(finish));
+                    let finish = Some(finish.as_str());
                     let usage = Usage::new(prompt_tokens, completion_tokens, cached_tokens);
                     match meta.kind {
                         Kind::Chat => {

@@ -162,6 +162,9 @@ impl GenParams {
             ignore_eos: self.ignore_eos,
             stop_on_repeat: self.stop_on_repeat.unwrap_or(d.stop_on_repeat),
             cache_salt: 0,
+            format: Default::default(),
+            tools: None,
+            history: Default::default(),
         }
     }
 }

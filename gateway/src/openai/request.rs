@@ -7,6 +7,7 @@
 //! supported`), as OpenAI's own errors do; unknown fields are ignored, as
 //! OpenAI ignores them.
 
+use ragmesh_llm_runner::{OutputFormat, ToolHistory, Tools};
 use serde_json::Value;
 
 use super::params::GenParams;
@@ -23,18 +24,34 @@ pub struct ChatRequest {
     /// The `rag` extension object, applied over a profile's settings by
     /// [`crate::answer::Plan::new`].
     pub rag: Option<Body>,
+    /// `response_format`, `tools` and the tool parts of `messages`.
+    pub shape: Shape,
+}
+
+/// What constrains an answer and the tool parts of its conversation
+/// ([`super::tools`]).
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub format: OutputFormat,
+    pub tools: Option<Tools>,
+    pub history: ToolHistory,
 }
 
 impl ChatRequest {
     pub fn parse(b: &Body) -> ApiResult<Self> {
         let rag = fields::opt_object(b, "rag")?.cloned();
-        let messages = parse_messages(b)?;
+        let (messages, history) = parse_turns(b)?;
         let params = GenParams::parse(b, true)?;
-        reject_unsupported(b)?;
+        let shape = Shape {
+            format: super::tools::response_format(b)?,
+            tools: super::tools::tools(b)?,
+            history,
+        };
         Ok(Self {
             messages,
             params,
             rag,
+            shape,
         })
     }
 }
@@ -108,6 +125,13 @@ fn content_text(v: &Value, i: usize) -> ApiResult<String> {
 
 /// `(role, text)` pairs; `developer` is OpenAI's newer name for `system`.
 pub fn parse_messages(b: &Body) -> ApiResult<Vec<(String, String)>> {
+    parse_turns(b).map(|(turns, _)| turns)
+}
+
+/// `(role, text)` pairs and the turns' tool parts: an assistant's
+/// `tool_calls`, a `tool` turn's `tool_call_id` (which must answer an
+/// earlier call).
+pub fn parse_turns(b: &Body) -> ApiResult<(Vec<(String, String)>, ToolHistory)> {
     let items = match b.get("messages") {
         Some(Value::Array(a)) => a,
         None | Some(Value::Null) => return Err(bad_request("'messages' is required", "messages")),
@@ -122,7 +146,8 @@ pub fn parse_messages(b: &Body) -> ApiResult<Vec<(String, String)>> {
             "messages",
         ));
     }
-    items
+    let mut history = ToolHistory::default();
+    let turns = items
         .iter()
         .enumerate()
         .map(|(i, m)| {
@@ -142,50 +167,43 @@ pub fn parse_messages(b: &Body) -> ApiResult<Vec<(String, String)>> {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
-                "tool" | "function" => {
+                "tool" => "tool",
+                "function" => {
                     return Err(bad_request(
-                        format!("messages[{i}]: role '{role}' is not supported (no tool calling)"),
+                        format!("messages[{i}]: role 'function' is deprecated and not supported: use 'tool'"),
                         "messages",
                     ));
                 }
                 other => {
                     return Err(bad_request(
-                        format!("messages[{i}]: unknown role '{other}' (system, developer, user, assistant)"),
+                        format!("messages[{i}]: unknown role '{other}' (system, developer, user, assistant, tool)"),
                         "messages",
                     ));
                 }
             };
             let text = content_text(o.get("content").unwrap_or(&Value::Null), i)?;
+            if role == "assistant" {
+                let calls = super::tools::assistant_calls(o.get("tool_calls"), i)?;
+                if !calls.is_empty() {
+                    history.calls.push((i, calls));
+                }
+            }
+            if role == "tool" {
+                match o.get("tool_call_id") {
+                    Some(Value::String(id)) if !id.is_empty() => history.results.push((i, id.clone())),
+                    _ => {
+                        return Err(bad_request(
+                            format!("messages[{i}]: a tool message needs its 'tool_call_id'"),
+                            "messages",
+                        ));
+                    }
+                }
+            }
             Ok((role.to_owned(), text))
         })
-        .collect()
-}
-
-/// Fields we cannot honour are refused rather than silently ignored.
-fn reject_unsupported(b: &Body) -> ApiResult<()> {
-    if let Some(Value::Array(t)) = b.get("tools")
-        && !t.is_empty()
-    {
-        return Err(bad_request("tool calling is not supported", "tools"));
-    }
-    if b.get("functions").is_some_and(|f| !f.is_null()) {
-        return Err(bad_request(
-            "function calling is not supported",
-            "functions",
-        ));
-    }
-    if let Some(rf) = fields::opt_object(b, "response_format")? {
-        match rf.get("type").and_then(Value::as_str) {
-            Some("text") | None => {}
-            Some(t) => {
-                return Err(bad_request(
-                    format!("response_format '{t}' is not supported; only 'text'"),
-                    "response_format",
-                ));
-            }
-        }
-    }
-    Ok(())
+        .collect::<ApiResult<Vec<_>>>()?;
+    super::tools::check_results(&history)?;
+    Ok((turns, history))
 }
 
 fn prompt(b: &Body) -> ApiResult<String> {
@@ -238,7 +256,11 @@ mod tests {
             ),
             (
                 json!({"messages": [{"role": "tool", "content": "x"}]}),
-                "tool",
+                "tool_call_id",
+            ),
+            (
+                json!({"messages": [{"role": "tool", "content": "x", "tool_call_id": "call_1"}]}),
+                "does not match",
             ),
             (json!({"messages": [{"content": "x"}]}), "role must be"),
             (
@@ -255,19 +277,5 @@ mod tests {
                 Ok(_) => panic!("accepted {bad}"),
             }
         }
-    }
-
-    #[test]
-    fn unsupported_features_are_refused() {
-        assert!(reject_unsupported(&body(json!({"tools": [{"type": "function"}]}))).is_err());
-        assert!(
-            reject_unsupported(&body(json!({"response_format": {"type": "json_object"}}))).is_err()
-        );
-        assert!(
-            reject_unsupported(&body(
-                json!({"tools": [], "response_format": {"type": "text"}})
-            ))
-            .is_ok()
-        );
     }
 }

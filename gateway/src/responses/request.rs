@@ -33,6 +33,8 @@ pub struct CreateResponse {
     pub instructions: Option<String>,
     pub params: GenParams,
     pub max_output_tokens: Option<i64>,
+    /// `text.format`.
+    pub format: ragmesh_llm_runner::OutputFormat,
     pub store: bool,
     pub previous_response_id: Option<String>,
     pub metadata: Map<String, Value>,
@@ -94,6 +96,7 @@ impl CreateResponse {
             instructions,
             params,
             max_output_tokens,
+            format: crate::openai::tools::text_format(b)?,
             store: fields::opt_bool(b, "store")?.unwrap_or(true),
             previous_response_id,
             metadata,
@@ -123,19 +126,6 @@ fn refuse_unsupported(b: &Body) -> ApiResult<()> {
             "logprobs are not served on /v1/responses",
             "top_logprobs",
         ));
-    }
-    if let Some(t) = fields::opt_object(b, "text")?
-        && let Some(f) = fields::opt_object(t, "format")?
-    {
-        match f.get("type").and_then(Value::as_str) {
-            None | Some("text") => {}
-            Some(other) => {
-                return Err(bad_request(
-                    format!("text.format '{other}' is not supported; only 'text'"),
-                    "text",
-                ));
-            }
-        }
     }
     Ok(())
 }

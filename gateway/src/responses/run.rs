@@ -133,6 +133,10 @@ pub async fn start(
             plan,
             question: Question::Chat(turns),
             params: req.params.clone(),
+            shape: crate::openai::request::Shape {
+                format: req.format.clone(),
+                ..Default::default()
+            },
             id_prefix: "resp",
             session: req.session.clone(),
         },
@@ -200,9 +204,7 @@ pub async fn start(
         temperature: req.params.temperature,
         top_p: Some(req.params.top_p),
         text: TextConfig {
-            format: TextFormat {
-                kind: "text".into(),
-            },
+            format: TextFormat::of(&req.format),
         },
         tool_choice: if req.search_disabled { "none" } else { "auto" }.into(),
         tools: tool.into_iter().collect(),

@@ -157,9 +157,7 @@ mod tests {
             temperature: None,
             top_p: None,
             text: TextConfig {
-                format: TextFormat {
-                    kind: "text".into(),
-                },
+                format: TextFormat::of(&Default::default()),
             },
             tool_choice: "auto".into(),
             tools: Vec::new(),

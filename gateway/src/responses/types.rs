@@ -57,10 +57,42 @@ pub struct TextConfig {
     pub format: TextFormat,
 }
 
+/// `text.format` as the response echoes it: `{"type": "text"}`,
+/// `{"type": "json_object"}` or `{"type": "json_schema", "name",
+/// "schema", "strict": true}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TextFormat {
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+impl TextFormat {
+    pub fn of(f: &ragmesh_llm_runner::OutputFormat) -> Self {
+        use ragmesh_llm_runner::OutputFormat as F;
+        let (kind, name, schema, strict) = match f {
+            F::JsonObject => ("json_object", None, None, None),
+            // the schema is always enforced
+            F::JsonSchema { name, schema } => (
+                "json_schema",
+                Some(name.clone()),
+                Some(schema.clone()),
+                Some(true),
+            ),
+            _ => ("text", None, None, None),
+        };
+        Self {
+            kind: kind.into(),
+            name,
+            schema,
+            strict,
+        }
+    }
 }
 
 /// `{"type": "file_search", "vector_store_ids", ...}` as the response
