@@ -335,6 +335,10 @@ impl Generator {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let mut req = req;
+        let mut constraint = constraint;
+        if let Some(c) = constraint.as_mut() {
+            c.budget(max_tokens);
+        }
         if constraint.is_some() {
             // a guard that cuts the answer short would cut the JSON
             req.stop_on_repeat = false;

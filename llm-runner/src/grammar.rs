@@ -30,6 +30,7 @@ use llguidance::toktrie::{
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{Value, json};
 
+use crate::closing;
 use crate::error::{GenError, Result};
 use crate::request::OutputFormat;
 use crate::tokenizer::GgufTokenizer;
@@ -60,6 +61,9 @@ impl TokenizerEnv for Vocab {
 /// Per model: turns response formats and tools into constraints.
 pub struct Grammars {
     factory: ParserFactory,
+    /// Per token: it ends a string, array or object ([`closing::closes`]).
+    closers: Arc<Vec<bool>>,
+    eos: Arc<Vec<u32>>,
     /// How a grammar writes the call tags: as text, or as the model's own
     /// special tokens when its vocabulary has them.
     open: String,
@@ -82,6 +86,7 @@ impl Grammars {
             .collect();
         words.resize(words.len().max(n_logits), Vec::new());
         let n = words.len();
+        let closers = Arc::new(words.iter().map(|w| closing::closes(w)).collect());
         let stops: Vec<u32> = tok
             .stop_ids
             .iter()
@@ -94,6 +99,7 @@ impl Grammars {
             ));
         };
         let trie = TokTrie::from(&TokRxInfo::new(n as u32, eos), &words).with_eos_tokens(&stops);
+        let eos = Arc::new(stops);
         let tag = |t: &str| match trie.get_special_token(t) {
             Some(_) => t.to_owned(),
             None => lark_str(t),
@@ -115,6 +121,8 @@ impl Grammars {
         limits.max_grammar_size = 200_000;
         Ok(Self {
             factory,
+            closers,
+            eos,
             open,
             close,
         })
@@ -154,6 +162,12 @@ impl Grammars {
         Ok(Constraint {
             matcher: Matcher::new(Ok(parser)),
             mask: None,
+            closers: self.closers.clone(),
+            eos: self.eos.clone(),
+            recent: Vec::new(),
+            max_tokens: usize::MAX,
+            generated: 0,
+            closing: false,
         })
     }
 
@@ -414,6 +428,15 @@ pub struct Constraint {
     matcher: Matcher,
     /// The next token's mask, computed ahead (beside the forward).
     mask: Option<SimpleVob>,
+    closers: Arc<Vec<bool>>,
+    /// The end tokens (they close the answer).
+    eos: Arc<Vec<u32>>,
+    /// The answer's last tokens (loop detection).
+    recent: Vec<u32>,
+    max_tokens: usize,
+    generated: usize,
+    /// Steering to the end ([`closing`]).
+    closing: bool,
 }
 
 impl Constraint {
@@ -439,18 +462,41 @@ impl Constraint {
             )));
         };
         let n = mask.len();
+        let allowed = |i: usize| i < n && mask.is_allowed(i as TokenId);
+        // closing: of the allowed tokens, those that end something, when
+        // there are any
+        let ends = |i: usize| {
+            allowed(i)
+                && (self.closers.get(i).copied().unwrap_or(false) || self.eos.contains(&(i as u32)))
+        };
+        let steer = self.closing && (0..logits.len()).any(ends);
         for (i, l) in logits.iter_mut().enumerate() {
-            if i >= n || !mask.is_allowed(i as TokenId) {
+            if !allowed(i) || steer && !ends(i) {
                 *l = f32::NEG_INFINITY;
             }
         }
         Ok(())
     }
 
+    /// Sets the answer's token budget (`max_tokens`).
+    pub fn budget(&mut self, max_tokens: usize) {
+        self.max_tokens = max_tokens;
+    }
+
     /// Feeds the chosen token; true when the grammar is complete (nothing
     /// may follow: the sequence ends).
     pub fn accept(&mut self, token: u32) -> Result<bool> {
         self.mask = None;
+        // loops are found in the last 192 tokens at most
+        if self.recent.len() == 384 {
+            self.recent.drain(..192);
+        }
+        self.recent.push(token);
+        self.generated += 1;
+        let left = self.max_tokens.saturating_sub(self.generated);
+        self.closing = self.closing
+            || left <= closing::reserve(self.max_tokens)
+            || closing::looping(&self.recent);
         self.matcher
             .consume_token(token)
             .map_err(|e| GenError::Internal(format!("the output grammar failed: {e}")))?;

@@ -16,6 +16,7 @@
 use ragmesh_blas as _;
 
 pub mod attention;
+pub mod closing;
 pub mod contract;
 pub mod error;
 pub mod generator;

@@ -98,7 +98,10 @@ async fn schema_outputs_parse_and_hold_to_the_schema() {
         // the fixed layout: one space after ':' and ','
         assert!(out.text.starts_with("{\"name\": \""), "{}", out.text);
     }
-    let mut r = chat("Return a JSON object with the keys name and colour for a ripe banana.", 300);
+    let mut r = chat(
+        "Return a JSON object with the keys name and colour for a ripe banana.",
+        300,
+    );
     r.format = OutputFormat::JsonObject;
     let out = common::run(g, r).await;
     let v: Value = serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{e}: {}", out.text));
