@@ -14,7 +14,7 @@ the chat model and the RAG profile. Greedy throughout, 8 requests at a time.
 - A named function is called; `auto` may answer in text; a full round trip
   (call -> tool result -> answer) ends in text.
 - A RAG profile with a schema: retrieval first, then the constrained answer,
-  with citations.
+  with citations. `client.responses.parse(text_format=...)` on /v1/responses.
 - Bad input: invalid schema, unsupported keyword, unknown tool_choice
   function, orphan tool message, a schema past the size bound: each a 400
   naming the field; a normal request is served after them.
@@ -282,6 +282,21 @@ assert isinstance(r.choices[0].message.parsed, Answer), r
 assert r.model_extra.get("rag", {}).get("used", 0) >= 1, r.model_extra
 assert r.choices[0].message.model_extra.get("citations"), r.choices[0].message
 print(f"rag + schema: {r.choices[0].message.content}")
+
+# the Responses API's text.format
+
+
+class City(BaseModel):
+    name: str
+    country: str
+
+
+r = client.responses.parse(model=model, input="Name a city in Japan.", text_format=City,
+                           temperature=0, max_output_tokens=120)
+check("Response", r)
+assert isinstance(r.output_parsed, City), r.output_text
+assert r.text.format.type == "json_schema" and r.text.format.name == "City", r.text
+print(f"responses text.format: {r.output_text}")
 
 # bad input: 400s that name the field
 bad = openai.BadRequestError

@@ -76,7 +76,8 @@ url = "{broken}/v1"
     let http = reqwest::Client::new();
     let chat = |model: &str, stream: bool| {
         json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}],
-               "tools": [{"type": "function", "function": {"name": "f"}}]})
+               "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required",
+               "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"not": {}}}}})
     };
 
     // JSON through the alias: the first target fails twice (1 + retries),
@@ -97,6 +98,12 @@ url = "{broken}/v1"
         seen["last_body"]["tools"][0]["function"]["name"], "f",
         "passed through untouched"
     );
+    // a schema ragmesh would refuse is the upstream's to judge
+    assert_eq!(
+        seen["last_body"]["response_format"]["json_schema"]["schema"],
+        json!({"not": {}})
+    );
+    assert_eq!(seen["last_body"]["tool_choice"], "required");
     assert_eq!(
         seen["last_auth"], "Bearer upstream-secret",
         "never the client's key"
