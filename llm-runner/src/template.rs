@@ -260,7 +260,7 @@ mod tests {
             .render_tools(&turns, Some(&tools), &history)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(s.starts_with("<|im_start|>system\n# Tools"), "{s}");
-        assert!(s.contains("<|im_start|>assistant\n<tool_call>\n{\"arguments\":{\"city\":\"Paris\"},\"name\":\"get_weather\"}\n</tool_call><|im_end|>"), "{s}");
+        assert!(s.contains("<|im_start|>assistant\n<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call><|im_end|>"), "{s}");
         assert!(
             s.contains("<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>"),
             "{s}"

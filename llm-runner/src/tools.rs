@@ -514,7 +514,7 @@ mod tests {
     fn history_and_prompts() {
         assert_eq!(
             call_text("f", "{\"a\":1}"),
-            "<tool_call>\n{\"arguments\":{\"a\":1},\"name\":\"f\"}\n</tool_call>"
+            "<tool_call>\n{\"name\":\"f\",\"arguments\":{\"a\":1}}\n</tool_call>"
         );
         let t = Tools {
             functions: vec![FunctionTool {
