@@ -293,7 +293,11 @@ pub fn from_status(s: tonic::Status) -> ApiError {
     let retry_after = status_retry_after(&s).unwrap_or(Duration::from_secs(1));
     let message = s.message().to_owned();
     match s.code() {
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => invalid(message),
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => ApiError::Invalid {
+            param: param_of(&message),
+            message,
+            code: None,
+        },
         Code::NotFound => not_found(message, None, "not_found"),
         Code::AlreadyExists | Code::Aborted => ApiError::Conflict {
             message,
@@ -310,9 +314,26 @@ pub fn from_status(s: tonic::Status) -> ApiError {
     }
 }
 
+/// The request field a runner's refusal names first (its messages start
+/// with the field: `response_format.json_schema.schema: ...`,
+/// `tools[1].function.parameters: ...`).
+fn param_of(message: &str) -> Option<&'static str> {
+    ["response_format", "tool_choice", "tools", "messages"]
+        .into_iter()
+        .find(|p| {
+            message
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with(['.', '[', ':', ' ']))
+        })
+}
+
 pub fn from_gen(e: GenError) -> ApiError {
     match e {
-        GenError::InvalidArgument(m) => invalid(m),
+        GenError::InvalidArgument(m) => ApiError::Invalid {
+            param: param_of(&m),
+            message: m,
+            code: None,
+        },
         GenError::Overloaded {
             message,
             retry_after,
@@ -379,6 +400,21 @@ pub fn from_retriever(e: RetrieverError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runner_refusals_name_their_field() {
+        assert_eq!(
+            param_of("response_format.json_schema.schema: bad"),
+            Some("response_format")
+        );
+        assert_eq!(param_of("tools[1].function.parameters: bad"), Some("tools"));
+        assert_eq!(
+            param_of("tool_choice names function 'x'"),
+            Some("tool_choice")
+        );
+        assert_eq!(param_of("toolsmith"), None);
+        assert_eq!(param_of("the prompt is empty"), None);
+    }
 
     async fn body_of(e: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
         let r = e.into_response();

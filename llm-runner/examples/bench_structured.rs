@@ -84,6 +84,7 @@ fn tools() -> Tools {
         name: name.into(),
         description: String::new(),
         parameters: Some(p),
+        strict: false,
     };
     Tools {
         functions: vec![
@@ -115,6 +116,7 @@ fn request(i: usize, tokens: usize, constrained: bool) -> GenerateRequest {
         r.format = OutputFormat::JsonSchema {
             name: "members".into(),
             schema: long_schema(),
+            strict: true,
         };
     } else {
         r.ignore_eos = true;
@@ -188,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
             let f = OutputFormat::JsonSchema {
                 name: "s".into(),
                 schema: s,
+                strict: true,
             };
             let t = Instant::now();
             grammars.compile(&f, None)?;

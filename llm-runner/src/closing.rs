@@ -2,18 +2,58 @@
 //! every token is valid, not that the answer ever ends: a small model
 //! writing greedily falls into loops inside a JSON string (`"Sofa_Sofa_…`)
 //! or array (`"Lima", "Lima", …`) and runs to `max_tokens` with JSON that
-//! does not parse. So a constrained sequence switches, for the rest of
-//! its answer, to *closing*: among the tokens its grammar allows, only
+//! does not parse. So a JSON answer (a response format, a tool call; not a
+//! regex, a Lark grammar or free text) switches to *closing*: among the tokens its grammar allows, only
 //! those that end something without starting anything (a string's `"`,
 //! an array's `]`, an object's `}`, or the answer's end token) are kept
 //! when there are any. Strings
 //! close, optional members are skipped, arrays stop at their minimum,
 //! and the output parses.
 //!
-//! It switches when the answer loops (the same block of 1-48 tokens
-//! written 4 times in a row and over at least 12 tokens) or when what is left of
-//! `max_tokens` drops to [`reserve`] (enough to close a few levels and
-//! write the required members still missing as short values).
+//! It closes while the answer loops (the same block of 1-48 tokens written
+//! 4 times in a row and over at least 16 tokens; closing a string or an
+//! array usually ends the loop, and the answer goes on freely), and for
+//! the rest of the answer once what is left of `max_tokens` drops to
+//! [`reserve`] plus the depth of the JSON written so far ([`Nesting`]:
+//! enough to close every level and write the required members still
+//! missing as short values). A legitimate run of 8 equal
+//! array items (`0, 0, 0, …`) reads as a loop too: the array may end there.
+
+/// How deep JSON text is, read as it streams: open objects and arrays
+/// outside strings.
+#[derive(Debug, Default, Clone)]
+pub struct Nesting {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Nesting {
+    pub fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+
+    /// Open objects and arrays, plus one for an open string.
+    pub fn depth(&self) -> usize {
+        self.depth + usize::from(self.in_string)
+    }
+}
 
 /// Tokens the answer keeps for closing: an eighth of `max_tokens`, at
 /// least 16 and at most 64.
@@ -24,10 +64,10 @@ pub fn reserve(max_tokens: usize) -> usize {
 /// Whether the last tokens are one block repeated (see the module docs).
 pub fn looping(tokens: &[u32]) -> bool {
     const REPEATS: usize = 4;
-    const MIN_SPAN: usize = 12;
+    const MIN_SPAN: usize = 16;
     let n = tokens.len();
     (1..=48).any(|p| {
-        // short blocks repeat more: 12 times one token, 6 times two
+        // short blocks repeat more: 16 times one token, 8 times two
         let repeats = REPEATS.max(MIN_SPAN.div_ceil(p));
         n >= p * repeats
             && (1..repeats).all(|k| tokens[n - p..] == tokens[n - (k + 1) * p..n - k * p])
@@ -63,29 +103,35 @@ mod tests {
 
     #[test]
     fn loops_are_blocks_repeated_four_times() {
-        // a 2-token block 4 times is 8 tokens: too short to call a loop
-        assert!(!looping(&[9, 1, 2, 1, 2, 1, 2, 1, 2]));
-        let mut t = vec![9];
-        for _ in 0..6 {
-            t.extend([1, 2]);
-        }
-        assert!(looping(&t));
-        // a 3-token block 4 times
-        let mut t = vec![7, 7];
-        for _ in 0..4 {
-            t.extend([4, 5, 6]);
-        }
+        let block = |b: &[u32], n: usize| -> Vec<u32> {
+            let mut t = vec![9];
+            for _ in 0..n {
+                t.extend_from_slice(b);
+            }
+            t
+        };
+        // a 2-token block: 8 times (16 tokens), not 7
+        assert!(!looping(&block(&[1, 2], 7)));
+        assert!(looping(&block(&[1, 2], 8)));
+        // a 4-token block 4 times
+        let mut t = block(&[4, 5, 6, 7], 4);
         assert!(looping(&t));
         t.push(8);
-        assert!(!looping(&t));
-        // 3 repeats of a 5-token block are not yet a loop
-        let mut t = Vec::new();
-        for _ in 0..3 {
-            t.extend([1, 2, 3, 4, 5]);
-        }
-        assert!(!looping(&t));
-        t.extend([1, 2, 3, 4, 5]);
-        assert!(looping(&t));
+        assert!(!looping(&t), "the loop broke");
+        // a 5-token block: 3 times is not yet a loop, 4 times is
+        assert!(!looping(&block(&[1, 2, 3, 4, 5], 3)));
+        assert!(looping(&block(&[1, 2, 3, 4, 5], 4)));
+    }
+
+    #[test]
+    fn nesting_counts_levels_outside_strings() {
+        let mut n = Nesting::default();
+        n.push(br#"{"a": [1, {"b": "x]}\"{"#);
+        assert_eq!(n.depth(), 3 + 1, "three levels and an open string");
+        n.push(br#"", "c": []}]"#);
+        assert_eq!(n.depth(), 1);
+        n.push(b"}");
+        assert_eq!(n.depth(), 0);
     }
 
     #[test]

@@ -78,9 +78,14 @@ pub fn constraints_pb(r: &GenerateRequest, out: &mut pb::GenerateRequest) {
     let format = match &r.format {
         OutputFormat::Text => None,
         OutputFormat::JsonObject => Some(Format::JsonObject(JsonObject {})),
-        OutputFormat::JsonSchema { name, schema } => Some(Format::JsonSchema(JsonSchema {
+        OutputFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        } => Some(Format::JsonSchema(JsonSchema {
             name: name.clone(),
             schema: schema.to_string(),
+            strict: *strict,
         })),
         OutputFormat::Regex(x) => Some(Format::Regex(x.clone())),
         OutputFormat::Lark(x) => Some(Format::Lark(x.clone())),
@@ -100,6 +105,7 @@ pub fn constraints_pb(r: &GenerateRequest, out: &mut pb::GenerateRequest) {
                 .as_ref()
                 .map(Value::to_string)
                 .unwrap_or_default(),
+            strict: f.strict,
         })
         .collect();
     use pb::tool_choice::Choice;
@@ -129,6 +135,7 @@ pub fn constraints_from_pb(r: &pb::GenerateRequest) -> Result<(OutputFormat, Opt
         Some(Format::JsonSchema(s)) => OutputFormat::JsonSchema {
             name: s.name.clone(),
             schema: json_field("response_format.json_schema.schema", &s.schema)?,
+            strict: s.strict,
         },
         Some(Format::Regex(x)) => OutputFormat::Regex(x.clone()),
         Some(Format::Lark(x)) => OutputFormat::Lark(x.clone()),
@@ -148,6 +155,7 @@ pub fn constraints_from_pb(r: &pb::GenerateRequest) -> Result<(OutputFormat, Opt
                     "" => None,
                     p => Some(json_field(&format!("tools[{i}].function.parameters"), p)?),
                 },
+                strict: f.strict,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -309,7 +309,6 @@ impl Generator {
     /// next engine step).
     pub fn generate(&self, req: GenerateRequest) -> Result<mpsc::UnboundedReceiver<Event>> {
         let stops = request::validate(&req)?;
-        let (constraint, calls) = self.constrain(&req)?;
         let text = self.render_tools(&req.input, req.tools.as_ref(), &req.history)?;
         let prompt = self.tokenize_text(&req.input, text, true)?;
         if prompt.is_empty() {
@@ -324,6 +323,8 @@ impl Generator {
                 self.kv_capacity
             )));
         }
+        // compiled after the cheap checks, before the request queues
+        let (constraint, calls) = self.constrain(&req)?;
         // admission: bounded queue
         let waiting = self.shared.waiting.fetch_add(1, Ordering::AcqRel);
         if waiting >= self.max_waiting {
@@ -383,7 +384,17 @@ impl Generator {
                 "this model's vocabulary does not support constrained output",
             ));
         };
-        let constraint = g.compile(&req.format, tools)?;
+        let kind = match (&req.format, tools) {
+            (_, Some(_)) => "tools",
+            (request::OutputFormat::JsonObject, _) => "json_object",
+            (request::OutputFormat::JsonSchema { .. }, _) => "json_schema",
+            (request::OutputFormat::Regex(_), _) => "regex",
+            _ => "lark",
+        };
+        let t0 = std::time::Instant::now();
+        let constraint = g.compile(&req.format, tools);
+        crate::metrics::grammar(kind, constraint.is_ok(), t0.elapsed());
+        let constraint = constraint?;
         let calls = tools.map(|t| CallStream::new(t.choice != ToolChoice::Auto));
         Ok((constraint, calls))
     }

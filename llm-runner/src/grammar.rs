@@ -63,6 +63,10 @@ pub struct Grammars {
     factory: ParserFactory,
     /// Per token: it ends a string, array or object ([`closing::closes`]).
     closers: Arc<Vec<bool>>,
+    /// Per token: its text starts with `<` (a call's tag, in `auto`).
+    opens_tag: Arc<Vec<bool>>,
+    /// Per token: its text (special tokens: none), for the nesting depth.
+    words: Arc<Vec<Vec<u8>>>,
     eos: Arc<Vec<u32>>,
     /// How a grammar writes the call tags: as text, or as the model's own
     /// special tokens when its vocabulary has them.
@@ -87,6 +91,16 @@ impl Grammars {
         words.resize(words.len().max(n_logits), Vec::new());
         let n = words.len();
         let closers = Arc::new(words.iter().map(|w| closing::closes(w)).collect());
+        let opens_tag = Arc::new(
+            words
+                .iter()
+                .map(|w| {
+                    w.strip_prefix(&[TokTrie::SPECIAL_TOKEN_MARKER])
+                        .unwrap_or(w)
+                        .starts_with(b"<")
+                })
+                .collect(),
+        );
         let stops: Vec<u32> = tok
             .stop_ids
             .iter()
@@ -99,6 +113,15 @@ impl Grammars {
             ));
         };
         let trie = TokTrie::from(&TokRxInfo::new(n as u32, eos), &words).with_eos_tokens(&stops);
+        let texts = Arc::new(
+            words
+                .iter()
+                .map(|w| match w.first() {
+                    Some(&TokTrie::SPECIAL_TOKEN_MARKER) => Vec::new(),
+                    _ => w.clone(),
+                })
+                .collect(),
+        );
         let eos = Arc::new(stops);
         let tag = |t: &str| match trie.get_special_token(t) {
             Some(_) => t.to_owned(),
@@ -117,11 +140,13 @@ impl Grammars {
         // client-facing errors without grammar dumps; lexer states bounded
         // (1-2 kB each) so one hostile schema cannot take the memory
         limits.verbose_errors = false;
-        limits.max_lexer_states = 50_000;
+        limits.max_lexer_states = 20_000;
         limits.max_grammar_size = 200_000;
         Ok(Self {
             factory,
             closers,
+            opens_tag,
+            words: texts,
             eos,
             open,
             close,
@@ -137,24 +162,34 @@ impl Grammars {
         tools: Option<&Tools>,
     ) -> Result<Option<Constraint>> {
         let tools = tools.filter(|t| t.active());
+        let json = matches!(
+            format,
+            OutputFormat::JsonObject | OutputFormat::JsonSchema { .. }
+        );
         let grammar = match (format, tools) {
             (OutputFormat::Text, None) => return Ok(None),
-            (OutputFormat::Lark(_), Some(_)) => {
+            (OutputFormat::Lark(_) | OutputFormat::Regex(_), Some(_)) => {
                 return Err(GenError::invalid(
-                    "a Lark grammar cannot be combined with tools: send one or the other",
+                    "a regex or Lark grammar cannot be combined with tools: send one or the other",
                 ));
             }
             (f, None) => {
                 let (field, g) = format_grammar(f)?;
-                return self.matcher(field, g).map(Some);
+                let steer = if json { Steer::Json } else { Steer::Never };
+                return self.matcher(field, g, steer).map(Some);
             }
             (f, Some(t)) => self.tools_lark(f, t)?,
         };
-        self.matcher("tools", TopLevelGrammar::from_lark(grammar))
+        // calls are JSON; free text (auto) is not steered unless a call opens
+        let steer = match tools.map(|t| &t.choice) {
+            Some(ToolChoice::Auto) if !json => Steer::AfterTag,
+            _ => Steer::Json,
+        };
+        self.matcher("tools", TopLevelGrammar::from_lark(grammar), steer)
             .map(Some)
     }
 
-    fn matcher(&self, field: &str, g: TopLevelGrammar) -> Result<Constraint> {
+    fn matcher(&self, field: &str, g: TopLevelGrammar, steer: Steer) -> Result<Constraint> {
         let parser = self
             .factory
             .create_parser(g)
@@ -163,11 +198,16 @@ impl Grammars {
             matcher: Matcher::new(Ok(parser)),
             mask: None,
             closers: self.closers.clone(),
+            opens_tag: self.opens_tag.clone(),
+            words: self.words.clone(),
+            nesting: closing::Nesting::default(),
+            steer,
             eos: self.eos.clone(),
             recent: Vec::new(),
             max_tokens: usize::MAX,
             generated: 0,
-            closing: false,
+            short: false,
+            looping: false,
         })
     }
 
@@ -201,7 +241,7 @@ impl Grammars {
                 g.push_str("start: TEXT | calls\nTEXT: /[^<](?s:.*)/\n");
             }
             (ToolChoice::Auto, f) => {
-                let (_, answer) = format_lark(f)?;
+                let answer = format_lark(f)?;
                 g.push_str(&format!("start: answer | calls\nanswer: {answer}\n"));
             }
             _ => g.push_str("start: calls\n"),
@@ -216,8 +256,17 @@ impl Grammars {
                 .collect::<Vec<_>>()
                 .join(" | ")
         ));
-        for (k, (i, f)) in callable.iter().enumerate() {
-            let schema = call_schema(f, *i)?;
+        let schemas = callable
+            .iter()
+            .map(|(i, f)| call_schema(f, *i).map(|s| (*i, s)))
+            .collect::<Result<Vec<_>>>()?;
+        let bytes: usize = schemas.iter().map(|(_, s)| s.to_string().len()).sum();
+        if bytes > MAX_GRAMMAR_BYTES {
+            return Err(GenError::invalid(format!(
+                "tools: the function definitions are {bytes} bytes; at most {MAX_GRAMMAR_BYTES}"
+            )));
+        }
+        for (k, (i, schema)) in schemas.iter().enumerate() {
             // compiled alone first, so an error names its function
             self.factory
                 .create_parser(TopLevelGrammar::from_json_schema(schema.clone()))
@@ -228,12 +277,6 @@ impl Grammars {
                     )
                 })?;
             g.push_str(&format!("f{k}: %json {schema}\n"));
-        }
-        if g.len() > MAX_GRAMMAR_BYTES {
-            return Err(GenError::invalid(format!(
-                "tools: the function definitions are {} bytes; at most {MAX_GRAMMAR_BYTES}",
-                g.len()
-            )));
         }
         Ok(g)
     }
@@ -261,17 +304,14 @@ fn with_layout(mut schema: Value, strict: bool) -> Value {
     schema
 }
 
-/// OpenAI's strict mode: objects that do not say otherwise take no other
-/// keys than their `properties`.
+/// OpenAI's strict mode: objects that list `properties` and do not say
+/// otherwise take no other keys. (An object without `properties` is
+/// free-form: closed, it could only be `{}`.)
 fn close_objects(v: &mut Value) {
     match v {
         Value::Object(o) => {
-            let is_object = o.get("type").is_some_and(|t| {
-                t == "object"
-                    || t.as_array()
-                        .is_some_and(|a| a.iter().any(|x| x == "object"))
-            }) || o.contains_key("properties");
-            if is_object && !o.contains_key("additionalProperties") {
+            let listed = o.contains_key("properties") && !o.contains_key("patternProperties");
+            if listed && !o.contains_key("additionalProperties") {
                 o.insert("additionalProperties".into(), Value::Bool(false));
             }
             for (k, child) in o.iter_mut() {
@@ -286,24 +326,15 @@ fn close_objects(v: &mut Value) {
     }
 }
 
-fn check_schema(field: &str, schema: &Value) -> Result<()> {
-    if !schema.is_object() && !schema.is_boolean() {
-        return Err(GenError::invalid(format!(
-            "{field} must be a JSON Schema object"
-        )));
-    }
+/// The schema as compiled: bounded in size, a client's own `x-guidance`
+/// options dropped, objects closed in strict mode.
+fn prepared(field: &str, schema: &Value, strict: bool) -> Result<Value> {
     let len = schema.to_string().len();
     if len > MAX_GRAMMAR_BYTES {
         return Err(GenError::invalid(format!(
             "{field} is {len} bytes; at most {MAX_GRAMMAR_BYTES}"
         )));
     }
-    Ok(())
-}
-
-/// The JSON schema a response format compiles to, strict-mode closed.
-fn strict_schema(field: &str, schema: &Value) -> Result<Value> {
-    check_schema(field, schema)?;
     let mut s = match schema {
         Value::Bool(true) => json!({}),
         Value::Bool(false) => {
@@ -311,33 +342,34 @@ fn strict_schema(field: &str, schema: &Value) -> Result<Value> {
                 "{field}: the schema 'false' accepts nothing"
             )));
         }
-        s => s.clone(),
+        Value::Object(_) => schema.clone(),
+        _ => {
+            return Err(GenError::invalid(format!(
+                "{field} must be a JSON Schema object"
+            )));
+        }
     };
     if let Value::Object(o) = &mut s {
         o.remove("x-guidance");
     }
-    close_objects(&mut s);
-    Ok(with_layout(s, true))
+    if strict {
+        close_objects(&mut s);
+    }
+    Ok(s)
 }
+
+const SCHEMA_FIELD: &str = "response_format.json_schema.schema";
 
 /// A response format as a grammar of its own.
 fn format_grammar(f: &OutputFormat) -> Result<(&'static str, TopLevelGrammar)> {
     Ok(match f {
-        OutputFormat::Text => (
-            "response_format",
-            TopLevelGrammar::from_lark("start: /(?s:.*)/".into()),
+        OutputFormat::JsonSchema { schema, strict, .. } => (
+            SCHEMA_FIELD,
+            TopLevelGrammar::from_json_schema(with_layout(
+                prepared(SCHEMA_FIELD, schema, *strict)?,
+                true,
+            )),
         ),
-        OutputFormat::JsonObject => (
-            "response_format",
-            TopLevelGrammar::from_json_schema(with_layout(json!({"type": "object"}), true)),
-        ),
-        OutputFormat::JsonSchema { schema, .. } => {
-            let field = "response_format.json_schema.schema";
-            (
-                field,
-                TopLevelGrammar::from_json_schema(strict_schema(field, schema)?),
-            )
-        }
         OutputFormat::Regex(r) => {
             bounded("regex", r)?;
             ("regex", TopLevelGrammar::from_regex(r))
@@ -346,25 +378,25 @@ fn format_grammar(f: &OutputFormat) -> Result<(&'static str, TopLevelGrammar)> {
             bounded("grammar", l)?;
             ("grammar", TopLevelGrammar::from_lark(l.clone()))
         }
+        OutputFormat::JsonObject | OutputFormat::Text => (
+            "response_format",
+            TopLevelGrammar::from_json_schema(with_layout(json!({"type": "object"}), true)),
+        ),
     })
 }
 
-/// A response format as a Lark rule body (beside tool calls).
-fn format_lark(f: &OutputFormat) -> Result<(&'static str, String)> {
+/// A JSON response format as a Lark rule body (beside tool calls; free
+/// text when there is none).
+fn format_lark(f: &OutputFormat) -> Result<String> {
     Ok(match f {
-        OutputFormat::JsonObject => (
-            "response_format",
-            format!("%json {}", with_layout(json!({"type": "object"}), true)),
+        OutputFormat::JsonObject => {
+            format!("%json {}", with_layout(json!({"type": "object"}), true))
+        }
+        OutputFormat::JsonSchema { schema, strict, .. } => format!(
+            "%json {}",
+            with_layout(prepared(SCHEMA_FIELD, schema, *strict)?, true)
         ),
-        OutputFormat::JsonSchema { schema, .. } => {
-            let field = "response_format.json_schema.schema";
-            (field, format!("%json {}", strict_schema(field, schema)?))
-        }
-        OutputFormat::Regex(r) => {
-            bounded("regex", r)?;
-            ("regex", format!("/{}/", r.replace('/', "\\/")))
-        }
-        OutputFormat::Text | OutputFormat::Lark(_) => ("response_format", "/[^<](?s:.*)/".into()),
+        _ => "/[^<](?s:.*)/".into(),
     })
 }
 
@@ -380,28 +412,29 @@ fn bounded(field: &str, text: &str) -> Result<()> {
 
 /// One function's call object: its name, then arguments valid against
 /// its parameters (always enforced: a call's arguments must parse for
-/// the caller to run it).
+/// the caller to run it). The parameters' `$defs` / `definitions` move to
+/// the call object's root, where their `#/$defs/...` references point.
 fn call_schema(f: &FunctionTool, i: usize) -> Result<Value> {
     let field = format!("tools[{i}].function.parameters");
-    let params = match &f.parameters {
+    let mut params = match &f.parameters {
         None => json!({"type": "object"}),
-        Some(p) => {
-            let mut p = strict_schema(&field, p)?;
-            if let Value::Object(o) = &mut p {
-                o.remove("x-guidance");
-            }
-            p
-        }
+        Some(p) => prepared(&field, p, f.strict)?,
     };
-    Ok(with_layout(
-        json!({
-            "type": "object",
-            "properties": {"name": {"const": f.name}, "arguments": params},
-            "required": ["name", "arguments"],
-            "additionalProperties": false,
-        }),
-        true,
-    ))
+    let mut call = json!({
+        "type": "object",
+        "properties": {"name": {"const": f.name}},
+        "required": ["name", "arguments"],
+        "additionalProperties": false,
+    });
+    if let (Value::Object(p), Value::Object(c)) = (&mut params, &mut call) {
+        for key in ["$defs", "definitions"] {
+            if let Some(defs) = p.remove(key) {
+                c.insert(key.into(), defs);
+            }
+        }
+    }
+    call["properties"]["arguments"] = params;
+    Ok(with_layout(call, true))
 }
 
 /// llguidance's compile errors in the API's terms: an unsupported keyword
@@ -423,20 +456,39 @@ fn compile_error(field: &str, e: &str) -> GenError {
     ))
 }
 
+/// Where [`closing`] steers a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Steer {
+    /// A regex or Lark grammar, or free text: never.
+    Never,
+    /// JSON (a response format, tool calls): when it loops or runs short.
+    Json,
+    /// `auto` tools over free text: as `Json` once the answer opens a
+    /// call (its first token starts with `<`), else never.
+    AfterTag,
+}
+
 /// A sequence's grammar state.
 pub struct Constraint {
     matcher: Matcher,
     /// The next token's mask, computed ahead (beside the forward).
     mask: Option<SimpleVob>,
     closers: Arc<Vec<bool>>,
+    opens_tag: Arc<Vec<bool>>,
+    words: Arc<Vec<Vec<u8>>>,
+    /// How deep the JSON written so far is (what closing it costs).
+    nesting: closing::Nesting,
+    steer: Steer,
     /// The end tokens (they close the answer).
     eos: Arc<Vec<u32>>,
     /// The answer's last tokens (loop detection).
     recent: Vec<u32>,
     max_tokens: usize,
     generated: usize,
-    /// Steering to the end ([`closing`]).
-    closing: bool,
+    /// Steering to the end ([`closing`]): for the rest of the answer once
+    /// its budget runs short, while it loops.
+    short: bool,
+    looping: bool,
 }
 
 impl Constraint {
@@ -448,28 +500,32 @@ impl Constraint {
         }
     }
 
-    /// Sets every token the grammar does not allow to -inf. Fails when
-    /// the grammar has no next token (an internal error: a finished
-    /// grammar ends its sequence before this).
+    /// Sets every token the grammar does not allow to -inf (and, while
+    /// closing, every allowed token that does not end something, when
+    /// some do). Fails when the grammar allows no token (an internal
+    /// error: a finished grammar ends its sequence before this).
     pub fn apply(&mut self, logits: &mut [f32]) -> Result<()> {
         self.prepare();
-        let Some(mask) = self.mask.take() else {
-            return Err(GenError::Internal(format!(
-                "the output grammar failed: {}",
-                self.matcher
-                    .get_error()
-                    .unwrap_or_else(|| "no token is allowed".into())
-            )));
+        let mask = match self.mask.take() {
+            Some(m) if !m.is_zero() => m,
+            _ => {
+                return Err(GenError::Internal(format!(
+                    "the output grammar allows no next token: {}",
+                    self.matcher
+                        .get_error()
+                        .unwrap_or_else(|| "it is complete or failed".into())
+                )));
+            }
         };
         let n = mask.len();
         let allowed = |i: usize| i < n && mask.is_allowed(i as TokenId);
-        // closing: of the allowed tokens, those that end something, when
-        // there are any
         let ends = |i: usize| {
             allowed(i)
                 && (self.closers.get(i).copied().unwrap_or(false) || self.eos.contains(&(i as u32)))
         };
-        let steer = self.closing && (0..logits.len()).any(ends);
+        let steer = self.steer == Steer::Json
+            && (self.short || self.looping)
+            && (0..logits.len()).any(ends);
         for (i, l) in logits.iter_mut().enumerate() {
             if !allowed(i) || steer && !ends(i) {
                 *l = f32::NEG_INFINITY;
@@ -487,16 +543,23 @@ impl Constraint {
     /// may follow: the sequence ends).
     pub fn accept(&mut self, token: u32) -> Result<bool> {
         self.mask = None;
+        if self.steer == Steer::AfterTag {
+            let tag = self.opens_tag.get(token as usize).copied().unwrap_or(false);
+            self.steer = if tag { Steer::Json } else { Steer::Never };
+        }
         // loops are found in the last 192 tokens at most
         if self.recent.len() == 384 {
             self.recent.drain(..192);
         }
         self.recent.push(token);
         self.generated += 1;
+        if let Some(w) = self.words.get(token as usize) {
+            self.nesting.push(w);
+        }
         let left = self.max_tokens.saturating_sub(self.generated);
-        self.closing = self.closing
-            || left <= closing::reserve(self.max_tokens)
-            || closing::looping(&self.recent);
+        // a level costs a token or so to close
+        self.short |= left <= closing::reserve(self.max_tokens) + self.nesting.depth();
+        self.looping = closing::looping(&self.recent);
         self.matcher
             .consume_token(token)
             .map_err(|e| GenError::Internal(format!("the output grammar failed: {e}")))?;

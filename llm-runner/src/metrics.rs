@@ -31,6 +31,10 @@ pub const BUCKETS: &[(&str, &[f64])] = &[
         "ragmesh_llm_step_sequences",
         &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
     ),
+    (
+        "ragmesh_llm_grammar_compile_seconds",
+        &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0],
+    ),
 ];
 
 pub fn describe() {
@@ -51,6 +55,14 @@ pub fn describe() {
         "time waiting for a sequence slot"
     );
     describe_histogram!("ragmesh_llm_step_duration_seconds", "one batched forward");
+    describe_histogram!(
+        "ragmesh_llm_grammar_compile_seconds",
+        "compiling a request's response format or tools into its output grammar"
+    );
+    describe_counter!(
+        "ragmesh_llm_constrained_requests_total",
+        "requests whose output a grammar held (kind: json_object, json_schema, regex, lark, tools), and refusals of their schemas (outcome)"
+    );
     describe_histogram!(
         "ragmesh_llm_step_sequences",
         "sequences in one batched forward"
@@ -173,4 +185,13 @@ pub fn kv_usage(model: &str, used: usize, capacity: usize) {
     let f = used as f64 / capacity.max(1) as f64;
     gauge!("ragmesh_llm_kv_cache_usage_perc").set(f);
     gauge!("vllm:kv_cache_usage_perc", "model_name" => model.to_owned()).set(f);
+}
+
+/// A request's output grammar compiled (`outcome` ok) or refused
+/// (`invalid`).
+pub fn grammar(kind: &'static str, ok: bool, took: Duration) {
+    let outcome = if ok { "ok" } else { "invalid" };
+    counter!("ragmesh_llm_constrained_requests_total", "kind" => kind, "outcome" => outcome)
+        .increment(1);
+    histogram!("ragmesh_llm_grammar_compile_seconds").record(took.as_secs_f64());
 }

@@ -31,6 +31,9 @@ pub enum OutputFormat {
     JsonSchema {
         name: String,
         schema: serde_json::Value,
+        /// OpenAI's strict mode: objects with `properties` take no other
+        /// keys unless they say so (the schema is enforced either way).
+        strict: bool,
     },
     /// Text the whole of which matches this regular expression.
     Regex(String),

@@ -104,7 +104,9 @@ impl Sampler {
     /// over the vocabulary costs an `exp` per entry, so it runs only then).
     pub fn sample(&mut self, logits: &mut [f32], logprobs: Option<usize>) -> Choice {
         let lse = logprobs.map(|_| log_softmax_at(logits));
-        let raw_lp = |l: f32| lse.map_or(0.0, |(max, lse)| l - max - lse);
+        // a token a grammar masked has no probability: reported as
+        // vLLM does, -9999 (JSON has no -inf)
+        let raw_lp = |l: f32| lse.map_or(0.0, |(max, lse)| (l - max - lse).max(-9999.0));
         let top_n = logprobs.unwrap_or(0).min(logits.len());
         let top = if top_n > 0 {
             let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
@@ -231,7 +233,14 @@ impl Sampler {
             }
             r -= p;
         }
-        kept.last().copied().unwrap_or(0)
+        // rounding left `r` past the end: the last token with any weight
+        // (never one a grammar masked)
+        kept.iter()
+            .rev()
+            .find(|&&i| w[i as usize] > 0.0)
+            .or(kept.last())
+            .copied()
+            .unwrap_or(0)
     }
 }
 

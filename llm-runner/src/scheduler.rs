@@ -26,7 +26,7 @@ use crate::prefix::{Around, CachePool, Taken};
 use crate::request::GenerateRequest;
 use crate::sampling::{Choice, Sampler, StopMatcher};
 use crate::tokenizer::{GgufTokenizer, StreamDecoder};
-use crate::tools::CallStream;
+use crate::tools::{CALL_CLOSE, CALL_OPEN, CallStream};
 
 pub struct Shared {
     pub(crate) waiting: AtomicUsize,
@@ -623,10 +623,12 @@ fn emit(tok: &GgufTokenizer, s: &mut Seq, choice: Choice, complete: bool) -> boo
     if !is_eos {
         // an end token generated under ignore_eos adds no text (as a
         // special token in vLLM's default detokenisation)
-        let bytes = if end_token {
-            &[][..]
-        } else {
-            tok.token_bytes(choice.token)
+        let bytes = match tok.special_text(choice.token) {
+            _ if end_token => &[][..],
+            // a call's tag as a control token (no text of its own): the
+            // call reader still needs to see it
+            Some(t) if s.calls.is_some() && (t == CALL_OPEN || t == CALL_CLOSE) => t.as_bytes(),
+            _ => tok.token_bytes(choice.token),
         };
         let piece = s.decoder.push(bytes);
         let (out, hit) = s.stop.push(&piece);

@@ -233,6 +233,7 @@ mod tests {
                 name: "get_weather".into(),
                 description: "Weather in a city".into(),
                 parameters: None,
+                strict: false,
             }],
             choice: ToolChoice::Auto,
             parallel: true,

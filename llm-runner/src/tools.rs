@@ -31,6 +31,8 @@ pub struct FunctionTool {
     pub description: String,
     /// JSON Schema of the arguments object (`None`: any object).
     pub parameters: Option<Value>,
+    /// OpenAI's strict mode (see [`crate::OutputFormat::JsonSchema`]).
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -521,6 +523,7 @@ mod tests {
                 name: "f".into(),
                 description: "does f".into(),
                 parameters: None,
+                strict: false,
             }],
             choice: ToolChoice::Function("f".into()),
             parallel: true,

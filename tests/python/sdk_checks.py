@@ -5,7 +5,7 @@ from openai_schemas import validate
 
 def check(schema, obj):
     """Validates `obj` (an SDK model or a plain body) against `schema`; returns it."""
-    validate(schema, obj.model_dump(mode="json", exclude_unset=True, by_alias=True) if hasattr(obj, "model_dump") else obj)
+    validate(schema, obj.model_dump(mode="json", exclude_unset=True, by_alias=True, warnings=False) if hasattr(obj, "model_dump") else obj)
     return obj
 
 

@@ -155,11 +155,16 @@ class BookFlight(BaseModel):
     passengers: int = Field(ge=1, le=9)
 
 
+class Priority(str, enum.Enum):
+    low = "low"
+    high = "high"
+
+
 class SendEmail(BaseModel):
-    """Sends an email."""
+    """Sends an email (its enum is a `$defs` entry the schema refers to)."""
     to: str
     subject: str
-    urgent: bool
+    priority: Priority
 
 
 TOOL_MODELS = {"GetWeather": GetWeather, "BookFlight": BookFlight, "SendEmail": SendEmail}

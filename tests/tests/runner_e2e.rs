@@ -218,6 +218,7 @@ async fn bad_input_gets_invalid_argument_and_serving_continues() {
                         pb::response_format::JsonSchema {
                             name: "x".into(),
                             schema: "{not json".into(),
+                            strict: true,
                         },
                     )),
                 })
@@ -233,6 +234,7 @@ async fn bad_input_gets_invalid_argument_and_serving_continues() {
                         pb::response_format::JsonSchema {
                             name: "x".into(),
                             schema: r#"{"type": "array", "uniqueItems": true}"#.into(),
+                            strict: true,
                         },
                     )),
                 })

@@ -366,17 +366,14 @@ impl LlmStage for RemoteRunner {
             Routing::Prefix => route.prefix,
             Routing::Session => route.session,
         };
-        let version = self.contract.load(Relaxed);
-        if version < contract::CONTRACT_VERSION && contract::needs_v2(&req) {
-            return Err(crate::error::bad_request(
-                format!(
-                    "model {}: its llm-runner replicas speak contract version {version}, which predates response_format and tools (version {}): upgrade them",
-                    self.model_id,
-                    contract::CONTRACT_VERSION
-                ),
-                "tools",
-            ));
-        }
+        // what the request uses of contract version 2, named by its field
+        let v2 = contract::needs_v2(&req).then(|| {
+            if req.tools.is_some() || !req.history.is_empty() {
+                "tools"
+            } else {
+                "response_format"
+            }
+        });
         let msg = request_pb(req);
         // bound to a replica once its first delta arrives; before that the
         // pool may move the call
@@ -384,7 +381,17 @@ impl LlmStage for RemoteRunner {
             .with_standby(|| {
                 self.pool.call_routed(key, |ch| {
                     let msg = msg.clone();
+                    // read per attempt: a standby pool learns its
+                    // replicas' version when one comes up
+                    let version = self.contract.load(Relaxed);
+                    let model = &self.model_id;
                     async move {
+                        if let Some(field) = v2.filter(|_| version < contract::CONTRACT_VERSION) {
+                            return Err(Status::failed_precondition(format!(
+                                "{field}: model {model}'s llm-runner replicas speak contract version {version}, which predates response formats and tools (version {}): upgrade them",
+                                contract::CONTRACT_VERSION
+                            )));
+                        }
                         let mut stream = LlmRunnerClient::new(ragmesh_telemetry::otel::traced(ch))
                             .generate(msg)
                             .await

@@ -169,16 +169,24 @@ pub async fn collect(mut events: BoxStream<'static, Event>, meta: Meta) -> ApiRe
                 text.push_str(&t);
                 lps.extend(logprobs);
                 for d in tool_calls {
-                    match calls.get_mut(d.index as usize) {
-                        Some(c) => c.function.arguments.push_str(&d.arguments),
-                        None => calls.push(ToolCallOut {
+                    // by index (a remote runner's out-of-order or sparse
+                    // indices cannot mix calls up; at most 128 calls)
+                    let i = d.index as usize;
+                    while calls.len() <= i && calls.len() < 128 {
+                        calls.push(ToolCallOut {
                             id: call_id(),
                             kind: "function",
                             function: FunctionCall {
-                                name: d.name,
-                                arguments: d.arguments,
+                                name: String::new(),
+                                arguments: String::new(),
                             },
-                        }),
+                        });
+                    }
+                    if let Some(c) = calls.get_mut(i) {
+                        if c.function.name.is_empty() {
+                            c.function.name = d.name;
+                        }
+                        c.function.arguments.push_str(&d.arguments);
                     }
                 }
             }

@@ -89,7 +89,12 @@ fn format_of(f: &Body, spec: Option<&Body>, param: &'static str) -> ApiResult<Ou
                     ));
                 }
             };
-            Ok(OutputFormat::JsonSchema { name, schema })
+            let strict = matches!(spec.get("strict"), Some(Value::Bool(true)));
+            Ok(OutputFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            })
         }
         Some(other) => Err(bad_request(
             format!("{param}: format type '{other}' is not one of text, json_object, json_schema"),
@@ -185,10 +190,12 @@ fn functions(a: &[Value]) -> ApiResult<Vec<FunctionTool>> {
                 ));
             }
         };
+        let strict = matches!(f.get("strict"), Some(Value::Bool(true)));
         out.push(FunctionTool {
             name,
             description,
             parameters,
+            strict,
         });
     }
     Ok(out)

@@ -77,12 +77,15 @@ impl TextFormat {
         use ragmesh_llm_runner::OutputFormat as F;
         let (kind, name, schema, strict) = match f {
             F::JsonObject => ("json_object", None, None, None),
-            // the schema is always enforced
-            F::JsonSchema { name, schema } => (
+            F::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => (
                 "json_schema",
                 Some(name.clone()),
                 Some(schema.clone()),
-                Some(true),
+                Some(*strict),
             ),
             _ => ("text", None, None, None),
         };
