@@ -74,27 +74,47 @@ pub fn looping(tokens: &[u32]) -> bool {
     })
 }
 
-/// Whether a token's text ends something and starts nothing: it ends
-/// in `"`, `]` or `}` characters only (`"`, `"}`, `abc"]`, `}}`), the
-/// first of them not escaped. `", "` closes a string but opens the next,
-/// so it does not count.
-pub fn closes(bytes: &[u8]) -> bool {
-    let t = bytes.trim_ascii_end();
-    let tail = t
-        .iter()
-        .rev()
-        .take_while(|b| matches!(b, b'"' | b']' | b'}'))
-        .count();
-    if tail == 0 {
-        return false;
+/// [`closes`]: the token ends the string it is written in.
+pub const IN_STRING: u8 = 1;
+/// [`closes`]: the token ends arrays or objects (written outside strings).
+pub const OUTSIDE: u8 = 2;
+
+/// Whether a token's text ends something and starts nothing, written
+/// inside a string ([`IN_STRING`]: its first unescaped `"`, then only
+/// `]`, `}` or spaces: `"`, `abc"}`) or outside one ([`OUTSIDE`]: only
+/// `]`, `}` or spaces). `", "` ends a string but opens the next, so it
+/// does not count; neither does `]` inside a string, where it is text.
+pub fn closes(bytes: &[u8]) -> u8 {
+    let only_closing = |t: &[u8]| {
+        t.iter()
+            .all(|b| matches!(b, b']' | b'}') || b.is_ascii_whitespace())
+    };
+    let mut flags = 0;
+    if !bytes.trim_ascii().is_empty() && only_closing(bytes) {
+        flags |= OUTSIDE;
     }
-    let head = &t[..t.len() - tail];
-    // a separator or an opening bracket goes on to something new
-    if head.iter().any(|b| matches!(b, b',' | b':' | b'[' | b'{')) {
-        return false;
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match (escaped, b) {
+            (true, _) => escaped = false,
+            (false, b'\\') => escaped = true,
+            (false, b'"') => {
+                if only_closing(&bytes[i + 1..]) {
+                    flags |= IN_STRING;
+                }
+                break;
+            }
+            _ => {}
+        }
     }
-    let backslashes = head.iter().rev().take_while(|&&b| b == b'\\').count();
-    backslashes % 2 == 0
+    flags
+}
+
+/// Whether the JSON written so far is inside a string.
+impl Nesting {
+    pub fn in_string(&self) -> bool {
+        self.in_string
+    }
 }
 
 #[cfg(test)]
@@ -136,16 +156,22 @@ mod tests {
 
     #[test]
     fn closing_tokens() {
-        assert!(closes(b"\""));
-        assert!(closes(b"]}"));
-        assert!(closes(b"ab\"} "));
-        assert!(!closes(b"\","), "a comma goes on to the next item");
-        assert!(!closes(b"\", \""), "closes a string and opens the next");
-        assert!(!closes(b"},"));
-        assert!(!closes(b"\\\""), "an escaped quote stays in the string");
-        assert!(closes(b"\\\\\""), "an escaped backslash, then a quote");
-        assert!(!closes(b"Sofa_"));
-        assert!(!closes(b", "));
+        assert_eq!(closes(b"\""), IN_STRING);
+        assert_eq!(closes(b"ab\"} "), IN_STRING);
+        assert_eq!(closes(b"]}"), OUTSIDE);
+        assert_eq!(closes(b" }"), OUTSIDE);
+        assert_eq!(closes(b"x]"), 0, "text that ends in a bracket");
+        assert_eq!(closes(b"\","), 0, "a comma goes on to the next item");
+        assert_eq!(closes(b"\", \""), 0, "closes a string and opens the next");
+        assert_eq!(closes(b"},"), 0);
+        assert_eq!(closes(b"\\\""), 0, "an escaped quote stays in the string");
+        assert_eq!(
+            closes(b"\\\\\""),
+            IN_STRING,
+            "an escaped backslash, then a quote"
+        );
+        assert_eq!(closes(b"Sofa_"), 0);
+        assert_eq!(closes(b", "), 0);
         assert_eq!(reserve(400), 50);
         assert_eq!(reserve(20), 16);
         assert_eq!(reserve(4000), 64);

@@ -61,8 +61,8 @@ impl TokenizerEnv for Vocab {
 /// Per model: turns response formats and tools into constraints.
 pub struct Grammars {
     factory: ParserFactory,
-    /// Per token: it ends a string, array or object ([`closing::closes`]).
-    closers: Arc<Vec<bool>>,
+    /// Per token: what it ends ([`closing::closes`]).
+    closers: Arc<Vec<u8>>,
     /// Per token: its text starts with `<` (a call's tag, in `auto`).
     opens_tag: Arc<Vec<bool>>,
     /// Per token: its text (special tokens: none), for the nesting depth.
@@ -194,9 +194,16 @@ impl Grammars {
             .factory
             .create_parser(g)
             .map_err(|e| compile_error(field, &format!("{e:#}")))?;
+        let mut matcher = Matcher::new(Ok(parser));
+        // the first mask here, on the request's thread: a pattern whose
+        // lexer blows up is refused now, not at its first token
+        let first = matcher
+            .compute_mask()
+            .map_err(|e| compile_error(field, &format!("{e:#}")))?;
         Ok(Constraint {
-            matcher: Matcher::new(Ok(parser)),
-            mask: None,
+            matcher,
+            field: field.to_owned(),
+            mask: Some(first),
             closers: self.closers.clone(),
             opens_tag: self.opens_tag.clone(),
             words: self.words.clone(),
@@ -471,9 +478,11 @@ enum Steer {
 /// A sequence's grammar state.
 pub struct Constraint {
     matcher: Matcher,
+    /// The request field the grammar came from (errors name it).
+    field: String,
     /// The next token's mask, computed ahead (beside the forward).
     mask: Option<SimpleVob>,
-    closers: Arc<Vec<bool>>,
+    closers: Arc<Vec<u8>>,
     opens_tag: Arc<Vec<bool>>,
     words: Arc<Vec<Vec<u8>>>,
     /// How deep the JSON written so far is (what closing it costs).
@@ -508,20 +517,32 @@ impl Constraint {
         self.prepare();
         let mask = match self.mask.take() {
             Some(m) if !m.is_zero() => m,
+            // the grammar's own limits (a pattern whose lexer grows past
+            // them as the text goes on): the request's to simplify
             _ => {
-                return Err(GenError::Internal(format!(
-                    "the output grammar allows no next token: {}",
+                return Err(GenError::invalid(format!(
+                    "{}: the grammar cannot be enforced past this point ({}); simplify it",
+                    self.field,
                     self.matcher
                         .get_error()
-                        .unwrap_or_else(|| "it is complete or failed".into())
+                        .unwrap_or_else(|| "no token is allowed".into())
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
                 )));
             }
         };
         let n = mask.len();
         let allowed = |i: usize| i < n && mask.is_allowed(i as TokenId);
+        let want = if self.nesting.in_string() {
+            closing::IN_STRING
+        } else {
+            closing::OUTSIDE
+        };
         let ends = |i: usize| {
             allowed(i)
-                && (self.closers.get(i).copied().unwrap_or(false) || self.eos.contains(&(i as u32)))
+                && (self.closers.get(i).is_some_and(|c| c & want != 0)
+                    || self.eos.contains(&(i as u32)))
         };
         let steer = self.steer == Steer::Json
             && (self.short || self.looping)

@@ -244,6 +244,27 @@ async fn bad_schemas_are_refused_before_they_queue() {
         with_schema("x", json!({"type": "string", "format": "zodiac"})),
         "response_format.json_schema.schema",
     );
+    // a pattern whose lexer grows past its limits once the string starts:
+    // the request ends with an error naming the field (a 400 before the
+    // first token through the gateway), and the runner goes on
+    let blowup = with_schema(
+        "x",
+        json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "[a-z]{1,100}{1,100}{1,100}"}}}),
+    );
+    match g.generate(blowup) {
+        Err(GenError::InvalidArgument(m)) => assert!(m.contains("response_format"), "{m}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(mut rx) => loop {
+            match rx.recv().await {
+                Some(ragmesh_llm_runner::Event::Error(GenError::InvalidArgument(m))) => {
+                    assert!(m.contains("response_format.json_schema.schema"), "{m}");
+                    break;
+                }
+                Some(ragmesh_llm_runner::Event::Delta { .. }) => {}
+                other => panic!("wanted an InvalidArgument error, got {other:?}"),
+            }
+        },
+    }
     let big: serde_json::Map<String, Value> = (0..8000)
         .map(|i| {
             (

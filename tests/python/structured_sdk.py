@@ -325,6 +325,11 @@ raises(bad, client.chat.completions.create, model=model, max_tokens=5,
        messages=[{"role": "user", "content": "hi"},
                  {"role": "tool", "tool_call_id": "call_nope", "content": "42"}],
        says="call_nope")
+# a pattern whose lexer outgrows its limits once the string starts
+e = raises(bad, client.chat.completions.create, **dict(base_req, max_tokens=40), response_format=schema_format(
+    {"type": "object", "properties": {"a": {"type": "string", "pattern": "[a-z]{1,100}{1,100}{1,100}"}}}),
+    says="response_format.json_schema.schema")
+assert e.body.get("param") == "response_format", e.body
 huge = {"type": "object", "properties": {f"field_{i}": {"type": "string", "description": "x" * 40}
                                          for i in range(6000)}}
 raises(bad, client.chat.completions.create, **base_req, response_format=schema_format(huge),
