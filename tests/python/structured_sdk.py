@@ -7,6 +7,7 @@ the chat model and the RAG profile. Greedy throughout, 8 requests at a time.
   varied prompts over 5 models (nested objects, enums, arrays with min/max
   items, bounded numbers, required and optional fields): 50 of 50 parse.
 - `response_format={"type": "json_object"}`: 50 of 50 answers are JSON objects.
+- vLLM's `structured_outputs` / `guided_*` fields (choice, regex, json).
 - `tool_choice="required"` over 3 tools: 50 of 50 calls name a tool and their
   arguments validate against its schema, non-streamed; the same 50 streamed
   reassemble to exactly the non-streamed calls, every chunk valid against
@@ -22,6 +23,7 @@ Prints "structured_sdk: ok" at the end; exits non-zero on any mismatch.
 """
 import enum
 import json
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Literal, Optional
@@ -140,6 +142,25 @@ def json_object_one(i):
 
 objects = list(pool.map(json_object_one, range(50)))
 print(f"json_object: {len(objects)} of 50 parse; e.g. {objects[0]}")
+
+
+# vLLM's guided-decoding fields, as vLLM's users send them (extra_body)
+ask = [{"role": "user", "content": "Is the sea salty? Answer yes or no."}]
+c = client.chat.completions.create(model=model, temperature=0, max_tokens=10, messages=ask,
+                                   extra_body={"structured_outputs": {"choice": ["yes", "no"]}})
+assert c.choices[0].message.content in ("yes", "no"), c
+c = client.chat.completions.create(model=model, temperature=0, max_tokens=20,
+                                   messages=[{"role": "user", "content": "Give me a phone number."}],
+                                   extra_body={"guided_regex": "[0-9]{3}-[0-9]{4}"})
+assert re.fullmatch("[0-9]{3}-[0-9]{4}", c.choices[0].message.content), c
+c = client.chat.completions.create(model=model, temperature=0, max_tokens=100, messages=ask,
+                                   extra_body={"guided_json": {"type": "object", "properties": {
+                                       "salty": {"type": "boolean"}}, "required": ["salty"]}})
+assert isinstance(json.loads(c.choices[0].message.content)["salty"], bool), c
+t = client.completions.create(model=model, temperature=0, max_tokens=10, prompt="The sea is",
+                              extra_body={"guided_choice": ["salty", "sweet"]})
+assert t.choices[0].text in ("salty", "sweet"), t
+print("vLLM guided fields: choice, regex, json (chat), choice (completions)")
 
 
 class GetWeather(BaseModel):

@@ -25,7 +25,7 @@ pub async fn chat(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
-    const LARGE: [&str; 7] = [
+    const LARGE: [&str; 12] = [
         "messages",
         "rag",
         "tools",
@@ -33,6 +33,11 @@ async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
         "stop",
         "logit_bias",
         "response_format",
+        "structured_outputs",
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
     ];
     front::handle(st, req, "chat", &LARGE, |i| answer(st, i)).await
 }

@@ -19,7 +19,18 @@ pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
-    const LARGE: [&str; 5] = ["prompt", "rag", "stop", "logit_bias", "response_format"];
+    const LARGE: [&str; 10] = [
+        "prompt",
+        "rag",
+        "stop",
+        "logit_bias",
+        "response_format",
+        "structured_outputs",
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
+    ];
     front::handle(st, req, "text_completion", &LARGE, |i| complete(st, i)).await
 }
 

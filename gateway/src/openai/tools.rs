@@ -23,10 +23,112 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// vLLM's guided-decoding fields, newest first: `structured_outputs`
+/// (`{"json" | "regex" | "choice" | "grammar": ...}`) and the older
+/// top-level `guided_json`, `guided_regex`, `guided_choice`,
+/// `guided_grammar`. `grammar` is a Lark grammar in llguidance's dialect
+/// (vLLM's xgrammar reads EBNF; simple Lark grammars are the same).
+const GUIDED: [(&str, &str); 4] = [
+    ("json", "guided_json"),
+    ("regex", "guided_regex"),
+    ("choice", "guided_choice"),
+    ("grammar", "guided_grammar"),
+];
+
+fn guided(b: &Body) -> ApiResult<Option<OutputFormat>> {
+    let nested = fields::opt_object(b, "structured_outputs")?;
+    let mut found = Vec::new();
+    for (inner, legacy) in GUIDED {
+        if let Some(v) = nested.and_then(|n| n.get(inner)).filter(|v| !v.is_null()) {
+            found.push((inner, v));
+        }
+        if let Some(v) = b.get(legacy).filter(|v| !v.is_null()) {
+            found.push((inner, v));
+        }
+    }
+    let param = if nested.is_some() {
+        "structured_outputs"
+    } else {
+        found
+            .first()
+            .map_or("structured_outputs", |(k, _)| match *k {
+                "json" => "guided_json",
+                "regex" => "guided_regex",
+                "choice" => "guided_choice",
+                _ => "guided_grammar",
+            })
+    };
+    let (kind, v) = match found.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        _ => {
+            return Err(bad_request(
+                "give one guided-decoding constraint (json, regex, choice or grammar), not several",
+                param,
+            ));
+        }
+    };
+    let text = |what: &str| {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| bad_request(format!("{param}: {kind} must be {what}"), param))
+    };
+    Ok(Some(match kind {
+        "json" => match v {
+            Value::Object(_) | Value::Bool(_) => OutputFormat::JsonSchema {
+                name: "guided_json".into(),
+                schema: v.clone(),
+                strict: false,
+            },
+            // vLLM also takes the schema as JSON text
+            Value::String(s) => OutputFormat::JsonSchema {
+                name: "guided_json".into(),
+                schema: serde_json::from_str(s).map_err(|e| {
+                    bad_request(format!("{param}: json is not valid JSON: {e}"), param)
+                })?,
+                strict: false,
+            },
+            _ => {
+                return Err(bad_request(
+                    format!("{param}: json must be a JSON Schema"),
+                    param,
+                ));
+            }
+        },
+        "regex" => OutputFormat::Regex(text("a regular expression")?),
+        "grammar" => OutputFormat::Lark(text("a Lark grammar")?),
+        _ => {
+            let choices = match v {
+                Value::Array(a) if !a.is_empty() && a.len() <= 1024 => a
+                    .iter()
+                    .map(|c| c.as_str().map(|s| Value::from(s).to_string()))
+                    .collect::<Option<Vec<_>>>(),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                bad_request(format!("{param}: choice must be 1 to 1024 strings"), param)
+            })?;
+            // Lark string literals are JSON's
+            OutputFormat::Lark(format!("start: {}", choices.join(" | ")))
+        }
+    }))
+}
+
 /// `response_format` of chat completions: `text`, `json_object`, or
-/// `json_schema` with `{name, schema, strict}` under `json_schema`.
+/// `json_schema` with `{name, schema, strict}` under `json_schema`; or
+/// one of vLLM's guided-decoding fields ([`GUIDED`]), not both.
 pub fn response_format(b: &Body) -> ApiResult<OutputFormat> {
-    let Some(rf) = fields::opt_object(b, "response_format")? else {
+    let rf = fields::opt_object(b, "response_format")?;
+    if let Some(g) = guided(b)? {
+        if rf.is_some_and(|r| r.get("type").and_then(Value::as_str) != Some("text")) {
+            return Err(bad_request(
+                "send response_format or a guided-decoding field, not both",
+                "response_format",
+            ));
+        }
+        return Ok(g);
+    }
+    let Some(rf) = rf else {
         return Ok(OutputFormat::Text);
     };
     let spec = match rf.get("type").and_then(Value::as_str) {
@@ -343,6 +445,39 @@ mod tests {
             )))
             .contains("name")
         );
+    }
+
+    #[test]
+    fn vllm_guided_fields() {
+        let f = |v| response_format(&body(v));
+        assert!(
+            matches!(f(json!({"structured_outputs": {"regex": "[0-9]+"}})), Ok(OutputFormat::Regex(ref r)) if r == "[0-9]+")
+        );
+        assert!(
+            matches!(f(json!({"guided_choice": ["yes", "no \"maybe\""]})), Ok(OutputFormat::Lark(ref g)) if g == "start: \"yes\" | \"no \\\"maybe\\\"\"")
+        );
+        assert!(matches!(
+            f(json!({"guided_json": "{\"type\": \"object\"}"})),
+            Ok(OutputFormat::JsonSchema { .. })
+        ));
+        assert!(matches!(
+            f(json!({"structured_outputs": {"grammar": "start: \"a\""}})),
+            Ok(OutputFormat::Lark(_))
+        ));
+        assert!(
+            err(f(json!({"guided_regex": "a", "guided_choice": ["b"]}))).contains("not several")
+        );
+        assert!(err(f(json!({"guided_choice": []}))).contains("1 to 1024"));
+        assert!(
+            err(f(
+                json!({"guided_regex": "a", "response_format": {"type": "json_object"}})
+            ))
+            .contains("not both")
+        );
+        assert!(matches!(
+            f(json!({"structured_outputs": {}})),
+            Ok(OutputFormat::Text)
+        ));
     }
 
     #[test]
