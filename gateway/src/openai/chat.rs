@@ -25,20 +25,16 @@ pub async fn chat(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn chat_inner(st: &AppState, req: Request) -> ApiResult<Response> {
-    const LARGE: [&str; 12] = [
-        "messages",
-        "rag",
-        "tools",
-        "functions",
-        "stop",
-        "logit_bias",
-        "response_format",
-        "structured_outputs",
-        "guided_json",
-        "guided_regex",
-        "guided_choice",
-        "guided_grammar",
-    ];
+    static LARGE: std::sync::LazyLock<Vec<&str>> = std::sync::LazyLock::new(|| {
+        super::tools::with_format_fields(&[
+            "messages",
+            "rag",
+            "tools",
+            "functions",
+            "stop",
+            "logit_bias",
+        ])
+    });
     front::handle(st, req, "chat", &LARGE, |i| answer(st, i)).await
 }
 

@@ -19,18 +19,9 @@ pub async fn completions(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn inner(st: &AppState, req: Request) -> ApiResult<Response> {
-    const LARGE: [&str; 10] = [
-        "prompt",
-        "rag",
-        "stop",
-        "logit_bias",
-        "response_format",
-        "structured_outputs",
-        "guided_json",
-        "guided_regex",
-        "guided_choice",
-        "guided_grammar",
-    ];
+    static LARGE: std::sync::LazyLock<Vec<&str>> = std::sync::LazyLock::new(|| {
+        super::tools::with_format_fields(&["prompt", "rag", "stop", "logit_bias"])
+    });
     front::handle(st, req, "text_completion", &LARGE, |i| complete(st, i)).await
 }
 

@@ -35,6 +35,15 @@ const GUIDED: [(&str, &str); 4] = [
     ("grammar", "guided_grammar"),
 ];
 
+/// `fields` and the members that carry an output format (a route's
+/// large members: parsed even past the small-member bound).
+pub fn with_format_fields(fields: &[&'static str]) -> Vec<&'static str> {
+    let mut all = fields.to_vec();
+    all.extend(["response_format", "structured_outputs"]);
+    all.extend(GUIDED.iter().map(|(_, legacy)| *legacy));
+    all
+}
+
 fn guided(b: &Body) -> ApiResult<Option<OutputFormat>> {
     let nested = fields::opt_object(b, "structured_outputs")?;
     let mut found = Vec::new();
