@@ -607,6 +607,14 @@ mod tests {
         assert_eq!(s["properties"]["a"]["additionalProperties"], false);
         assert_eq!(s["properties"]["c"]["const"], json!({"type": "object"}));
         assert_eq!(s["properties"]["d"]["additionalProperties"], true);
+        // a free-form object (no properties) stays open
+        let mut free = json!({"type": "object", "properties": {"f": {"type": "object"}}});
+        close_objects(&mut free);
+        assert!(
+            free["properties"]["f"]
+                .get("additionalProperties")
+                .is_none()
+        );
     }
 
     #[test]

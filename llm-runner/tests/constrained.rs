@@ -119,6 +119,36 @@ async fn schema_outputs_parse_and_hold_to_the_schema() {
     );
 }
 
+/// Log-probabilities under a grammar: the alternatives a mask removed are
+/// reported as -9999 (as vLLM does), never -inf (JSON has none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_alternatives_have_finite_logprobs() {
+    let g = common::generator();
+    let mut r = chat("What is the year?", 4);
+    r.format = OutputFormat::Regex("[0-9]{4}".into());
+    r.logprobs = true;
+    r.top_logprobs = 20;
+    let mut rx = g.generate(r).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = 0;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            ragmesh_llm_runner::Event::Delta { logprobs, .. } => {
+                for lp in logprobs {
+                    assert!(lp.logprob.is_finite(), "{lp:?}");
+                    for (_, _, alt) in &lp.top {
+                        assert!(alt.is_finite() && *alt >= -9999.0, "{lp:?}");
+                        seen += 1;
+                    }
+                }
+            }
+            ragmesh_llm_runner::Event::Done { .. } => break,
+            ragmesh_llm_runner::Event::Error(e) => panic!("{e}"),
+        }
+    }
+    // 20 alternatives per token, most of them masked (only digits allowed)
+    assert!(seen >= 20, "{seen}");
+}
+
 /// A budget too short for what the model wants to write: the answer is
 /// steered to close in its last tokens, and still parses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -386,11 +386,8 @@ impl LlmStage for RemoteRunner {
                     let version = self.contract.load(Relaxed);
                     let model = &self.model_id;
                     async move {
-                        if let Some(field) = v2.filter(|_| version < contract::CONTRACT_VERSION) {
-                            return Err(Status::failed_precondition(format!(
-                                "{field}: model {model}'s llm-runner replicas speak contract version {version}, which predates response formats and tools (version {}): upgrade them",
-                                contract::CONTRACT_VERSION
-                            )));
+                        if let Some(refused) = too_old(v2, version, model) {
+                            return Err(refused);
                         }
                         let mut stream = LlmRunnerClient::new(ragmesh_telemetry::otel::traced(ch))
                             .generate(msg)
@@ -408,9 +405,40 @@ impl LlmStage for RemoteRunner {
     }
 }
 
+/// The refusal of a request that uses contract version 2 (`field`: the
+/// first such field) by replicas that speak `version`: they would ignore
+/// the fields and answer unconstrained.
+fn too_old(field: Option<&str>, version: u32, model: &str) -> Option<Status> {
+    let field = field.filter(|_| version < contract::CONTRACT_VERSION)?;
+    Some(Status::failed_precondition(format!(
+        "{field}: model {model}'s llm-runner replicas speak contract version {version}, which predates response formats and tools (version {}): upgrade them",
+        contract::CONTRACT_VERSION
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constrained_requests_skip_old_runners() {
+        let s = too_old(Some("tools"), 0, "m").map(|s| s.message().to_owned());
+        assert!(
+            s.as_deref()
+                .is_some_and(|m| m.starts_with("tools: model m") && m.contains("version 0")),
+            "{s:?}"
+        );
+        assert!(too_old(Some("response_format"), contract::CONTRACT_VERSION, "m").is_none());
+        assert!(
+            too_old(None, 0, "m").is_none(),
+            "a plain request goes to any runner"
+        );
+        // the gateway's answer names the field
+        let e = crate::error::from_status(
+            too_old(Some("response_format"), 1, "m").unwrap_or_else(|| Status::ok("")),
+        );
+        assert_eq!(e.to_json()["error"]["param"], "response_format");
+    }
 
     #[test]
     fn a_finishing_delta_yields_text_then_done() {
