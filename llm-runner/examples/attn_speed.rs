@@ -42,15 +42,11 @@ fn main() {
             let seqs: Vec<SeqAttn> = caches
                 .iter()
                 .enumerate()
-                .map(|(i, c)| {
-                    let (k, v) = c.layer(l);
-                    SeqAttn {
-                        row: i,
-                        n: 1,
-                        past: len - 1,
-                        k,
-                        v,
-                    }
+                .map(|(i, c)| SeqAttn {
+                    row: i,
+                    n: 1,
+                    past: len - 1,
+                    kv: c.layer(l),
                 })
                 .collect();
             let out = attend(h, &q, &seqs);

@@ -9,11 +9,10 @@
 //! registers. Scores are kept per block (`[block][head][16]`), so the
 //! softmax runs over whole 16-value runs.
 
-use half::f16;
 use ragmesh_kernels::attn::{block_scores, block_values};
 use rayon::prelude::*;
 
-use crate::kv::KEY_BLOCK;
+use crate::kv::{KEY_BLOCK, LayerView};
 use crate::math;
 
 /// Query heads a layer may have (the softmax keeps one sum per head on
@@ -32,15 +31,14 @@ pub struct Heads {
 }
 
 /// One sequence's slice of the step: `n` query rows starting at `row` of
-/// the stacked batch, and its cache (keys and values of all `past + n`
-/// positions, this step's already stored, in the block layouts of
-/// `kv.rs`).
+/// the stacked batch, and its cache's layer (keys and values of all
+/// `past + n` positions, this step's already stored, in the block layouts
+/// of `kv.rs`).
 pub struct SeqAttn<'a> {
     pub row: usize,
     pub n: usize,
     pub past: usize,
-    pub k: &'a [f16],
-    pub v: &'a [f16],
+    pub kv: LayerView<'a>,
 }
 
 /// One query row (`q`: all heads, `n_head × hd`) against the first `upto`
@@ -59,12 +57,11 @@ fn row_attn(h: Heads, s: &SeqAttn<'_>, q: &[f32], upto: usize, w: &mut [f32], ou
     let hd = h.head_dim;
     let group = h.n_head / h.n_kv_head.max(1);
     let per = hd * KEY_BLOCK; // one KV head's part of a cache block
-    let block = h.n_kv_head * per;
     let run = h.n_head * KEY_BLOCK; // one block's scores, all heads
     let blocks = upto.div_ceil(KEY_BLOCK);
     let w = &mut w[..blocks * run];
     for (b, sb) in w.chunks_exact_mut(run).enumerate() {
-        let kb = &s.k[b * block..][..block];
+        let kb = s.kv.keys(b);
         for ((qg, kh), sg) in q
             .chunks_exact(group * hd)
             .zip(kb.chunks_exact(per))
@@ -105,7 +102,7 @@ fn row_attn(h: Heads, s: &SeqAttn<'_>, q: &[f32], upto: usize, w: &mut [f32], ou
     }
     out.fill(0.0);
     for (b, sb) in w.chunks_exact(run).enumerate() {
-        let vb = &s.v[b * block..][..block];
+        let vb = s.kv.values(b);
         for ((sg, vh), og) in sb
             .chunks_exact(group * KEY_BLOCK)
             .zip(vb.chunks_exact(per))
@@ -178,6 +175,8 @@ pub fn attend_rows(h: Heads, qs: &[f32], s: &SeqAttn<'_>, j0: usize, out: &mut [
 
 #[cfg(test)]
 mod tests {
+    use half::f16;
+
     use super::*;
 
     /// The plain definition: every query head against its KV head, causal,
@@ -260,21 +259,18 @@ mod tests {
             c
         };
         let (c1, c2) = (transposed(&k1, &v1), transposed(&k2, &v2));
-        let ((kt1, vt1), (kt2, vt2)) = (c1.layer(0), c2.layer(0));
         let seqs = [
             SeqAttn {
                 row: 0,
                 n: 70,
                 past: 5,
-                k: kt1,
-                v: vt1,
+                kv: c1.layer(0),
             },
             SeqAttn {
                 row: 70,
                 n: 1,
                 past: 40,
-                k: kt2,
-                v: vt2,
+                kv: c2.layer(0),
             },
         ];
         let q_dim = h.n_head * h.head_dim;

@@ -230,13 +230,11 @@ impl Llama {
             }
             let n = s.tokens.len();
             if n <= ROWS_PER_JOB {
-                let (k, v) = s.cache.layer(li);
                 let sa = SeqAttn {
                     row,
                     n,
                     past: s.cache.len(),
-                    k,
-                    v,
+                    kv: s.cache.layer(li),
                 };
                 attend_rows(heads, qs, &sa, 0, out);
             }
@@ -247,13 +245,11 @@ impl Llama {
         for s in batch.iter() {
             let n = s.tokens.len();
             if n > ROWS_PER_JOB {
-                let (k, v) = s.cache.layer(li);
                 long.push(SeqAttn {
                     row,
                     n,
                     past: s.cache.len(),
-                    k,
-                    v,
+                    kv: s.cache.layer(li),
                 });
             }
             row += n;

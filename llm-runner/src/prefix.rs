@@ -1,14 +1,21 @@
-//! Automatic prefix caching over the caches of finished sequences.
+//! Automatic prefix caching over reference-counted KV blocks.
 //!
-//! A finished (or cancelled) sequence's cache is kept with the tokens it
-//! holds. Its whole [`KEY_BLOCK`]-position blocks are identified by a
-//! chained hash: block `i`'s hash covers its 16 tokens and block `i-1`'s
-//! hash, so equal hashes mean equal prefixes up to and including that
-//! block (the tokens are compared too, so a hash collision cannot serve a
-//! wrong prefix). A new sequence takes the kept cache sharing the longest
-//! run of whole blocks with its prompt, keeps those positions and
-//! prefills only the rest; at least the prompt's last token is always
-//! prefilled, since its logits choose the first output token.
+//! Every KV block (`kv.rs`: [`KEY_BLOCK`] positions of all layers) comes
+//! from one pool with the runner's KV budget. Once a sequence has filled
+//! a block, the block is registered under a chained hash: block `i`'s
+//! hash covers its 16 tokens and block `i-1`'s hash, so equal hashes mean
+//! equal prefixes up to and including that block. A new sequence holds
+//! the longest run of registered blocks its prompt starts with (the same
+//! blocks, their counts raised, no copy) and prefills only the rest; at
+//! least the prompt's last token is always prefilled, since its logits
+//! choose the first output token. Registration happens as blocks fill,
+//! so a sequence shares the prefix of one still running (sixteen requests
+//! after one preamble: the later ones hold the first one's blocks). Two
+//! admitted together with a prefix nothing holds yet each prefill it.
+//!
+//! A full block is never written again (a sequence writes only positions
+//! past its length, in blocks of its own), so holders share it freely;
+//! `KvCache::push` would copy a shared block rather than change it.
 //!
 //! Reuse is bit-identical to a cold prefill: a position's keys and values
 //! depend only on the tokens up to it (the matmuls compute each row alone,
@@ -20,568 +27,398 @@
 //! the tenant), so requests of different salts never share a block: a hit
 //! shows in `cached_tokens` and in the time to first token, and shared
 //! blocks would let one tenant test whether another sent a given prompt.
+//! The hashes are keyed per process (SipHash, random keys), and a lookup
+//! also compares each block's tokens and parent, so a prompt cannot be
+//! crafted to collide with another's blocks.
 //!
-//! Kept caches count against the KV budget beside the running
-//! reservations; past it the least recently used go first. A miss takes a
-//! new cache while the budget has room for it (so kept prefixes are not
-//! thrown away early), else recycles the least recently used kept cache.
-//! A taken cache far larger than the sequence's reservation is cut down to
-//! it, so the memory a sequence holds is what it is charged. A cache is
-//! owned by one sequence at a time. A prompt that shares only the opening
-//! of a longer kept cache (another conversation with the same system
-//! prompt) copies the shared blocks into a cache of its own while the
-//! budget has room, leaving the kept one whole; so does a prompt whose
-//! kept prefix a queued prompt also wants (16 requests after one shared
-//! preamble: all but the last copy it, none prefills it). Copies go into
-//! fresh memory, whose page faults cost ~20 ms per 350 positions on this
-//! project's VMs, far less than prefilling them; otherwise the kept cache
-//! is taken and cut to the shared prefix. Two sequences admitted together
-//! with a new prefix that nothing kept holds each prefill it.
-//! Without caching (`--prefix-cache false`) kept caches are emptied, their
-//! memory still reused.
+//! Budget: the pool counts live blocks (held by sequences or the cache)
+//! and the blocks running sequences may still add (a sequence is promised
+//! its prompt plus `max_tokens` at admission, so none is ever preempted).
+//! A registered block no sequence holds is idle: it stays cached until
+//! the budget needs it, and then the least recently used go first (on a
+//! tie the deepest, as a block is useless without its parent). Freed
+//! blocks keep their memory for the next ones (their pages stay
+//! resident). Without caching (`--prefix-cache false`) nothing is
+//! registered and a finished sequence's blocks are freed at once.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::Arc;
 
-use crate::kv::{KEY_BLOCK, KvCache};
+use crate::kv::{Block, KEY_BLOCK, KvCache, Shape};
 
-struct Kept {
-    cache: KvCache,
-    salt: u64,
-    /// The tokens of the cache's positions.
-    tokens: Vec<u32>,
-    /// Chained hashes of its whole blocks.
-    hashes: Vec<u64>,
-    /// When it was kept or last hit (the LRU clock).
+struct Entry {
+    block: Arc<Block>,
+    parent: u64,
+    tokens: [u32; KEY_BLOCK],
+    /// Blocks before it in its sequence.
+    depth: usize,
+    /// When it was registered or last held (the LRU clock).
     used: u64,
 }
 
-/// Kept caches, for the next admissions.
-pub struct CachePool {
-    kept: Vec<Kept>,
+impl Entry {
+    /// Held by nothing but the cache: evictable.
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.block) == 1
+    }
+}
+
+/// The KV blocks of one engine, and the cache of registered ones.
+pub struct BlockPool {
+    shape: Shape,
+    /// Blocks the budget allows.
+    capacity: usize,
+    /// Blocks held by sequences or the cache.
+    live: usize,
+    /// Freed blocks, for reuse.
+    free: Vec<Block>,
+    index: HashMap<u64, Entry>,
     clock: u64,
     enabled: bool,
+    keys: RandomState,
 }
 
-impl Default for CachePool {
-    fn default() -> Self {
-        Self::new(true)
-    }
-}
-
-/// What the scheduler knows at an admission besides the prompt.
-#[derive(Default)]
-pub struct Around<'a> {
-    /// The budget has room for a new cache.
-    pub spare: bool,
-    /// Prompts queued behind this one (same salt).
-    pub queued: &'a [&'a [u32]],
-    /// The running sequence sharing most whole blocks with the prompt,
-    /// and how many.
-    pub running: Option<(&'a KvCache, usize)>,
-}
-
-/// What [`CachePool::take`] hands out: a cache, and how many of the
-/// prompt's positions it already holds.
-pub struct Taken {
-    pub cache: KvCache,
-    pub reused: usize,
-}
-
-/// Whole blocks `prompt` (but its last token, always prefilled) shares
-/// with the `held` tokens of another sequence's cache.
-pub fn shared_blocks(prompt: &[u32], held: impl IntoIterator<Item = u32>) -> usize {
-    let last = prompt.len().saturating_sub(1);
-    prompt[..last]
-        .iter()
-        .zip(held)
-        .take_while(|(a, b)| **a == *b)
-        .count()
-        / KEY_BLOCK
-}
-
-/// Chained hashes of the whole blocks of `tokens`, the chain started
-/// from `salt`.
-pub fn block_hashes(salt: u64, tokens: &[u32]) -> Vec<u64> {
-    let mut out = Vec::with_capacity(tokens.len() / KEY_BLOCK);
-    let mut parent = salt;
-    for block in tokens.chunks_exact(KEY_BLOCK) {
-        let mut h = DefaultHasher::new();
-        parent.hash(&mut h);
-        block.hash(&mut h);
-        parent = h.finish();
-        out.push(parent);
-    }
-    out
-}
-
-impl CachePool {
-    pub fn new(enabled: bool) -> Self {
+impl BlockPool {
+    /// A pool of blocks of `shape` for `capacity_tokens` positions
+    /// (rounded up to whole blocks, so a request within the budget always
+    /// fits), caching prefixes when `enabled`.
+    pub fn new(shape: Shape, capacity_tokens: usize, enabled: bool) -> Self {
         Self {
-            kept: Vec::new(),
+            shape,
+            capacity: capacity_tokens.div_ceil(KEY_BLOCK),
+            live: 0,
+            free: Vec::new(),
+            index: HashMap::new(),
             clock: 0,
             enabled,
+            keys: RandomState::new(),
         }
     }
 
-    /// Caches kept.
-    pub fn len(&self) -> usize {
-        self.kept.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.kept.is_empty()
-    }
-
-    /// Positions the kept caches have room for, together.
-    pub fn room(&self) -> usize {
-        self.kept.iter().map(|k| k.cache.room()).sum()
-    }
-
-    /// Whole blocks held for reuse (the `Load` reply's `cached_blocks`).
+    /// Registered blocks (the `Load` reply's `cached_blocks`).
     pub fn cached_blocks(&self) -> usize {
-        self.kept.iter().map(|k| k.hashes.len()).sum()
+        self.index.len()
     }
 
-    /// Keeps `cache`, whose positions hold `tokens` (longer is cut to the
-    /// cache's length), for requests of `salt`.
-    pub fn put(&mut self, mut cache: KvCache, salt: u64, tokens: &[u32]) {
-        self.clock += 1;
-        let tokens = if self.enabled {
-            tokens[..cache.len().min(tokens.len())].to_vec()
-        } else {
-            Vec::new()
-        };
-        cache.truncate(tokens.len());
-        if tokens.is_empty() {
-            cache.clear();
+    /// Blocks held by sequences or the cache.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    fn hash(&self, parent: u64, tokens: &[u32]) -> u64 {
+        let mut h = self.keys.build_hasher();
+        parent.hash(&mut h);
+        tokens.hash(&mut h);
+        h.finish()
+    }
+
+    /// The hashes of the longest run of registered blocks `prompt` (but
+    /// its last token) starts with, for requests of `salt`.
+    pub fn lookup(&self, salt: u64, prompt: &[u32]) -> Vec<u64> {
+        let mut found = Vec::new();
+        if !self.enabled || prompt.len() < 2 {
+            return found;
         }
-        self.kept.push(Kept {
-            salt,
-            hashes: block_hashes(salt, &tokens),
-            tokens,
-            cache,
-            used: self.clock,
-        });
+        let mut parent = salt;
+        for (depth, tokens) in prompt[..prompt.len() - 1]
+            .chunks_exact(KEY_BLOCK)
+            .enumerate()
+        {
+            let h = self.hash(parent, tokens);
+            match self.index.get(&h) {
+                Some(e) if e.parent == parent && e.depth == depth && e.tokens == tokens => {
+                    found.push(h);
+                    parent = h;
+                }
+                _ => break,
+            }
+        }
+        found
     }
 
-    /// A cache of `n_layer` layers with room for `need` positions of
-    /// `kv_dim` values for a sequence of `salt` whose prompt is `prompt`:
-    /// the kept cache sharing the longest whole-block prefix with it (cut
-    /// to that prefix); else a new one when `spare` (the budget has room
-    /// for it); else the least recently used kept cache with room
-    /// (emptied); else a new one.
-    pub fn take(
-        &mut self,
-        (n_layer, kv_dim): (usize, usize),
-        need: usize,
-        salt: u64,
-        prompt: &[u32],
-        around: Around<'_>,
-    ) -> Taken {
-        let Around {
-            spare,
-            queued,
-            running,
-        } = around;
+    /// Whether a sequence holding the blocks of `hit` fits with
+    /// `promised` blocks yet to be added by the running sequences and it:
+    /// the idle blocks it does not hold can be evicted for them.
+    pub fn fits(&self, hit: &[u64], promised: usize) -> bool {
+        let idle = self.index.values().filter(|e| e.idle()).count();
+        let pinned = hit
+            .iter()
+            .filter(|h| self.index.get(h).is_some_and(Entry::idle))
+            .count();
+        self.live - idle + pinned + promised <= self.capacity
+    }
+
+    /// A cache holding the blocks of `hit` (see [`Self::lookup`]).
+    pub fn take(&mut self, hit: &[u64]) -> KvCache {
         self.clock += 1;
-        let mut best: Option<(usize, usize)> = None; // (blocks, index)
-        if self.enabled && prompt.len() > 1 {
-            // the last prompt token is always prefilled (its logits)
-            let want = block_hashes(salt, &prompt[..prompt.len() - 1]);
-            for (i, k) in self.kept.iter().enumerate().filter(|(_, k)| k.salt == salt) {
-                let n = want
-                    .iter()
-                    .zip(&k.hashes)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                let n = if prompt[..n * KEY_BLOCK] == k.tokens[..n * KEY_BLOCK] {
-                    n
-                } else {
-                    0
-                };
-                let better = match best {
-                    None => n > 0,
-                    Some((b, j)) => n > b || (n == b && k.used > self.kept[j].used),
-                };
-                if better {
-                    best = Some((n, i));
+        let mut blocks = Vec::with_capacity(hit.len());
+        for h in hit {
+            let Some(e) = self.index.get_mut(h) else {
+                break;
+            };
+            e.used = self.clock;
+            blocks.push(e.block.clone());
+        }
+        let hashes = hit[..blocks.len()].to_vec();
+        KvCache::with_blocks(self.shape, blocks, hashes)
+    }
+
+    /// Evicts idle blocks, least recently used first, until `promised`
+    /// more blocks fit in the budget.
+    pub fn make_room(&mut self, promised: usize) {
+        let over = (self.live + promised).saturating_sub(self.capacity);
+        if over == 0 {
+            return;
+        }
+        let mut idle: Vec<(u64, Reverse<usize>, u64)> = self
+            .index
+            .iter()
+            .filter(|(_, e)| e.idle())
+            .map(|(h, e)| (e.used, Reverse(e.depth), *h))
+            .collect();
+        idle.sort_unstable();
+        for (_, _, h) in idle.into_iter().take(over) {
+            if let Some(e) = self.index.remove(&h) {
+                self.recycle(e.block);
+            }
+        }
+    }
+
+    /// Frees `block` if nothing else holds it.
+    fn recycle(&mut self, block: Arc<Block>) {
+        if let Ok(b) = Arc::try_unwrap(block) {
+            self.live = self.live.saturating_sub(1);
+            if b.fits(self.shape) && self.free.len() + self.live < self.capacity {
+                self.free.push(b);
+            }
+        }
+    }
+
+    /// Adds blocks to `cache` until it has room for `positions`; returns
+    /// how many it added.
+    pub fn grow(&mut self, cache: &mut KvCache, positions: usize) -> usize {
+        let mut added = 0;
+        while cache.room() < positions {
+            let b = self.free.pop().unwrap_or_else(|| Block::new(self.shape));
+            cache.append(self.shape, b);
+            self.live += 1;
+            added += 1;
+        }
+        added
+    }
+
+    /// Registers `cache`'s newly full blocks for requests of `salt`;
+    /// `held`: the tokens of its positions, from the first.
+    pub fn register(&mut self, cache: &mut KvCache, salt: u64, held: impl Iterator<Item = u32>) {
+        let full = cache.len() / KEY_BLOCK;
+        let seen = cache.hashes.len();
+        if !self.enabled || seen >= full {
+            return;
+        }
+        self.clock += 1;
+        let mut held = held.skip(seen * KEY_BLOCK);
+        for b in seen..full {
+            let mut tokens = [0u32; KEY_BLOCK];
+            for t in tokens.iter_mut() {
+                match held.next() {
+                    Some(x) => *t = x,
+                    None => return,
                 }
             }
-        }
-        // a running sequence holding more of the prompt than anything
-        // kept: copy its blocks (requests sharing a preamble that arrive
-        // while the first of them runs)
-        if let Some((from, blocks)) = running
-            && self.enabled
-            && spare
-            && blocks > best.map_or(0, |b| b.0)
-        {
-            let reused = blocks * KEY_BLOCK;
-            let mut into = KvCache::new(n_layer);
-            into.copy_prefix_from(from, kv_dim, reused, need);
-            into.fit(kv_dim, need);
-            return Taken {
-                cache: into,
-                reused,
+            let parent = match b {
+                0 => salt,
+                _ => cache.hashes[b - 1],
             };
+            let h = self.hash(parent, &tokens);
+            cache.hashes.push(h);
+            // a block computed twice (two sequences admitted together)
+            // stays with its sequence; the first one is the cached one
+            let block = &cache.blocks()[b];
+            let used = self.clock;
+            self.index.entry(h).or_insert_with(|| Entry {
+                block: block.clone(),
+                parent,
+                tokens,
+                depth: b,
+                used,
+            });
         }
-        if let Some((blocks, i)) = best {
-            // less than half of the kept cache is shared: the opening of
-            // another conversation, whose rest is worth keeping; more than
-            // half: a continuation or a repeat of it, which takes it
-            // also when a queued prompt shares the same blocks: it gets
-            // the kept cache after this one's copy, instead of prefilling
-            let wanted = || {
-                let mine = &self.kept[i].hashes[..blocks];
-                queued.iter().any(|q| {
-                    q.len() > blocks * KEY_BLOCK
-                        && block_hashes(salt, &q[..blocks * KEY_BLOCK]) == mine
-                })
-            };
-            if spare && (blocks * 2 < self.kept[i].hashes.len() || wanted()) {
-                let mut into = KvCache::new(n_layer);
-                self.kept[i].used = self.clock;
-                let reused = blocks * KEY_BLOCK;
-                into.copy_prefix_from(&self.kept[i].cache, kv_dim, reused, need);
-                into.fit(kv_dim, need);
-                return Taken {
-                    cache: into,
-                    reused,
-                };
-            }
-            let mut k = self.kept.swap_remove(i);
-            let reused = blocks * KEY_BLOCK;
-            k.cache.truncate(reused);
-            k.cache.fit(kv_dim, need);
-            return Taken {
-                cache: k.cache,
-                reused,
-            };
-        }
-        let fit = self
-            .kept
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| !spare && k.cache.room() >= need)
-            .min_by_key(|(_, k)| k.used)
-            .map(|(i, _)| i);
-        let mut cache = match fit {
-            Some(i) => {
-                let mut c = self.kept.swap_remove(i).cache;
-                c.clear();
-                c
-            }
-            None => KvCache::new(n_layer),
-        };
-        cache.fit(kv_dim, need);
-        Taken { cache, reused: 0 }
     }
 
-    /// Drops kept caches, least recently used first, while their room
-    /// plus `reserved` exceeds `budget` or more than `max` are kept.
-    pub fn trim(&mut self, reserved: usize, budget: usize, max: usize) {
-        while !self.kept.is_empty() && (reserved + self.room() > budget || self.kept.len() > max) {
-            let oldest = self
-                .kept
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, k)| k.used)
-                .map_or(0, |(i, _)| i);
-            self.kept.swap_remove(oldest);
+    /// Takes back a finished sequence's blocks: registered ones stay
+    /// cached (the most recently used now), the rest are freed.
+    pub fn release(&mut self, cache: KvCache) {
+        self.clock += 1;
+        let (blocks, hashes) = cache.into_blocks();
+        for h in &hashes {
+            if let Some(e) = self.index.get_mut(h) {
+                e.used = self.clock;
+            }
+        }
+        for b in blocks {
+            self.recycle(b);
         }
     }
+}
+
+/// Positions the `caches` hold, a block several of them share counted
+/// once (the KV usage gauge).
+pub fn held_positions<'a>(caches: impl Iterator<Item = &'a KvCache>) -> usize {
+    let mut shared = HashSet::new();
+    let mut n = 0;
+    for c in caches {
+        for (b, block) in c.blocks().iter().enumerate() {
+            let here = c.len().saturating_sub(b * KEY_BLOCK).min(KEY_BLOCK);
+            if Arc::strong_count(block) == 1 || shared.insert(Arc::as_ptr(block)) {
+                n += here;
+            }
+        }
+    }
+    n
 }
 
 #[cfg(test)]
 mod tests {
+    use half::f16;
+
     use super::*;
 
-    /// A cache holding `tokens` (one layer of 2 heads × 2 dims), each
-    /// position's key its token.
-    fn filled(tokens: &[u32]) -> KvCache {
-        let mut c = KvCache::new(1);
-        c.reserve(4, tokens.len());
-        for (p, &t) in tokens.iter().enumerate() {
-            c.push(0, p, 2, &[t as f32; 4], &[t as f32; 4]);
-        }
-        c.advance(tokens.len());
-        c
-    }
+    const SHAPE: Shape = Shape {
+        n_layer: 1,
+        kv_dim: 4,
+    };
 
     fn seq(from: u32, n: usize) -> Vec<u32> {
         (from..from + n as u32).collect()
     }
 
-    #[test]
-    fn a_running_sequence_shares_its_blocks() {
-        let held = seq(0, 50);
-        let mut prompt = seq(0, 40);
-        prompt.push(7);
-        assert_eq!(shared_blocks(&prompt, held.iter().copied()), 2);
-        // the prompt's last token is never counted
-        assert_eq!(shared_blocks(&seq(0, 32), held.iter().copied()), 1);
-        assert_eq!(shared_blocks(&seq(1, 40), held.iter().copied()), 0);
-        // copied from it when nothing kept holds as much
-        let running = filled(&held);
-        let mut pool = CachePool::new(true);
-        let t = pool.take(
-            (1, 4),
-            60,
-            0,
-            &prompt,
-            Around {
-                spare: true,
-                running: Some((&running, 2)),
-                ..Default::default()
-            },
-        );
-        assert_eq!((t.reused, t.cache.len()), (32, 32));
-        assert_eq!(
-            t.cache.layer(0).0[4 * KEY_BLOCK + 5],
-            half::f16::from_f32(21.0)
-        );
-        // not with caching off
-        let mut off = CachePool::new(false);
-        let around = Around {
-            spare: true,
-            running: Some((&running, 2)),
-            ..Default::default()
-        };
-        assert_eq!(off.take((1, 4), 60, 0, &prompt, around).reused, 0);
-        // not without room to spare
-        let t = pool.take(
-            (1, 4),
-            60,
-            0,
-            &prompt,
-            Around {
-                spare: false,
-                running: Some((&running, 2)),
-                ..Default::default()
-            },
-        );
-        assert_eq!(t.reused, 0);
+    /// Runs `tokens` into `cache` as a forward would (key = token), from
+    /// its length on, and registers its full blocks.
+    fn fill(pool: &mut BlockPool, cache: &mut KvCache, salt: u64, tokens: &[u32]) -> usize {
+        let from = cache.len();
+        let added = pool.grow(cache, tokens.len());
+        for (p, &t) in tokens.iter().enumerate().skip(from) {
+            cache.push(0, p, 2, &[t as f32; 4], &[t as f32; 4]);
+        }
+        cache.advance(tokens.len() - from);
+        pool.register(cache, salt, tokens.iter().copied());
+        added
+    }
+
+    fn key(cache: &KvCache, pos: usize) -> f32 {
+        cache.layer(0).keys(pos / KEY_BLOCK)[pos % KEY_BLOCK].to_f32()
     }
 
     #[test]
-    fn hashes_chain_over_whole_blocks() {
-        let a = block_hashes(0, &seq(0, 40));
-        assert_eq!(a.len(), 2, "40 tokens: two whole blocks");
-        let mut other = seq(0, 40);
-        other[3] = 999;
-        let b = block_hashes(0, &other);
-        // a change in block 0 changes every later block's hash too
-        assert!(a[0] != b[0] && a[1] != b[1]);
-        assert_eq!(block_hashes(0, &seq(0, 32)), a);
-    }
-
-    #[test]
-    fn the_longest_prefix_is_reused_and_the_last_token_prefilled() {
-        let mut pool = CachePool::new(true);
+    fn the_longest_prefix_is_found_and_the_last_token_prefilled() {
+        let mut pool = BlockPool::new(SHAPE, 1024, true);
         let base = seq(0, 70);
-        pool.put(filled(&base[..50]), 0, &base[..50]);
-        pool.put(filled(&seq(500, 64)), 0, &seq(500, 64));
-        // shares 3 whole blocks (48 positions) of the first
-        let t = pool.take(
-            (1, 4),
-            100,
-            0,
-            &base,
-            Around {
-                spare: false,
-                ..Default::default()
-            },
-        );
-        assert_eq!(t.reused, 48);
-        assert_eq!(t.cache.len(), 48);
-        // the reused positions are the ones written (key = token)
-        assert_eq!(
-            t.cache.layer(0).0[2 * 4 * KEY_BLOCK + 2],
-            half::f16::from_f32(34.0)
-        );
-        // a prompt that is exactly a kept cache's tokens still prefills
-        // its last token: 64 tokens share 3 whole blocks, not 4
-        let t = pool.take((1, 4), 100, 0, &seq(500, 64), Around::default());
-        assert_eq!(t.reused, 48);
-        // nothing kept shares a block: an empty cache
-        let t = pool.take((1, 4), 10, 0, &seq(9000, 40), Around::default());
-        assert_eq!((t.reused, t.cache.len()), (0, 0));
+        let mut a = KvCache::new(1);
+        fill(&mut pool, &mut a, 0, &base[..50]);
+        pool.release(a);
+        assert_eq!(pool.cached_blocks(), 3);
+        // shares the 3 whole blocks
+        let hit = pool.lookup(0, &base);
+        assert_eq!(hit.len(), 3);
+        let c = pool.take(&hit);
+        assert_eq!(c.len(), 48);
+        assert_eq!(key(&c, 34), 34.0);
+        // a prompt that is exactly the cached tokens still prefills its
+        // last token: 48 tokens share 2 whole blocks, not 3
+        assert_eq!(pool.lookup(0, &base[..48]).len(), 2);
+        // a change in block 0 changes every later block's hash
+        let mut other = base.clone();
+        other[3] = 999;
+        assert!(pool.lookup(0, &other).is_empty());
+        // another salt (another tenant) never finds them
+        assert!(pool.lookup(1, &base).is_empty());
     }
 
+    /// A sequence admitted while another runs holds the running one's
+    /// blocks: no copy, no new block, counted once.
     #[test]
-    fn salts_and_budget_decide_what_is_reused() {
-        let mut pool = CachePool::new(true);
-        let t = seq(0, 40);
-        pool.put(filled(&t), 7, &t);
-        // another salt (another tenant) never reuses it
-        let other = pool.take(
-            (1, 4),
-            40,
-            8,
-            &t,
-            Around {
-                spare: true,
-                ..Default::default()
-            },
-        );
-        assert_eq!(other.reused, 0);
-        assert_eq!(pool.len(), 1, "a miss with room to spare takes a new cache");
-        // the same salt does
-        assert_eq!(
-            pool.take(
-                (1, 4),
-                40,
-                7,
-                &t,
-                Around {
-                    spare: true,
-                    ..Default::default()
-                }
-            )
-            .reused,
-            32
-        );
-        // a kept cache far larger than the taker's need is cut down to it,
-        // its cached positions intact
-        let mut big = KvCache::new(1);
-        big.reserve(4, 1024);
-        for (p, &tok) in t.iter().enumerate() {
-            big.push(0, p, 2, &[tok as f32; 4], &[tok as f32; 4]);
+    fn a_running_sequences_blocks_are_shared_not_copied() {
+        let mut pool = BlockPool::new(SHAPE, 1024, true);
+        let mut first = seq(0, 40);
+        let mut a = KvCache::new(1);
+        fill(&mut pool, &mut a, 0, &first);
+        assert_eq!((pool.live(), pool.cached_blocks()), (3, 2));
+        first.push(7);
+        let hit = pool.lookup(0, &first);
+        assert_eq!(hit.len(), 2);
+        assert!(pool.fits(&hit, 2));
+        let mut b = pool.take(&hit);
+        assert_eq!(pool.live(), 3, "nothing was allocated");
+        for i in 0..2 {
+            assert!(Arc::ptr_eq(&a.blocks()[i], &b.blocks()[i]));
         }
-        big.advance(t.len());
-        pool.put(big, 7, &t);
-        let cut = pool.take(
-            (1, 4),
-            40,
-            7,
-            &t,
-            Around {
-                spare: false,
-                ..Default::default()
-            },
-        );
-        assert_eq!((cut.reused, cut.cache.room()), (32, 48));
-        assert_eq!(
-            cut.cache.layer(0).0[4 * KEY_BLOCK + 1],
-            half::f16::from_f32(17.0)
-        );
+        // b goes on in a block of its own; a's blocks are unchanged
+        let mut mine = first[..32].to_vec();
+        mine.extend(seq(900, 10));
+        assert_eq!(fill(&mut pool, &mut b, 0, &mine), 1);
+        assert_eq!((key(&a, 33), key(&b, 33)), (33.0, 901.0));
+        // 40 + 42 positions held, 32 of them shared
+        assert_eq!(held_positions([&a, &b].into_iter()), 40 + 42 - 32);
+        // the first one finishes: its shared blocks stay for b and the
+        // cache, its own tail block is freed
+        pool.release(a);
+        assert_eq!(pool.live(), 3);
+        pool.release(b);
+        assert_eq!((pool.live(), pool.cached_blocks()), (2, 2));
     }
 
     #[test]
-    fn a_shared_opening_is_copied_not_taken() {
-        let mut pool = CachePool::new(true);
-        // a 96-token conversation kept; another shares its first 2 blocks
-        let kept = seq(0, 96);
-        pool.put(filled(&kept), 0, &kept);
-        let mut other = seq(0, 40);
-        other.extend(seq(900, 30));
-        let t = pool.take(
-            (1, 4),
-            80,
-            0,
-            &other,
-            Around {
-                spare: true,
-                ..Default::default()
-            },
-        );
-        assert_eq!((t.reused, t.cache.len()), (32, 32));
-        assert_eq!(
-            t.cache.layer(0).0[4 * KEY_BLOCK + 3],
-            half::f16::from_f32(19.0)
-        );
-        // the kept conversation is still whole for its own next turn,
-        // which takes it (more than half of it is shared)
-        assert_eq!(pool.len(), 1);
-        let mut next = kept.clone();
-        next.extend(seq(5000, 10));
-        assert_eq!(
-            pool.take(
-                (1, 4),
-                110,
-                0,
-                &next,
-                Around {
-                    spare: true,
-                    ..Default::default()
-                }
-            )
-            .reused,
-            96
-        );
-        assert!(pool.is_empty());
-        // a prompt sharing most of it takes it, unless a queued prompt
-        // wants the same blocks: then it copies and leaves it in place
-        pool.put(filled(&kept), 0, &kept);
-        let mut most = seq(0, 80);
-        most.extend(seq(700, 20));
-        let mut also = seq(0, 80);
-        also.extend(seq(800, 20));
-        let t = pool.take(
-            (1, 4),
-            120,
-            0,
-            &most,
-            Around {
-                spare: true,
-                queued: &[also.as_slice()],
-                ..Default::default()
-            },
-        );
-        assert_eq!((t.reused, pool.len()), (80, 1));
-        let t = pool.take(
-            (1, 4),
-            120,
-            0,
-            &also,
-            Around {
-                spare: true,
-                ..Default::default()
-            },
-        );
-        assert_eq!((t.reused, pool.len()), (80, 0));
-        // without room to spare the shared opening is taken, cut down
-        pool.put(filled(&kept), 0, &kept);
-        let t = pool.take(
-            (1, 4),
-            80,
-            0,
-            &other,
-            Around {
-                spare: false,
-                ..Default::default()
-            },
-        );
-        assert_eq!(t.reused, 32);
-        assert!(pool.is_empty());
-    }
-
-    #[test]
-    fn off_keeps_memory_not_contents() {
-        let mut pool = CachePool::new(false);
-        pool.put(filled(&seq(0, 40)), 0, &seq(0, 40));
-        assert_eq!(pool.cached_blocks(), 0);
-        let t = pool.take((1, 4), 40, 0, &seq(0, 40), Around::default());
-        assert_eq!((t.reused, t.cache.len(), t.cache.room()), (0, 0, 48));
-    }
-
-    #[test]
-    fn eviction_is_least_recently_used() {
-        let mut pool = CachePool::new(true);
-        for i in 0..3 {
-            let t = seq(1000 * i, 32);
-            pool.put(filled(&t), 0, &t);
+    fn eviction_takes_idle_blocks_least_recently_used_first() {
+        // room for 6 blocks
+        let mut pool = BlockPool::new(SHAPE, 96, true);
+        let (old, new) = (seq(0, 33), seq(1000, 33));
+        for t in [&old, &new] {
+            let mut c = KvCache::new(1);
+            fill(&mut pool, &mut c, 0, t);
+            pool.release(c);
         }
-        assert_eq!(pool.room(), 96);
-        // hit the oldest: it leaves the pool, and comes back newest
-        let t = pool.take((1, 4), 32, 0, &seq(0, 40), Around::default());
-        assert_eq!(t.reused, 32);
-        pool.put(t.cache, 0, &seq(0, 40));
-        // budget for two: the least recently used (1000…) goes
-        pool.trim(0, 80, 8);
-        assert_eq!(pool.kept.len(), 2);
-        assert!(pool.kept.iter().all(|k| k.tokens[0] != 1000));
-        pool.trim(0, 1000, 0);
-        assert_eq!(pool.room(), 0);
+        assert_eq!((pool.live(), pool.cached_blocks()), (4, 4));
+        // a running sequence holds the old prefix (it is not idle)
+        let held = pool.take(&pool.lookup(0, &old));
+        // 5 more blocks promised would need 3 evicted, but only the 2
+        // blocks of the newer prefix are idle: refused
+        assert!(!pool.fits(&[], 5));
+        assert!(pool.fits(&[], 4));
+        pool.make_room(4);
+        assert_eq!(pool.cached_blocks(), 2, "the idle blocks went");
+        assert_eq!(pool.lookup(0, &old).len(), 2, "the held ones stayed");
+        assert!(pool.lookup(0, &new).is_empty());
+        drop(held);
+        // least recently used first, and on a tie the deeper block
+        let mut pool = BlockPool::new(SHAPE, 96, true);
+        for t in [&old, &new] {
+            let mut c = KvCache::new(1);
+            fill(&mut pool, &mut c, 0, t);
+            pool.release(c);
+        }
+        pool.make_room(3);
+        assert_eq!(pool.lookup(0, &old).len(), 1, "the old chain's tail went");
+        assert_eq!(pool.lookup(0, &new).len(), 2);
+    }
+
+    #[test]
+    fn freed_blocks_are_reused_and_off_caches_nothing() {
+        let mut pool = BlockPool::new(SHAPE, 1024, false);
+        let mut c = KvCache::new(1);
+        fill(&mut pool, &mut c, 0, &seq(0, 40));
+        let last = c.layer(0).keys(2).as_ptr();
+        pool.release(c);
+        assert_eq!((pool.live(), pool.cached_blocks()), (0, 0));
+        assert!(pool.lookup(0, &seq(0, 40)).is_empty());
+        let mut c = KvCache::new(1);
+        assert_eq!(pool.grow(&mut c, 10), 1);
+        // the last block freed is the first reused, memory and all
+        assert_eq!(c.layer(0).keys(0).as_ptr(), last);
+        assert_eq!(pool.live(), 1);
+        // its old contents are there until overwritten (attention never
+        // reads past a cache's length)
+        assert_eq!(c.layer(0).keys(0)[0], f16::from_f32(32.0));
     }
 }

@@ -4,8 +4,9 @@
 //! with them), admit waiting requests while a sequence slot and their KV
 //! reservation (prompt + max_tokens) fit, then run ONE forward over all
 //! running sequences: one token for each decoding sequence plus prompt
-//! chunks of newly admitted ones, within `max_batched_tokens`. Reserving
-//! the whole budget at admission means memory is bounded and no running
+//! chunks of newly admitted ones, within `max_batched_tokens`. Promising
+//! the whole budget at admission (in KV blocks, less those of a cached
+//! prefix it holds; `prefix.rs`) means memory is bounded and no running
 //! sequence ever has to be preempted.
 
 use std::collections::VecDeque;
@@ -19,10 +20,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::error::GenError;
 use crate::generator::{Event, FinishReason, GeneratorConfig, Load, Stats, TokenLogprob};
 use crate::grammar::Constraint;
-use crate::kv::KvCache;
+use crate::kv::{KEY_BLOCK, KvCache, Shape};
 use crate::metrics as m;
 use crate::model::{Llama, SeqBatch};
-use crate::prefix::{Around, CachePool, Taken};
+use crate::prefix::{BlockPool, held_positions};
 use crate::request::GenerateRequest;
 use crate::sampling::{Choice, Sampler, StopMatcher};
 use crate::tokenizer::{GgufTokenizer, StreamDecoder};
@@ -173,14 +174,10 @@ struct Seq {
     admitted: Instant,
     /// Prompt positions its cache held when admitted (a prefix-cache hit).
     cached: usize,
+    /// KV blocks it may still add (promised at admission).
+    promised: usize,
     grammar: Option<Constraint>,
     calls: Option<CallStream>,
-}
-
-impl Seq {
-    fn reserved(&self) -> usize {
-        self.job.prompt.len() + self.job.max_tokens
-    }
 }
 
 pub struct Engine {
@@ -195,17 +192,13 @@ pub struct Engine {
     /// Prompt chunk length: what is left of the step budget when every
     /// other sequence decodes, so a chunk always fits eventually.
     prefill_chunk: usize,
-    reserved: usize,
+    /// KV blocks the running sequences may still add, together.
+    promised: usize,
     kv_capacity: usize,
     /// Past this wait a queued request is refused (`Overloaded`).
     max_queue_wait: std::time::Duration,
-    /// Caches of finished sequences, with their contents for prefix reuse
-    /// (`prefix.rs`). Their room counts against the KV budget together
-    /// with the running reservations; the least recently used go first
-    /// when that is exceeded.
-    pool: CachePool,
-    /// Kept caches at most (more finished conversations when caching).
-    max_kept: usize,
+    /// Every KV block, and the cached prefixes among them (`prefix.rs`).
+    blocks: BlockPool,
 }
 
 impl Engine {
@@ -219,6 +212,10 @@ impl Engine {
         let max_sequences = cfg.max_sequences.max(1);
         // room for a decode token of every sequence plus prompt work
         let max_batched_tokens = cfg.max_batched_tokens.max(max_sequences + 1);
+        let shape = Shape {
+            n_layer: model.cfg.n_layer,
+            kv_dim: model.cfg.n_kv_head * model.cfg.head_dim,
+        };
         Self {
             model,
             tokenizer,
@@ -229,20 +226,15 @@ impl Engine {
             max_sequences,
             max_batched_tokens,
             prefill_chunk: max_batched_tokens - max_sequences,
-            reserved: 0,
+            promised: 0,
             kv_capacity: cfg.kv_cache_tokens,
             max_queue_wait: cfg.max_queue_wait,
-            pool: CachePool::new(cfg.prefix_cache),
-            max_kept: if cfg.prefix_cache {
-                4 * max_sequences
-            } else {
-                max_sequences
-            },
+            blocks: BlockPool::new(shape, cfg.kv_cache_tokens, cfg.prefix_cache),
         }
     }
 
     /// Removes the running sequences `gone` picks, releasing their
-    /// reservations and keeping their caches for reuse.
+    /// promises and their blocks (cached ones stay cached).
     fn remove(&mut self, mut gone: impl FnMut(usize, &Seq) -> bool) {
         let gone: Vec<bool> = self
             .running
@@ -255,23 +247,19 @@ impl Engine {
         }
         for (s, gone) in std::mem::take(&mut self.running).into_iter().zip(gone) {
             if gone {
-                self.reserved -= s.reserved();
-                let held = s.job.prompt.iter().chain(&s.generated).copied();
-                let tokens: Vec<u32> = held.take(s.cache.len()).collect();
-                self.pool.put(s.cache, s.job.req.cache_salt, &tokens);
+                self.promised -= s.promised;
+                self.blocks.release(s.cache);
             } else {
                 self.running.push(s);
             }
         }
-        self.trim_pool();
+        self.publish_cached();
     }
 
-    fn trim_pool(&mut self) {
-        self.pool
-            .trim(self.reserved, self.kv_capacity, self.max_kept);
+    fn publish_cached(&self) {
         self.shared
             .cached_blocks
-            .store(self.pool.cached_blocks(), Ordering::Release);
+            .store(self.blocks.cached_blocks(), Ordering::Release);
     }
 
     pub fn run(mut self) {
@@ -300,7 +288,8 @@ impl Engine {
     }
 
     fn publish(&self) {
-        let used: usize = self.running.iter().map(|s| s.cache.len()).sum();
+        // a block several sequences hold is counted once
+        let used = held_positions(self.running.iter().map(|s| &s.cache));
         self.shared.kv_used.store(used, Ordering::Release);
         self.shared
             .running
@@ -355,70 +344,37 @@ impl Engine {
             let Some(job) = self.waiting.front() else {
                 break;
             };
-            let need = job.prompt.len() + job.max_tokens;
-            if self.reserved + need > self.kv_capacity {
+            let need = (job.prompt.len() + job.max_tokens).div_ceil(KEY_BLOCK);
+            let hit = self.blocks.lookup(job.req.cache_salt, &job.prompt);
+            let promised = need.saturating_sub(hit.len());
+            if !self.blocks.fits(&hit, self.promised + promised) {
                 break; // FIFO: wait for memory rather than starve big requests
             }
             let Some(mut job) = self.waiting.pop_front() else {
                 break;
             };
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
-            self.reserved += need;
+            self.promised += promised;
             let queued = job.arrived.elapsed();
             m::queue_time(queued);
             crate::trace::timing(&job.span, "queued", "ragmesh.queue_time_s", queued);
             let sampler = Sampler::new(job.req.sampling.clone());
             let stop = StopMatcher::new(job.stops.clone(), job.req.stop_on_repeat);
-            let c = &self.model.cfg;
-            // `need` is already in `reserved`: a new cache fits when the
-            // kept ones and the reservations leave room
-            let spare = self.reserved + self.pool.room() <= self.kv_capacity
-                && self.pool.len() < self.max_kept;
-            // the prompts queued behind it (a few, for the prefix cache
-            // to leave a shared prefix in place for them)
-            let queued: Vec<&[u32]> = self
-                .waiting
-                .iter()
-                .take(self.max_sequences)
-                .filter(|j| j.req.cache_salt == job.req.cache_salt)
-                .map(|j| j.prompt.as_slice())
-                .collect();
-            // the running sequence holding most of this prompt, if any
-            let running = self
-                .running
-                .iter()
-                .filter(|s| s.job.req.cache_salt == job.req.cache_salt && !s.cache.is_empty())
-                .map(|s| {
-                    let held = s.job.prompt.iter().chain(&s.generated).take(s.cache.len());
-                    (
-                        &s.cache,
-                        crate::prefix::shared_blocks(&job.prompt, held.copied()),
-                    )
-                })
-                .max_by_key(|(_, b)| *b)
-                .filter(|(_, b)| *b > 0);
-            let Taken { cache, reused } = self.pool.take(
-                (c.n_layer, c.n_kv_head * c.head_dim),
-                need,
-                job.req.cache_salt,
-                &job.prompt,
-                Around {
-                    spare,
-                    queued: &queued,
-                    running,
-                },
-            );
+            let cache = self.blocks.take(&hit);
+            self.blocks.make_room(self.promised);
+            let reused = cache.len();
             m::prefix_cache(&self.shared.model_name, job.prompt.len(), reused);
             if reused > 0 {
                 crate::trace::cached(&job.span, reused);
             }
-            self.trim_pool();
+            self.publish_cached();
             self.running.push(Seq {
                 grammar: job.grammar.take(),
                 calls: job.calls.take(),
                 cache,
                 prefilled: reused,
                 cached: reused,
+                promised,
                 generated: Vec::new(),
                 next: None,
                 sampler,
@@ -458,6 +414,14 @@ impl Engine {
             }
         }
         plan.sort_by_key(|p| p.0);
+        // the blocks this step's positions go to (promised at admission)
+        for &(i, from, to) in &plan {
+            let s = &mut self.running[i];
+            let want = s.cache.len() + (to - from).max(1);
+            let added = self.blocks.grow(&mut s.cache, want);
+            s.promised = s.promised.saturating_sub(added);
+            self.promised = self.promised.saturating_sub(added);
+        }
         let prompt_tokens: usize = plan.iter().map(|p| p.2 - p.1).sum();
         let t0 = Instant::now();
         let result = {
@@ -527,10 +491,8 @@ impl Engine {
                     ));
                 }
                 let doomed: Vec<usize> = plan.iter().map(|p| p.0).collect();
-                // what a failed forward left in their caches is not kept
-                for &i in &doomed {
-                    self.running[i].cache.clear();
-                }
+                // what a failed forward wrote was never registered: only
+                // blocks full before it stay cached
                 self.remove(|i, _| doomed.contains(&i));
                 return;
             }
@@ -540,9 +502,19 @@ impl Engine {
         // for a good part of a millisecond per step)
         let mut per_seq: Vec<Option<&mut [f32]>> = (0..self.running.len()).map(|_| None).collect();
         for ((i, from, to), logits) in plan.iter().copied().zip(logits.rows_mut()) {
+            let Seq {
+                job,
+                cache,
+                generated,
+                prefilled,
+                ..
+            } = &mut self.running[i];
             if from != to {
-                self.running[i].prefilled = to;
+                *prefilled = to;
             }
+            // the blocks this step filled, for the prefix cache
+            let held = job.prompt.iter().chain(generated.iter()).copied();
+            self.blocks.register(cache, job.req.cache_salt, held);
             per_seq[i] = logits;
         }
         let tok = &*self.tokenizer;

@@ -46,7 +46,11 @@ pub struct Output {
 
 /// Runs a request to the end.
 pub async fn run(g: &Generator, req: GenerateRequest) -> Output {
-    let mut rx = g.generate(req).unwrap_or_else(|e| panic!("generate: {e}"));
+    collect(g.generate(req).unwrap_or_else(|e| panic!("generate: {e}"))).await
+}
+
+/// Reads a request's events to the end.
+pub async fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Output {
     let (mut text, mut ids) = (String::new(), Vec::new());
     let mut calls: Vec<(String, String)> = Vec::new();
     while let Some(ev) = rx.recv().await {

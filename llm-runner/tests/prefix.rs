@@ -5,7 +5,7 @@
 
 mod common;
 
-use ragmesh_llm_runner::{GenerateRequest, Generator, GeneratorConfig};
+use ragmesh_llm_runner::{Event, GenerateRequest, Generator, GeneratorConfig};
 
 fn load(prefix_cache: bool, tweak: impl FnOnce(&mut GeneratorConfig)) -> &'static Generator {
     let mut c = common::config();
@@ -82,6 +82,74 @@ async fn a_shared_prefix_is_reused_and_outputs_are_unchanged() {
     // the finished sequences' caches are kept right after their last event
     let kept = wait_for(|| on.load_figures().cached_blocks >= 18).await;
     assert!(kept, "{:?}", on.load_figures());
+}
+
+/// Requests arriving while one with the same preamble runs hold its
+/// blocks: each prefills only its question, the KV gauge counts the
+/// shared blocks once, and every output (the running one's too) equals
+/// the same request's with caching off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_sequences_share_their_prefix_blocks() {
+    let on = load(true, |_| {});
+    let off = load(false, |_| {});
+    let p = preamble("Saltreach");
+    let mut long = ask(&p, "Recite every rule.", 160);
+    long.ignore_eos = true;
+    let mut first = on.generate(long.clone()).unwrap_or_else(|e| panic!("{e}"));
+    // its first token: its prompt is in its blocks, registered
+    let Some(Event::Delta {
+        token_ids: first_ids,
+        ..
+    }) = first.recv().await
+    else {
+        panic!("no first token")
+    };
+    let questions = [
+        "What does a ship pay on day 5?",
+        "Which pier is used on day 2?",
+        "What does a ship pay on day 10?",
+    ];
+    let mut rxs = Vec::new();
+    for q in questions {
+        let mut rx = on
+            .generate(ask(&p, q, 24))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some(Event::Delta { token_ids, .. }) = rx.recv().await else {
+            panic!("{q}: no first token")
+        };
+        rxs.push((q, token_ids, rx));
+    }
+    // all four hold their prompts now
+    let load = on.load_figures();
+    let mut prompts = 0;
+    for (q, head, rx) in rxs {
+        let mut got = common::collect(rx).await;
+        got.ids.splice(0..0, head);
+        assert!(
+            got.cached_tokens >= 288,
+            "{q}: {} of {} prompt tokens cached while the first ran",
+            got.cached_tokens,
+            got.prompt_tokens
+        );
+        prompts += got.prompt_tokens;
+        let alone = common::run(off, ask(&p, q, 24)).await;
+        assert_eq!(got.ids, alone.ids, "{q}: a shared block changed the output");
+    }
+    let mut rest = common::collect(first).await;
+    prompts += rest.prompt_tokens;
+    // the three later prompts share 288+ positions each with the first:
+    // held once, the gauge stays below the prompts' sum by that much
+    // (the first has generated at most 160 tokens, the others 24)
+    assert!(
+        load.running >= 2 && load.kv_tokens_used + 3 * 288 <= prompts + 160 + 3 * 24,
+        "shared blocks counted more than once: {load:?}, prompts {prompts}"
+    );
+    let alone = common::run(off, long).await;
+    rest.ids.splice(0..0, first_ids);
+    assert_eq!(
+        rest.ids, alone.ids,
+        "sharing its blocks changed the first output"
+    );
 }
 
 /// Twelve requests over three shared preambles, six at a time, with a KV
