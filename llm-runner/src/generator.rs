@@ -34,7 +34,8 @@ pub struct GeneratorConfig {
     pub max_model_len: usize,
     /// Matmul kernel (see `linear.rs`).
     pub kernel: crate::linear::Kernel,
-    /// Reuse the cached prompt prefixes of finished sequences (`prefix.rs`).
+    /// Reuse the KV blocks of prompt prefixes earlier or running sequences
+    /// computed (`prefix.rs`).
     pub prefix_cache: bool,
 }
 

@@ -18,26 +18,32 @@
 //! `KvCache::push` would copy a shared block rather than change it.
 //!
 //! Reuse is bit-identical to a cold prefill: a position's keys and values
-//! depend only on the tokens up to it (the matmuls compute each row alone,
-//! attention reads the cache, RoPE is by absolute position), and the
-//! scheduler cuts the rest of the prompt at the same absolute chunk
-//! boundaries as before.
+//! depend only on the tokens up to it (the quantized kernels compute each
+//! row alone, attention reads the cache, RoPE is by absolute position),
+//! and the scheduler cuts the rest of the prompt at the same absolute
+//! chunk boundaries as before. (`--kernel gemm`, whose OpenBLAS blocking
+//! can change a row's last bits with the batch, reuses equivalent keys
+//! and values, not always the same bits.)
 //!
 //! The chain starts from the request's cache salt (the gateway's hash of
 //! the tenant), so requests of different salts never share a block: a hit
 //! shows in `cached_tokens` and in the time to first token, and shared
 //! blocks would let one tenant test whether another sent a given prompt.
 //! The hashes are keyed per process (SipHash, random keys), and a lookup
-//! also compares each block's tokens and parent, so a prompt cannot be
-//! crafted to collide with another's blocks.
+//! also compares each block's tokens, depth and parent hash; a sequence
+//! whose block meets a different one under the same hash registers
+//! nothing more, so no chain ever runs through a colliding entry.
 //!
-//! Budget: the pool counts live blocks (held by sequences or the cache)
-//! and the blocks running sequences may still add (a sequence is promised
-//! its prompt plus `max_tokens` at admission, so none is ever preempted).
-//! A registered block no sequence holds is idle: it stays cached until
-//! the budget needs it, and then the least recently used go first (on a
-//! tie the deepest, as a block is useless without its parent). Freed
-//! blocks keep their memory for the next ones (their pages stay
+//! Budget: the pool counts live blocks (held by sequences or the cache);
+//! the scheduler adds the blocks running sequences may still take (each
+//! is promised its prompt plus `max_tokens` at admission, so none is ever
+//! preempted). A registered block no sequence holds is idle: idle blocks
+//! count as free room at admission, and stay cached until a step needs
+//! their room for new positions; then the least recently used go first
+//! (on a tie the deepest, as a block is useless without its parent).
+//! Evicting only then matters: a request without `max_tokens` is promised
+//! the rest of the context window, far more than it usually takes.
+//! Freed blocks keep their memory for the next ones (their pages stay
 //! resident). Without caching (`--prefix-cache false`) nothing is
 //! registered and a finished sequence's blocks are freed at once.
 
@@ -147,7 +153,7 @@ impl BlockPool {
             .iter()
             .filter(|h| self.index.get(h).is_some_and(Entry::idle))
             .count();
-        self.live - idle + pinned + promised <= self.capacity
+        self.live + pinned + promised <= self.capacity + idle
     }
 
     /// A cache holding the blocks of `hit` (see [`Self::lookup`]).
@@ -165,10 +171,11 @@ impl BlockPool {
         KvCache::with_blocks(self.shape, blocks, hashes)
     }
 
-    /// Evicts idle blocks, least recently used first, until `promised`
-    /// more blocks fit in the budget.
-    pub fn make_room(&mut self, promised: usize) {
-        let over = (self.live + promised).saturating_sub(self.capacity);
+    /// Evicts idle blocks, least recently used first, until `blocks` more
+    /// fit in the budget (the new blocks of a step: admission promised
+    /// them, so idle ones are there to evict).
+    pub fn make_room(&mut self, blocks: usize) {
+        let over = (self.live + blocks).saturating_sub(self.capacity);
         if over == 0 {
             return;
         }
@@ -189,6 +196,7 @@ impl BlockPool {
     /// Frees `block` if nothing else holds it.
     fn recycle(&mut self, block: Arc<Block>) {
         if let Ok(b) = Arc::try_unwrap(block) {
+            debug_assert!(self.live > 0, "a block freed that the pool never counted");
             self.live = self.live.saturating_sub(1);
             if b.fits(self.shape) && self.free.len() + self.live < self.capacity {
                 self.free.push(b);
@@ -206,6 +214,7 @@ impl BlockPool {
             self.live += 1;
             added += 1;
         }
+        debug_assert!(self.live <= self.capacity, "more blocks than the budget");
         added
     }
 
@@ -214,7 +223,7 @@ impl BlockPool {
     pub fn register(&mut self, cache: &mut KvCache, salt: u64, held: impl Iterator<Item = u32>) {
         let full = cache.len() / KEY_BLOCK;
         let seen = cache.hashes.len();
-        if !self.enabled || seen >= full {
+        if !self.enabled || !cache.registrable || seen >= full {
             return;
         }
         self.clock += 1;
@@ -232,18 +241,33 @@ impl BlockPool {
                 _ => cache.hashes[b - 1],
             };
             let h = self.hash(parent, &tokens);
+            match self.index.get(&h) {
+                None => {
+                    let block = cache.blocks()[b].clone();
+                    self.index.insert(
+                        h,
+                        Entry {
+                            block,
+                            parent,
+                            tokens,
+                            depth: b,
+                            used: self.clock,
+                        },
+                    );
+                }
+                // the same block computed twice (two sequences admitted
+                // together): hold the cached one, free the copy
+                Some(e) if e.parent == parent && e.depth == b && e.tokens == tokens => {
+                    let mine = cache.swap_block(b, e.block.clone());
+                    self.recycle(mine);
+                }
+                // another block under this hash: stop here
+                Some(_) => {
+                    cache.registrable = false;
+                    return;
+                }
+            }
             cache.hashes.push(h);
-            // a block computed twice (two sequences admitted together)
-            // stays with its sequence; the first one is the cached one
-            let block = &cache.blocks()[b];
-            let used = self.clock;
-            self.index.entry(h).or_insert_with(|| Entry {
-                block: block.clone(),
-                parent,
-                tokens,
-                depth: b,
-                used,
-            });
         }
     }
 
@@ -263,15 +287,18 @@ impl BlockPool {
     }
 }
 
-/// Positions the `caches` hold, a block several of them share counted
-/// once (the KV usage gauge).
+/// Positions the running `caches` hold, a block several of them share
+/// counted once (the KV usage gauge). Sequences share a block only
+/// through the cache, which holds it too (an idle block is never
+/// evicted): a block with at most two holders is one sequence's, and only
+/// the rest need telling apart.
 pub fn held_positions<'a>(caches: impl Iterator<Item = &'a KvCache>) -> usize {
     let mut shared = HashSet::new();
     let mut n = 0;
     for c in caches {
         for (b, block) in c.blocks().iter().enumerate() {
             let here = c.len().saturating_sub(b * KEY_BLOCK).min(KEY_BLOCK);
-            if Arc::strong_count(block) == 1 || shared.insert(Arc::as_ptr(block)) {
+            if Arc::strong_count(block) <= 2 || shared.insert(Arc::as_ptr(block)) {
                 n += here;
             }
         }
@@ -348,7 +375,6 @@ mod tests {
         first.push(7);
         let hit = pool.lookup(0, &first);
         assert_eq!(hit.len(), 2);
-        assert!(pool.fits(&hit, 2));
         let mut b = pool.take(&hit);
         assert_eq!(pool.live(), 3, "nothing was allocated");
         for i in 0..2 {
@@ -401,6 +427,98 @@ mod tests {
         pool.make_room(3);
         assert_eq!(pool.lookup(0, &old).len(), 1, "the old chain's tail went");
         assert_eq!(pool.lookup(0, &new).len(), 2);
+    }
+
+    /// Idle blocks count as free room at admission, except those the new
+    /// sequence will hold.
+    #[test]
+    fn admission_counts_idle_blocks_as_room_but_not_its_own() {
+        // room for 6 blocks, 4 of them cached and idle
+        let mut pool = BlockPool::new(SHAPE, 96, true);
+        let (a, b) = (seq(0, 33), seq(1000, 33));
+        for t in [&a, &b] {
+            let mut c = KvCache::new(1);
+            fill(&mut pool, &mut c, 0, t);
+            pool.release(c);
+        }
+        assert!(pool.fits(&[], 6));
+        assert!(!pool.fits(&[], 7));
+        // holding 2 of them leaves 4 to promise
+        let hit = pool.lookup(0, &a);
+        assert_eq!(hit.len(), 2);
+        assert!(pool.fits(&hit, 4));
+        assert!(!pool.fits(&hit, 5));
+        // a step taking its 4 blocks evicts exactly the other idle ones
+        let mut c = pool.take(&hit);
+        pool.make_room(4);
+        assert_eq!(pool.grow(&mut c, 32 + 4 * KEY_BLOCK), 4);
+        assert_eq!((pool.live(), pool.cached_blocks()), (6, 2));
+        assert!(pool.lookup(0, &b).is_empty());
+    }
+
+    /// Generated tokens' blocks are registered as they fill, with the
+    /// positions they were fed at.
+    #[test]
+    fn generated_tokens_are_cached_at_their_positions() {
+        let mut pool = BlockPool::new(SHAPE, 1024, true);
+        let prompt = seq(0, 20);
+        let mut c = KvCache::new(1);
+        fill(&mut pool, &mut c, 0, &prompt);
+        assert_eq!(pool.cached_blocks(), 1);
+        // 30 tokens fed one per step, each the one sampled before
+        let mut generated = Vec::new();
+        for t in 500..530u32 {
+            let pos = c.len();
+            pool.grow(&mut c, pos + 1);
+            c.push(0, pos, 2, &[t as f32; 4], &[t as f32; 4]);
+            c.advance(1);
+            generated.push(t);
+            let held = prompt.iter().chain(&generated).copied();
+            pool.register(&mut c, 0, held);
+        }
+        // 50 positions: 3 full blocks
+        assert_eq!(pool.cached_blocks(), 3);
+        let mut next = prompt.clone();
+        next.extend(&generated);
+        next.push(7);
+        let again = pool.take(&pool.lookup(0, &next));
+        assert_eq!(again.len(), 48);
+        assert_eq!(
+            (key(&again, 19), key(&again, 20), key(&again, 47)),
+            (19.0, 500.0, 527.0)
+        );
+    }
+
+    /// Two sequences that computed the same block hold one copy once it
+    /// is registered; a different block under a known hash stops the
+    /// chain rather than joining it.
+    #[test]
+    fn duplicates_merge_and_collisions_stop_registration() {
+        let mut pool = BlockPool::new(SHAPE, 1024, true);
+        let t = seq(0, 40);
+        let (mut a, mut b) = (KvCache::new(1), KvCache::new(1));
+        fill(&mut pool, &mut a, 0, &t);
+        assert_eq!(pool.live(), 3);
+        fill(&mut pool, &mut b, 0, &t);
+        assert_eq!(pool.live(), 4, "b's two full blocks were freed for a's");
+        assert!(Arc::ptr_eq(&a.blocks()[1], &b.blocks()[1]));
+        assert_eq!(key(&b, 39), 39.0);
+        // a forged entry under the hash of another prompt's first block
+        let other = seq(700, 40);
+        let h = pool.hash(0, &other[..KEY_BLOCK]);
+        let forged = Entry {
+            block: Arc::new(Block::new(SHAPE)),
+            parent: 0,
+            tokens: [1; KEY_BLOCK],
+            depth: 0,
+            used: 0,
+        };
+        pool.index.insert(h, forged);
+        assert!(pool.lookup(0, &other).is_empty(), "the tokens differ");
+        let mut c = KvCache::new(1);
+        fill(&mut pool, &mut c, 0, &other);
+        assert!(!c.registrable && c.hashes.is_empty());
+        assert!(pool.lookup(0, &other).is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Continuous batching on one engine thread.
 //!
-//! Every step: take new requests, drop cancelled ones (their KV cache goes
-//! with them), admit waiting requests while a sequence slot and their KV
+//! Every step: take new requests, drop cancelled ones (their KV blocks are
+//! freed, but for those the prefix cache keeps), admit waiting requests while a sequence slot and their KV
 //! reservation (prompt + max_tokens) fit, then run ONE forward over all
 //! running sequences: one token for each decoding sequence plus prompt
 //! chunks of newly admitted ones, within `max_batched_tokens`. Promising
@@ -253,13 +253,6 @@ impl Engine {
                 self.running.push(s);
             }
         }
-        self.publish_cached();
-    }
-
-    fn publish_cached(&self) {
-        self.shared
-            .cached_blocks
-            .store(self.blocks.cached_blocks(), Ordering::Release);
     }
 
     pub fn run(mut self) {
@@ -290,6 +283,9 @@ impl Engine {
     fn publish(&self) {
         // a block several sequences hold is counted once
         let used = held_positions(self.running.iter().map(|s| &s.cache));
+        self.shared
+            .cached_blocks
+            .store(self.blocks.cached_blocks(), Ordering::Release);
         self.shared.kv_used.store(used, Ordering::Release);
         self.shared
             .running
@@ -360,14 +356,13 @@ impl Engine {
             crate::trace::timing(&job.span, "queued", "ragmesh.queue_time_s", queued);
             let sampler = Sampler::new(job.req.sampling.clone());
             let stop = StopMatcher::new(job.stops.clone(), job.req.stop_on_repeat);
+            // idle cached blocks are evicted only when a step needs them
             let cache = self.blocks.take(&hit);
-            self.blocks.make_room(self.promised);
             let reused = cache.len();
             m::prefix_cache(&self.shared.model_name, job.prompt.len(), reused);
             if reused > 0 {
                 crate::trace::cached(&job.span, reused);
             }
-            self.publish_cached();
             self.running.push(Seq {
                 grammar: job.grammar.take(),
                 calls: job.calls.take(),
@@ -414,13 +409,27 @@ impl Engine {
             }
         }
         plan.sort_by_key(|p| p.0);
-        // the blocks this step's positions go to (promised at admission)
+        // the blocks this step's positions go to (promised at admission,
+        // so evicting idle cached blocks always makes the room)
+        let want = |s: &Seq, from: usize, to: usize| s.cache.len() + (to - from).max(1);
+        let new: usize = plan
+            .iter()
+            .map(|&(i, from, to)| {
+                let s = &self.running[i];
+                want(s, from, to)
+                    .div_ceil(KEY_BLOCK)
+                    .saturating_sub(s.cache.blocks().len())
+            })
+            .sum();
+        self.blocks.make_room(new);
         for &(i, from, to) in &plan {
             let s = &mut self.running[i];
-            let want = s.cache.len() + (to - from).max(1);
-            let added = self.blocks.grow(&mut s.cache, want);
-            s.promised = s.promised.saturating_sub(added);
-            self.promised = self.promised.saturating_sub(added);
+            let upto = want(s, from, to);
+            let added = self.blocks.grow(&mut s.cache, upto);
+            debug_assert!(added <= s.promised, "a sequence outgrew its promise");
+            let added = added.min(s.promised);
+            s.promised -= added;
+            self.promised -= added;
         }
         let prompt_tokens: usize = plan.iter().map(|p| p.2 - p.1).sum();
         let t0 = Instant::now();

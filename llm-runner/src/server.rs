@@ -41,9 +41,9 @@ pub struct EngineArgs {
     /// slower). See linear.rs.
     #[arg(long, env = "RAGMESH_KERNEL", value_enum, default_value_t = Kernel::Quantized)]
     pub kernel: Kernel,
-    /// Automatic prefix caching: a new request reuses the cached KV of the
-    /// longest whole-block prompt prefix a finished request left
-    /// (`--prefix-cache false` to turn it off).
+    /// Automatic prefix caching: a new request reuses the KV blocks of the
+    /// longest whole-block prompt prefix an earlier or running request
+    /// computed (`--prefix-cache false` to turn it off).
     #[arg(long, env = "RAGMESH_PREFIX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub prefix_cache: bool,
 }

@@ -1,7 +1,8 @@
 //! Automatic prefix caching on the real model: a request sharing a long
-//! prefix with a finished one prefills only the rest, and every output is
-//! token for token what the same request gives with caching off, also
-//! when a small KV budget evicts cached prefixes while others run.
+//! prefix with a finished or running one prefills only the rest, and
+//! every output is token for token what the same request gives with
+//! caching off, also when a small KV budget evicts cached prefixes while
+//! others run.
 
 mod common;
 
@@ -73,11 +74,15 @@ async fn a_shared_prefix_is_reused_and_outputs_are_unchanged() {
         repeat.prompt_tokens
     );
     assert_eq!(repeat.ids, second.ids);
-    // the first question again: the second shared most of the first's
-    // cache and took it (a continuation, not another conversation), so
-    // the preamble is what is reused
+    // the first question again: its own blocks are still cached beside
+    // the second's (they share the preamble's), all but the partial last
     let again = common::run(on, ask(&p, "What does a ship pay on day 4?", 24)).await;
-    assert!(again.cached_tokens >= 288, "{}", again.cached_tokens);
+    assert!(
+        again.cached_tokens + 16 >= again.prompt_tokens,
+        "{} of {}",
+        again.cached_tokens,
+        again.prompt_tokens
+    );
     assert_eq!(again.ids, first.ids);
     // the finished sequences' caches are kept right after their last event
     let kept = wait_for(|| on.load_figures().cached_blocks >= 18).await;
