@@ -120,9 +120,10 @@ pub struct Load {
     pub waiting: usize,
     pub running: usize,
     pub max_sequences: usize,
+    /// KV positions the running sequences hold, a shared block once.
     pub kv_tokens_used: usize,
     pub kv_tokens_capacity: usize,
-    /// Whole KV blocks kept for prefix reuse.
+    /// Whole KV blocks registered for prefix reuse (held or idle).
     pub cached_blocks: usize,
 }
 
