@@ -1,10 +1,11 @@
 //! Continuous batching on one engine thread.
 //!
 //! Every step: take new requests, drop cancelled ones (their KV blocks are
-//! freed, but for those the prefix cache keeps), admit waiting requests while a sequence slot and their KV
-//! reservation (prompt + max_tokens) fit, then run ONE forward over all
-//! running sequences: one token for each decoding sequence plus prompt
-//! chunks of newly admitted ones, within `max_batched_tokens`. Promising
+//! freed, but for those the prefix cache keeps), admit waiting requests
+//! while a sequence slot and their KV blocks (prompt + max_tokens) fit,
+//! then run ONE forward over all running sequences: one token for each
+//! decoding sequence plus prompt chunks of newly admitted ones, within
+//! `max_batched_tokens`. Promising
 //! the whole budget at admission (in KV blocks, less those of a cached
 //! prefix it holds; `prefix.rs`) means memory is bounded and no running
 //! sequence ever has to be preempted.
