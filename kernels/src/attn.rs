@@ -26,7 +26,10 @@ pub fn prefetch(run: &[f16]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        for at in (0..run.len()).step_by(32) {
+        // a line per 32 values, and the last value's (a run need not
+        // start on a line)
+        let last = run.len().checked_sub(1);
+        for at in (0..run.len()).step_by(32).chain(last) {
             // SAFETY: `at` is in bounds, and a prefetch reads nothing
             unsafe { _mm_prefetch::<_MM_HINT_T0>(run.as_ptr().add(at).cast()) };
         }

@@ -29,9 +29,9 @@
 //! This crate is the workspace's only `unsafe`: SIMD loads from slices
 //! whose lengths are checked first, in modules compiled only when the
 //! target has AVX2 (the workspace's x86-64-v3 baseline), the AVX-512
-//! kernel run only after its features were detected, and `columns.rs`,
+//! kernel run only after its features were detected, `columns.rs`,
 //! where parallel tasks write disjoint, bounds-checked column ranges of
-//! one output.
+//! one output, and `attn::prefetch`, a cache hint at in-bounds addresses.
 
 mod acts;
 pub mod attn;

@@ -17,7 +17,8 @@
 //! The layout is for memory traffic: a decode step reads every sequence's
 //! whole cache (about 50 MB for 16 sequences of 140 tokens on SmolLM2), so
 //! it streams from DRAM, and a layer's part of a block is one 12 KB run
-//! (keys, then values) the prefetchers follow. (Keys transposed over the
+//! (keys, then values); attention prefetches the next block's run while
+//! it reads one (`attention.rs`). (Keys transposed over the
 //! whole capacity, `[head][dim][cap]`, were 64 short runs per head and
 //! streamed at a fraction of the bandwidth.) Growing appends blocks;
 //! nothing moves.

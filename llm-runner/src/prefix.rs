@@ -11,7 +11,9 @@
 //! choose the first output token. Registration happens as blocks fill,
 //! so a sequence shares the prefix of one still running (sixteen requests
 //! after one preamble: the later ones hold the first one's blocks). Two
-//! admitted together with a prefix nothing holds yet each prefill it.
+//! admitted together with a prefix nothing holds yet each prefill it; the
+//! second one's copy of a block is freed once the block is registered,
+//! and it holds the cached one.
 //!
 //! A full block is never written again (a sequence writes only positions
 //! past its length, in blocks of its own), so holders share it freely;
@@ -22,8 +24,8 @@
 //! row alone, attention reads the cache, RoPE is by absolute position),
 //! and the scheduler cuts the rest of the prompt at the same absolute
 //! chunk boundaries as before. (`--kernel gemm`, whose OpenBLAS blocking
-//! can change a row's last bits with the batch, reuses equivalent keys
-//! and values, not always the same bits.)
+//! can change a row's last bits with the batch, reuses or merges into
+//! equivalent keys and values, not always the same bits.)
 //!
 //! The chain starts from the request's cache salt (the gateway's hash of
 //! the tenant), so requests of different salts never share a block: a hit
@@ -293,9 +295,10 @@ impl BlockPool {
 
 /// Positions the running `caches` hold, a block several of them share
 /// counted once (the KV usage gauge). Sequences share a block only
-/// through the cache, which holds it too (an idle block is never
-/// evicted): a block with at most two holders is one sequence's, and only
-/// the rest need telling apart.
+/// through the cache, which holds it as long as anyone does (only idle
+/// blocks are evicted, and no entry is ever replaced): a block with at
+/// most two holders is one sequence's, and only the rest need telling
+/// apart.
 pub fn held_positions<'a>(caches: impl Iterator<Item = &'a KvCache>) -> usize {
     let mut shared = HashSet::new();
     let mut n = 0;

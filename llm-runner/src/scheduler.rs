@@ -5,10 +5,9 @@
 //! while a sequence slot and their KV blocks (prompt + max_tokens) fit,
 //! then run ONE forward over all running sequences: one token for each
 //! decoding sequence plus prompt chunks of newly admitted ones, within
-//! `max_batched_tokens`. Promising
-//! the whole budget at admission (in KV blocks, less those of a cached
-//! prefix it holds; `prefix.rs`) means memory is bounded and no running
-//! sequence ever has to be preempted.
+//! `max_batched_tokens`. Promising the whole budget at admission (in KV
+//! blocks, less those of a cached prefix it holds; `prefix.rs`) means
+//! memory is bounded and no running sequence ever has to be preempted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -359,6 +358,7 @@ impl Engine {
             let stop = StopMatcher::new(job.stops.clone(), job.req.stop_on_repeat);
             // idle cached blocks are evicted only when a step needs them
             let cache = self.blocks.take(&hit);
+            debug_assert_eq!(cache.blocks().len(), hit.len());
             let reused = cache.len();
             m::prefix_cache(&self.shared.model_name, job.prompt.len(), reused);
             if reused > 0 {
